@@ -1,0 +1,110 @@
+package sensors
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// Device is one configured device. The daemon's poller calls Poll every Spec.Poll with a
+// deadline; Poll returns every metric it knows, with Quality Error for those it could not read
+// this time, and a non-nil error when the device as a whole did not answer.
+type Device interface {
+	Poll(ctx context.Context) ([]Reading, error)
+	Close() error
+}
+
+// Watcher is a device that also reports on its own (a GPIO edge, a trap): Watch runs until ctx
+// ends and calls emit for each change. The poller still calls Poll as a periodic re-read, so a
+// missed event is caught.
+type Watcher interface {
+	Watch(ctx context.Context, emit func([]Reading)) error
+}
+
+// Actuator is a device that can be switched (a relay).
+type Actuator interface {
+	// Set energises (true) or releases (false) the output.
+	Set(ctx context.Context, on bool) error
+}
+
+// Commander is a device that accepts NUT instant commands (INSTCMD).
+type Commander interface {
+	Commands() []string
+	Command(ctx context.Context, cmd, arg string) error
+}
+
+// Env is what a factory gets besides its Spec.
+type Env struct {
+	// DataDir is where a device may keep state of its own (a relay's last override).
+	DataDir string
+}
+
+// Factory makes a device from its spec. It should fail only for a spec that cannot work at
+// all (no such port); a device that is merely unreachable now is made and fails its polls.
+type Factory func(spec Spec, env Env) (Device, error)
+
+// Driver describes one driver name in the registry.
+type Driver struct {
+	Name string
+	// Keys are the Spec keys (YAML names) this driver accepts besides id, driver, poll,
+	// timeout; Required are those it needs. The config checker uses them.
+	Keys     []string
+	Required []string
+	// Metrics lists the metric names the driver produces, with units, for documentation and
+	// for checking that a rule names a metric the device can have. Empty means "any".
+	Metrics map[string]string
+	New     Factory
+}
+
+var (
+	mu       sync.RWMutex
+	registry = map[string]Driver{}
+)
+
+// Register adds a driver; packages call it from init. A second registration of a name panics:
+// that is a programming error found by any test.
+func Register(d Driver) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := registry[d.Name]; dup {
+		panic(fmt.Sprintf("sensors: driver %q registered twice", d.Name))
+	}
+	registry[d.Name] = d
+}
+
+// Lookup returns the driver registered under name.
+func Lookup(name string) (Driver, bool) {
+	mu.RLock()
+	defer mu.RUnlock()
+	d, ok := registry[name]
+	return d, ok
+}
+
+// Drivers lists the registered driver names, sorted.
+func Drivers() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// New makes a device from spec through the registry.
+func New(spec Spec, env Env) (Device, error) {
+	d, ok := Lookup(spec.Driver)
+	if !ok {
+		return nil, fmt.Errorf("%s: unknown driver %q", spec.ID, spec.Driver)
+	}
+	if d.New == nil {
+		return nil, fmt.Errorf("%s: driver %q is not available in this build", spec.ID, spec.Driver)
+	}
+	dev, err := d.New(spec, env)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", spec.ID, err)
+	}
+	return dev, nil
+}
