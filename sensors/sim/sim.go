@@ -1,0 +1,309 @@
+// Package sim holds the simulated twins of the real drivers: sim.ups, sim.env, sim.power,
+// sim.contact and sim.relay. They take the same keys as their real twins (the hardware address
+// is optional), plus `values` (initial readings) and `script` (a story of timed changes), and
+// power the demo site and the tests.
+//
+// A script step `{at: 30s, set: {ups.status: OB}}` applies 30 s after the device started. With
+// `loop: true` the story starts again from `values` when the last step's `at` is reached, so a
+// last step is the end marker of the loop. The special metric `fail` set to 1 makes the device
+// stop answering (its polls fail) until it is set back to 0: that is how a story loses a sensor.
+//
+// sim.ups models the battery: on battery (`OB` in ups.status) battery.charge falls at a rate
+// set by `discharge_s` (seconds from full to empty, default 1200) and battery.runtime follows
+// from it; below 20 % charge the status gains LB. On mains the battery recharges. A script
+// that sets battery.charge or battery.runtime itself overrides the model.
+//
+// It must not import daemon/ or uplink/.
+package sim
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rackwatch/rackwatch/sensors"
+)
+
+// Clock is the time source; tests and replay use a virtual one.
+type Clock func() time.Time
+
+// Device is one simulated device.
+type Device struct {
+	spec  sensors.Spec
+	kind  string
+	units map[string]string
+	now   Clock
+
+	mu      sync.Mutex
+	start   time.Time
+	last    time.Time // last model step
+	vals    map[string]sensors.Value
+	applied int // script steps applied in the current loop
+	loopAt  time.Time
+	pinned  map[string]bool // set explicitly by the script or Set: the model leaves it alone
+	fail    bool
+}
+
+var units = map[string]map[string]string{
+	"sim.ups": {
+		"ups.status": "", "battery.charge": "%", "battery.runtime": "s", "battery.voltage": "V",
+		"input.voltage": "V", "input.frequency": "Hz", "output.voltage": "V", "ups.load": "%",
+		"ups.temperature": "°C",
+	},
+	"sim.env":     {"temperature": "°C", "humidity": "%RH", "pressure": "Pa"},
+	"sim.power":   {"voltage": "V", "current": "A", "power": "W", "energy": "Wh"},
+	"sim.contact": {"contact": ""},
+	"sim.relay":   {"relay": ""},
+}
+
+var defaults = map[string]map[string]sensors.Value{
+	"sim.ups": {
+		"ups.status": {Text: "OL", IsText: true}, "battery.charge": {Num: 100}, "battery.runtime": {Num: 1200},
+		"battery.voltage": {Num: 27.2}, "input.voltage": {Num: 230}, "input.frequency": {Num: 50},
+		"output.voltage": {Num: 230}, "ups.load": {Num: 35}, "ups.temperature": {Num: 30},
+	},
+	"sim.env":     {"temperature": {Num: 23}, "humidity": {Num: 45}},
+	"sim.power":   {"voltage": {Num: 230}, "current": {Num: 4}, "power": {Num: 920}, "energy": {Num: 0}},
+	"sim.contact": {"contact": {Num: 0}},
+	"sim.relay":   {},
+}
+
+// Keys each twin accepts: its real twin's plus values, script, loop.
+var keys = map[string][]string{
+	"sim.ups":     {"port", "baud", "target", "community", "version", "v3"},
+	"sim.env":     {"bus", "address"},
+	"sim.power":   {"bus", "address", "shunt_ohms", "max_current"},
+	"sim.contact": {"pin", "active", "debounce"},
+	"sim.relay":   {"pin", "active", "safe_state"},
+}
+
+func init() {
+	for kind := range units {
+		kind := kind
+		sensors.Register(sensors.Driver{
+			Name:    kind,
+			Keys:    append(append([]string(nil), keys[kind]...), "values", "script", "loop"),
+			Metrics: units[kind],
+			New: func(spec sensors.Spec, env sensors.Env) (sensors.Device, error) {
+				d := New(kind, spec, time.Now)
+				if kind == "sim.relay" {
+					return Relay{d}, nil
+				}
+				return d, nil
+			},
+		})
+	}
+}
+
+// New makes a simulated device of kind (sim.ups, …) on the given clock.
+func New(kind string, spec sensors.Spec, now Clock) *Device {
+	d := &Device{spec: spec, kind: kind, units: units[kind], now: now, pinned: map[string]bool{}}
+	d.start = now()
+	d.reset(d.start)
+	if kind == "sim.relay" {
+		on := spec.SafeState == "on"
+		d.vals["relay"] = sensors.Value{Num: b2f(on)}
+	}
+	return d
+}
+
+func (d *Device) reset(at time.Time) {
+	d.vals = map[string]sensors.Value{}
+	for k, v := range defaults[d.kind] {
+		d.vals[k] = v
+	}
+	for k, v := range d.spec.Values {
+		d.vals[k] = v
+		d.pinned[k] = true
+	}
+	d.applied = 0
+	d.loopAt = at
+	d.last = at
+	d.fail = false
+}
+
+// advance applies the script and the model up to now. Called with mu held.
+func (d *Device) advance(now time.Time) {
+	steps := d.spec.Script
+	for {
+		for d.applied < len(steps) && !now.Before(d.loopAt.Add(steps[d.applied].At)) {
+			at := d.loopAt.Add(steps[d.applied].At)
+			d.model(at)
+			for k, v := range steps[d.applied].Set {
+				d.set(k, v)
+			}
+			d.applied++
+		}
+		if d.spec.Loop && len(steps) > 0 && d.applied == len(steps) && steps[len(steps)-1].At > 0 {
+			next := d.loopAt.Add(steps[len(steps)-1].At)
+			relay, hasRelay := d.vals["relay"]
+			d.reset(next)
+			if hasRelay {
+				d.vals["relay"] = relay // an output is ours, not the story's
+			}
+			continue
+		}
+		break
+	}
+	d.model(now)
+}
+
+func (d *Device) set(k string, v sensors.Value) {
+	if k == "fail" {
+		d.fail = v.Num != 0
+		return
+	}
+	d.vals[k] = v
+	// The script may set the battery directly; otherwise the model owns it.
+	if k == "battery.charge" || k == "battery.runtime" {
+		d.pinned[k] = true
+	}
+}
+
+// model moves the battery of a sim.ups and the energy counter of a sim.power.
+func (d *Device) model(now time.Time) {
+	dt := now.Sub(d.last).Seconds()
+	if dt <= 0 {
+		return
+	}
+	d.last = now
+	switch d.kind {
+	case "sim.ups":
+		st := d.vals["ups.status"].Text
+		full := 1200.0
+		charge := d.vals["battery.charge"].Num
+		flags := strings.Fields(st)
+		onBattery := has(flags, "OB")
+		if !d.pinned["battery.charge"] {
+			if onBattery {
+				charge -= dt / full * 100
+			} else {
+				charge += dt / full * 100 / 4 // recharging takes four times as long
+			}
+			charge = clamp(charge, 0, 100)
+			d.vals["battery.charge"] = sensors.Value{Num: round1(charge)}
+		}
+		if !d.pinned["battery.runtime"] {
+			d.vals["battery.runtime"] = sensors.Value{Num: float64(int(charge / 100 * full))}
+		}
+		d.vals["battery.voltage"] = sensors.Value{Num: round1(23.0 + 4.2*charge/100)}
+		if onBattery {
+			d.vals["input.voltage"] = sensors.Value{Num: 0}
+			d.vals["input.frequency"] = sensors.Value{Num: 0}
+		}
+		low := onBattery && charge < 20
+		flags = without(flags, "LB")
+		if low {
+			flags = append(flags, "LB")
+		}
+		d.vals["ups.status"] = sensors.Value{Text: strings.Join(flags, " "), IsText: true}
+	case "sim.power":
+		e := d.vals["energy"].Num + d.vals["power"].Num*dt/3600
+		d.vals["energy"] = sensors.Value{Num: round1(e)}
+	}
+}
+
+// ErrNoAnswer is what a failed simulated device returns.
+var ErrNoAnswer = errors.New("simulated device does not answer")
+
+// Poll implements sensors.Device.
+func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	d.advance(now)
+	if d.fail {
+		return nil, ErrNoAnswer
+	}
+	names := make([]string, 0, len(d.vals))
+	for k := range d.vals {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	out := make([]sensors.Reading, 0, len(names))
+	for _, k := range names {
+		v := d.vals[k]
+		if v.IsText {
+			out = append(out, sensors.Text(d.spec.ID, k, v.Text, now))
+		} else {
+			out = append(out, sensors.Num(d.spec.ID, k, v.Num, d.units[k], now))
+		}
+	}
+	return out, nil
+}
+
+// Set changes a value now, as a script step would (tests and the demo use it).
+func (d *Device) Set(metric string, v sensors.Value) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.advance(d.now())
+	d.set(metric, v)
+}
+
+// SetOutput energises or releases a sim.relay's output.
+func (d *Device) SetOutput(ctx context.Context, on bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fail {
+		return ErrNoAnswer
+	}
+	d.vals["relay"] = sensors.Value{Num: b2f(on)}
+	return nil
+}
+
+// Close implements sensors.Device; a relay returns to its safe state.
+func (d *Device) Close() error {
+	if d.kind == "sim.relay" {
+		d.mu.Lock()
+		d.vals["relay"] = sensors.Value{Num: b2f(d.spec.SafeState == "on")}
+		d.mu.Unlock()
+	}
+	return nil
+}
+
+// Relay wraps a sim.relay so that only relays are Actuators.
+type Relay struct{ *Device }
+
+// Set implements sensors.Actuator.
+func (r Relay) Set(ctx context.Context, on bool) error { return r.SetOutput(ctx, on) }
+
+func has(flags []string, f string) bool {
+	for _, x := range flags {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+func without(flags []string, f string) []string {
+	out := flags[:0:0]
+	for _, x := range flags {
+		if x != f {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func clamp(v, lo, hi float64) float64 {
+	if v < lo {
+		return lo
+	}
+	if v > hi {
+		return hi
+	}
+	return v
+}
+
+func round1(v float64) float64 { return float64(int(v*10+0.5)) / 10 }
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
