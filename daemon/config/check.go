@@ -1,0 +1,356 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/rackwatch/rackwatch/sensors"
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
+
+// commonKeys are accepted by every driver.
+var commonKeys = []string{"id", "driver", "poll", "timeout", "description"}
+
+// upsDrivers are the drivers whose devices are UPSes (NUT names, power policy).
+var upsDrivers = map[string]bool{"megatec": true, "upsmib": true, "sim.ups": true}
+
+// IsUPS reports whether a driver reads a UPS.
+func IsUPS(driver string) bool { return upsDrivers[driver] }
+
+// relayDrivers are the drivers whose devices can be switched.
+var relayDrivers = map[string]bool{"relay": true, "sim.relay": true}
+
+// IsRelay reports whether a driver drives a relay.
+func IsRelay(driver string) bool { return relayDrivers[driver] }
+
+type checker struct {
+	file     string
+	root     *yaml.Node
+	problems Problems
+}
+
+func (c *checker) addf(n *yaml.Node, format string, args ...any) {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	c.problems = append(c.problems, Problem{File: c.file, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// at walks a path of mapping keys (string) and sequence indexes (int) and returns the node
+// there, or the deepest node found on the way, so a problem always gets the nearest line.
+func (c *checker) at(path ...any) *yaml.Node {
+	n := c.root
+	for _, p := range path {
+		if n == nil {
+			return nil
+		}
+		var next *yaml.Node
+		switch k := p.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == k {
+						next = n.Content[i+1]
+						break
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && k < len(n.Content) {
+				next = n.Content[k]
+			}
+		}
+		if next == nil {
+			return n
+		}
+		n = next
+	}
+	return n
+}
+
+// key returns the key node of a mapping entry (its line is where the key is written).
+func keyNode(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return m
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i]
+		}
+	}
+	return m
+}
+
+func (c *checker) check(cfg *Config) {
+	if c.root == nil || c.root.Kind != yaml.MappingNode {
+		c.addf(c.root, "the config must be a YAML mapping with at least site, node and devices")
+		return
+	}
+	for _, k := range []string{"site", "node"} {
+		v := cfg.Site
+		if k == "node" {
+			v = cfg.Node
+		}
+		switch {
+		case v == "":
+			c.addf(c.root, "%s is required", k)
+		case !nameRE.MatchString(v):
+			c.addf(c.at(k), "%s %q: use lower-case letters, digits, - and _ only", k, v)
+		}
+	}
+	if len(cfg.Devices) == 0 {
+		c.addf(c.at("devices"), "devices is required: list at least one device")
+	}
+	c.checkListen(cfg.Web.Listen, "web", "listen")
+	if (cfg.Web.TLSCert == "") != (cfg.Web.TLSKey == "") {
+		c.addf(c.at("web"), "web: tls_cert and tls_key go together")
+	}
+	if cfg.NUT.Listen != "" {
+		c.checkListen(cfg.NUT.Listen, "nut", "listen")
+	}
+	for i, u := range cfg.NUT.Users {
+		n := c.at("nut", "users", i)
+		if u.Name == "" {
+			c.addf(n, "nut user: name is required")
+		}
+		if u.PasswordFile == "" && u.Password == "" {
+			c.addf(n, "nut user %q: password_file is required", u.Name)
+		}
+		if u.Upsmon != "" && u.Upsmon != "primary" && u.Upsmon != "secondary" {
+			c.addf(keyNode(n, "upsmon"), "nut user %q: upsmon is primary or secondary, not %q", u.Name, u.Upsmon)
+		}
+	}
+	if cfg.Traps.Listen != "" {
+		c.checkListen(cfg.Traps.Listen, "traps", "listen")
+	}
+	if cfg.MQTT.EmbeddedBroker != "" {
+		c.checkListen(cfg.MQTT.EmbeddedBroker, "mqtt", "embedded_broker")
+	}
+	for i, b := range cfg.MQTT.Brokers {
+		u, err := url.Parse(b)
+		if err != nil || u.Host == "" || (u.Scheme != "tcp" && u.Scheme != "ssl" && u.Scheme != "tls" && u.Scheme != "mqtt" && u.Scheme != "mqtts" && u.Scheme != "ws" && u.Scheme != "wss") {
+			c.addf(c.at("mqtt", "brokers", i), "mqtt broker %q: write it as tcp://host:port or ssl://host:port", b)
+		}
+	}
+	if cfg.MQTT.Prefix != "" && strings.ContainsAny(cfg.MQTT.Prefix, "+#") {
+		c.addf(c.at("mqtt", "prefix"), "mqtt prefix %q must not contain MQTT wildcards", cfg.MQTT.Prefix)
+	}
+	if q := cfg.MQTT.TelemetryQoS; q != nil && (*q < 0 || *q > 2) {
+		c.addf(c.at("mqtt", "telemetry_qos"), "mqtt telemetry_qos is 0, 1 or 2")
+	}
+	if cfg.MQTT.TelemetryInterval < 0 {
+		c.addf(c.at("mqtt", "telemetry_interval"), "mqtt telemetry_interval must be positive")
+	}
+
+	ids := map[string]sensors.Spec{}
+	for i, d := range cfg.Devices {
+		n := c.at("devices", i)
+		c.checkDevice(n, d)
+		if d.ID != "" {
+			if _, dup := ids[d.ID]; dup {
+				c.addf(keyNode(n, "id"), "device id %q is used twice", d.ID)
+			} else {
+				ids[d.ID] = d
+			}
+		}
+	}
+	for i, r := range cfg.Rules {
+		c.checkRule(c.at("rules", i), r, ids)
+	}
+	if p := cfg.Failover.Power; p != nil {
+		n := c.at("failover", "power")
+		if len(p.UPS) == 0 {
+			c.addf(n, "failover.power: ups is required (the UPS devices it watches)")
+		}
+		for j, id := range p.UPS {
+			d, ok := ids[id]
+			switch {
+			case !ok:
+				c.addf(c.at("failover", "power", "ups", j), "failover.power: no device %q", id)
+			case !IsUPS(d.Driver):
+				c.addf(c.at("failover", "power", "ups", j), "failover.power: %q is a %s, not a UPS", id, d.Driver)
+			}
+		}
+		if p.GeneratorRelay != "" {
+			c.checkRelay(c.at("failover", "power", "generator_relay"), "failover.power", p.GeneratorRelay, ids)
+		}
+		if p.ShutdownRuntimeBelow < 0 || p.GeneratorTimeout < 0 {
+			c.addf(n, "failover.power: durations must be positive")
+		}
+	}
+	if cl := cfg.Failover.Cooling; cl != nil {
+		n := c.at("failover", "cooling")
+		if len(cl.Sensors) == 0 {
+			c.addf(n, "failover.cooling: sensors is required")
+		}
+		for j, id := range cl.Sensors {
+			if _, ok := ids[id]; !ok {
+				c.addf(c.at("failover", "cooling", "sensors", j), "failover.cooling: no device %q", id)
+			}
+		}
+		if cl.BackupRelay == "" {
+			c.addf(n, "failover.cooling: backup_relay is required")
+		} else {
+			c.checkRelay(c.at("failover", "cooling", "backup_relay"), "failover.cooling", cl.BackupRelay, ids)
+		}
+		if cl.OnAbove != nil && cl.OffBelow != nil && *cl.OffBelow >= *cl.OnAbove {
+			c.addf(c.at("failover", "cooling", "off_below"), "failover.cooling: off_below (%g) must be below on_above (%g)", *cl.OffBelow, *cl.OnAbove)
+		}
+	}
+}
+
+func (c *checker) checkRelay(n *yaml.Node, where, id string, ids map[string]sensors.Spec) {
+	d, ok := ids[id]
+	switch {
+	case !ok:
+		c.addf(n, "%s: no device %q", where, id)
+	case !IsRelay(d.Driver):
+		c.addf(n, "%s: %q is a %s, not a relay", where, id, d.Driver)
+	}
+}
+
+func (c *checker) checkListen(addr string, path ...string) {
+	anyPath := make([]any, len(path))
+	for i, p := range path {
+		anyPath[i] = p
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		c.addf(c.at(anyPath...), "%s %q: write it as host:port (%v)", strings.Join(path, "."), addr, err)
+	}
+}
+
+func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
+	if d.ID == "" {
+		c.addf(n, "device: id is required")
+	} else if !nameRE.MatchString(d.ID) {
+		c.addf(keyNode(n, "id"), "device id %q: use lower-case letters, digits, - and _ only", d.ID)
+	}
+	drv, ok := sensors.Lookup(d.Driver)
+	if d.Driver == "" {
+		c.addf(n, "device %q: driver is required (one of %s)", d.ID, strings.Join(sensors.Drivers(), ", "))
+		return
+	}
+	if !ok {
+		c.addf(keyNode(n, "driver"), "device %q: unknown driver %q (known: %s)", d.ID, d.Driver, strings.Join(sensors.Drivers(), ", "))
+		return
+	}
+	allowed := map[string]bool{}
+	for _, k := range commonKeys {
+		allowed[k] = true
+	}
+	for _, k := range drv.Keys {
+		allowed[k] = true
+	}
+	present := map[string]bool{}
+	if n != nil && n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			present[k.Value] = true
+			if !allowed[k.Value] && isSpecKey(k.Value) {
+				c.addf(k, "device %q: the %s driver takes no key %q", d.ID, d.Driver, k.Value)
+			}
+		}
+	}
+	for _, k := range drv.Required {
+		if !present[k] {
+			c.addf(n, "device %q: the %s driver needs %q", d.ID, d.Driver, k)
+		}
+	}
+	if d.Poll < 0 || d.Timeout < 0 {
+		c.addf(keyNode(n, "poll"), "device %q: poll and timeout must be positive", d.ID)
+	}
+	if d.Active != "" && d.Active != "high" && d.Active != "low" {
+		c.addf(keyNode(n, "active"), "device %q: active is high or low, not %q", d.ID, d.Active)
+	}
+	if d.SafeState != "" && d.SafeState != "on" && d.SafeState != "off" {
+		c.addf(keyNode(n, "safe_state"), "device %q: safe_state is on or off, not %q", d.ID, d.SafeState)
+	}
+	if d.Version != "" && d.Version != "1" && d.Version != "2c" && d.Version != "3" {
+		c.addf(keyNode(n, "version"), "device %q: SNMP version is 1, 2c or 3, not %q", d.ID, d.Version)
+	}
+	if d.Version == "3" && d.V3 == nil {
+		c.addf(keyNode(n, "version"), "device %q: SNMP version 3 needs a v3: {user, auth_protocol, …} entry", d.ID)
+	}
+	for j, m := range d.Metrics {
+		if m.Name == "" || m.OID == "" {
+			c.addf(c.nodeIn(n, "metrics", j), "device %q: each metric needs a name and an oid", d.ID)
+		}
+	}
+	for j, s := range d.Script {
+		if j > 0 && s.At < d.Script[j-1].At {
+			c.addf(c.nodeIn(n, "script", j), "device %q: script steps must be in time order", d.ID)
+		}
+	}
+}
+
+func (c *checker) nodeIn(n *yaml.Node, key string, i int) *yaml.Node {
+	saved := c.root
+	c.root = n
+	defer func() { c.root = saved }()
+	return c.at(key, i)
+}
+
+// isSpecKey: unknown keys were already reported by the decoder with their line.
+func isSpecKey(k string) bool {
+	for _, f := range specKeys {
+		if f == k {
+			return true
+		}
+	}
+	return false
+}
+
+var specKeys = strings.Fields("id driver poll timeout description port baud target community version v3 metrics bus address shunt_ohms max_current pin active debounce safe_state values script loop")
+
+func (c *checker) checkRule(n *yaml.Node, r Rule, ids map[string]sensors.Spec) {
+	if r.Name == "" {
+		c.addf(n, "rule: name is required")
+	}
+	if r.Device == "" || r.Metric == "" {
+		c.addf(n, "rule %q: device and metric are required", r.Name)
+	} else if d, ok := ids[r.Device]; !ok {
+		c.addf(keyNode(n, "device"), "rule %q: no device %q", r.Name, r.Device)
+	} else if drv, ok := sensors.Lookup(d.Driver); ok && len(drv.Metrics) > 0 {
+		if _, ok := drv.Metrics[r.Metric]; !ok {
+			c.addf(keyNode(n, "metric"), "rule %q: a %s device has no metric %q", r.Name, d.Driver, r.Metric)
+		}
+	}
+	thresholds := r.WarnAbove != nil || r.CritAbove != nil || r.WarnBelow != nil || r.CritBelow != nil
+	kinds := 0
+	if thresholds {
+		kinds++
+	}
+	if r.StatusHas != "" {
+		kinds++
+	}
+	if r.Equals != nil {
+		kinds++
+	}
+	if kinds != 1 {
+		c.addf(n, "rule %q: give exactly one of thresholds (warn_above, crit_above, warn_below, crit_below), status_has or equals", r.Name)
+	}
+	switch r.Severity {
+	case "", "warning", "critical":
+	default:
+		c.addf(keyNode(n, "severity"), "rule %q: severity is warning or critical, not %q", r.Name, r.Severity)
+	}
+	if thresholds && kinds == 1 && r.Severity != "" {
+		c.addf(keyNode(n, "severity"), "rule %q: a threshold rule takes its severity from warn_*/crit_*", r.Name)
+	}
+	if r.WarnAbove != nil && r.CritAbove != nil && *r.CritAbove < *r.WarnAbove {
+		c.addf(keyNode(n, "crit_above"), "rule %q: crit_above (%g) is below warn_above (%g)", r.Name, *r.CritAbove, *r.WarnAbove)
+	}
+	if r.WarnBelow != nil && r.CritBelow != nil && *r.CritBelow > *r.WarnBelow {
+		c.addf(keyNode(n, "crit_below"), "rule %q: crit_below (%g) is above warn_below (%g)", r.Name, *r.CritBelow, *r.WarnBelow)
+	}
+	if r.Hysteresis < 0 || r.For < 0 {
+		c.addf(n, "rule %q: hysteresis and for must not be negative", r.Name)
+	}
+}

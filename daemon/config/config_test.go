@@ -1,0 +1,103 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	_ "github.com/rackwatch/rackwatch/sensors/all"
+)
+
+func TestContractExampleAccepted(t *testing.T) {
+	cfg, err := Load("testdata/contract.yaml")
+	if err != nil {
+		t.Fatalf("the CONTRACT.md example must be accepted as it stands:\n%v", err)
+	}
+	if cfg.Site != "dc1-hall2" || len(cfg.Devices) != 10 || cfg.Failover.Power == nil || cfg.Failover.Cooling == nil {
+		t.Fatalf("decoded %+v", cfg)
+	}
+	if cfg.Devices[0].Poll != 2*time.Second || cfg.Devices[4].Address != 0x44 {
+		t.Errorf("devices decoded wrong: %+v", cfg.Devices[:5])
+	}
+	if cfg.Rules[1].Severity != "critical" {
+		t.Errorf("a status_has rule without severity is critical, got %q", cfg.Rules[1].Severity)
+	}
+	if cfg.MQTT.ClientID != "rackwatch-dc1-hall2-rack12" {
+		t.Errorf("client id default %q", cfg.MQTT.ClientID)
+	}
+}
+
+func TestMinimalGetsDefaults(t *testing.T) {
+	cfg, err := Parse("min.yaml", []byte("site: a\nnode: b\ndevices:\n  - {id: u, driver: sim.ups}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Web.Listen != "127.0.0.1:8080" || cfg.Devices[0].Poll != 5*time.Second || cfg.NUT.Listen != "" || cfg.Traps.Listen != "" || cfg.DataDir == "" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestEveryProblemWithItsLine(t *testing.T) {
+	_, err := Load("testdata/bad.yaml")
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		`testdata/bad.yaml:6: cannot read ` + "`2 seconds`" + ` as a duration`,
+		`testdata/bad.yaml:7: unknown key "colour"`,
+		`testdata/bad.yaml:9: rule "hot": no device "nosuch"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	if n := len(err.(Problems)); n != 3 {
+		t.Errorf("want 3 problems, got %d:\n%s", n, got)
+	}
+}
+
+func TestSemanticProblems(t *testing.T) {
+	src := `site: DC1
+node: r
+devices:
+  - {id: ups1, driver: sim.ups}
+  - {id: r1, driver: sim.relay, pin: GPIO1, baud: 9600}
+  - {id: t1, driver: sim.env}
+  - {id: t1, driver: nosuch}
+rules:
+  - {name: a, device: t1, metric: temperature, warn_above: 30, crit_above: 20}
+  - {name: b, device: ups1, metric: ups.status, status_has: OB, warn_above: 3}
+failover:
+  power: {ups: [t1], generator_relay: ups1}
+  cooling: {sensors: [t1], backup_relay: r1, on_above: 30, off_below: 31}
+`
+	_, err := Parse("s.yaml", []byte(src))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		`s.yaml:1: site "DC1"`,
+		`s.yaml:5: device "r1": the sim.relay driver takes no key "baud"`,
+		`s.yaml:7: device id "t1" is used twice`,
+		`s.yaml:7: device "t1": unknown driver "nosuch"`,
+		`s.yaml:9: rule "a": crit_above (20) is below warn_above (30)`,
+		`s.yaml:10: rule "b": give exactly one of`,
+		`s.yaml:12: failover.power: "t1" is a sim.env, not a UPS`,
+		`s.yaml:12: failover.power: "ups1" is a sim.ups, not a relay`,
+		`s.yaml:13: failover.cooling: off_below (31) must be below on_above (30)`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("site: a\nnode: b\ndevices: [{id: u, driver: sim.ups}]\n"))
+	f.Add([]byte("devices: {x: 1}\nrules: [1, 2]\nfailover: {power: {ups: 3}}\n"))
+	f.Add([]byte("- a\n- b\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		Parse("f.yaml", b) // must not panic
+	})
+}
