@@ -1,0 +1,188 @@
+// Package state keeps what the site knows now: each device's state and latest readings, and a
+// bounded in-memory history per numeric metric for the page's charts and /api/v1/history.
+// It must not import the site's other parts.
+package state
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rackwatch/rackwatch/sensors"
+)
+
+// Device states (CONTRACT.md §3).
+const (
+	OK    = "ok"
+	Error = "error"
+	Stale = "stale"
+)
+
+// Device is what the store knows of one device.
+type Device struct {
+	ID       string
+	Driver   string
+	State    string
+	LastSeen time.Time // last successful poll
+	LastErr  string
+	Readings map[string]sensors.Reading
+}
+
+type key struct{ device, metric string }
+
+// Store is safe for concurrent use.
+type Store struct {
+	mu      sync.RWMutex
+	order   []string
+	devices map[string]*Device
+	history map[key]*Ring
+	window  time.Duration
+}
+
+// New makes a store keeping window (24 h) of history.
+func New(window time.Duration) *Store {
+	return &Store{devices: map[string]*Device{}, history: map[key]*Ring{}, window: window}
+}
+
+// AddDevice declares a device, in config order, before its first poll. Its state is stale
+// until a poll succeeds ("no data yet", which NUT calls WAIT).
+func (s *Store) AddDevice(id, driver string, poll time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.devices[id]; ok {
+		return
+	}
+	s.order = append(s.order, id)
+	s.devices[id] = &Device{ID: id, Driver: driver, State: Stale, Readings: map[string]sensors.Reading{}}
+	_ = poll
+}
+
+// Update records a poll's outcome. On success the readings replace the device's and those not
+// refreshed turn stale; on failure every reading turns stale and the device state is the one
+// the poller decided (error, or stale after three missed intervals). It returns the readings
+// as stored, for the rules.
+func (s *Store) Update(id, devState string, rs []sensors.Reading, pollErr error, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.devices[id]
+	if !ok {
+		d = &Device{ID: id, Readings: map[string]sensors.Reading{}}
+		s.devices[id] = d
+		s.order = append(s.order, id)
+	}
+	d.State = devState
+	if pollErr != nil {
+		d.LastErr = pollErr.Error()
+	} else if devState == OK {
+		d.LastErr = ""
+	}
+	if devState == OK && pollErr == nil {
+		d.LastSeen = now
+	}
+	fresh := make(map[string]bool, len(rs))
+	for _, r := range rs {
+		fresh[r.Metric] = true
+		d.Readings[r.Metric] = r
+		if !r.IsText && r.Quality == sensors.Good {
+			s.ring(id, r.Metric).Add(r.TS, r.Value)
+		}
+	}
+	if pollErr != nil || devState != OK {
+		for m, r := range d.Readings {
+			if !fresh[m] && r.Quality == sensors.Good {
+				r.Quality = sensors.Stale
+				d.Readings[m] = r
+			}
+		}
+	}
+}
+
+// Push records readings that a device reported on its own (an edge, a trap) without a poll.
+func (s *Store) Push(id string, rs []sensors.Reading) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.devices[id]
+	if !ok {
+		return
+	}
+	for _, r := range rs {
+		d.Readings[r.Metric] = r
+		if !r.IsText && r.Quality == sensors.Good {
+			s.ring(id, r.Metric).Add(r.TS, r.Value)
+		}
+	}
+}
+
+func (s *Store) ring(id, metric string) *Ring {
+	k := key{id, metric}
+	r := s.history[k]
+	if r == nil {
+		r = NewRing(s.window)
+		s.history[k] = r
+	}
+	return r
+}
+
+// Devices returns a copy of every device, in config order.
+func (s *Store) Devices() []Device {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Device, 0, len(s.order))
+	for _, id := range s.order {
+		out = append(out, s.copyOf(s.devices[id]))
+	}
+	return out
+}
+
+// Device returns a copy of one device.
+func (s *Store) Device(id string) (Device, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	d, ok := s.devices[id]
+	if !ok {
+		return Device{}, false
+	}
+	return s.copyOf(d), true
+}
+
+// Reading returns one latest reading.
+func (s *Store) Reading(id, metric string) (sensors.Reading, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	d, ok := s.devices[id]
+	if !ok {
+		return sensors.Reading{}, false
+	}
+	r, ok := d.Readings[metric]
+	return r, ok
+}
+
+func (s *Store) copyOf(d *Device) Device {
+	c := *d
+	c.Readings = make(map[string]sensors.Reading, len(d.Readings))
+	for k, v := range d.Readings {
+		c.Readings[k] = v
+	}
+	return c
+}
+
+// Metrics lists the metrics of a device, sorted.
+func (d Device) Metrics() []string {
+	ms := make([]string, 0, len(d.Readings))
+	for m := range d.Readings {
+		ms = append(ms, m)
+	}
+	sort.Strings(ms)
+	return ms
+}
+
+// History returns the points of one metric since a time, oldest first.
+func (s *Store) History(id, metric string, since time.Time) []Point {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r := s.history[key{id, metric}]
+	if r == nil {
+		return nil
+	}
+	return r.Since(since)
+}
