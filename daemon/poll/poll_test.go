@@ -1,0 +1,114 @@
+package poll
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rackwatch/rackwatch/sensors"
+)
+
+type flaky struct {
+	mu   sync.Mutex
+	fail bool
+	n    int
+}
+
+func (f *flaky) Poll(ctx context.Context) ([]sensors.Reading, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n++
+	if f.fail {
+		return nil, errors.New("no answer")
+	}
+	return []sensors.Reading{sensors.Num("d", "temperature", 21, "°C", time.Now())}, nil
+}
+func (f *flaky) Close() error { return nil }
+
+func (f *flaky) set(fail bool) { f.mu.Lock(); f.fail = fail; f.mu.Unlock() }
+
+type collector struct {
+	mu  sync.Mutex
+	res []Result
+}
+
+func (c *collector) sink(r Result) { c.mu.Lock(); c.res = append(c.res, r); c.mu.Unlock() }
+func (c *collector) last() (Result, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.res) == 0 {
+		return Result{}, 0
+	}
+	return c.res[len(c.res)-1], len(c.res)
+}
+
+func waitState(t *testing.T, c *collector, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if r, _ := c.last(); r.State == want {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r, _ := c.last()
+	t.Fatalf("state %q never came; last %+v", want, r)
+}
+
+func TestStatesOkErrorStaleOk(t *testing.T) {
+	dev := &flaky{}
+	c := &collector{}
+	p := &Poller{Spec: sensors.Spec{ID: "d", Poll: 20 * time.Millisecond}, Dev: dev, Sink: c.sink}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	waitState(t, c, OK)
+	dev.set(true)
+	waitState(t, c, Error)
+	waitState(t, c, Stale) // three intervals without a good poll
+	dev.set(false)
+	waitState(t, c, OK)
+	cancel()
+	<-done
+}
+
+func TestBackoffWhileFailing(t *testing.T) {
+	dev := &flaky{fail: true}
+	c := &collector{}
+	p := &Poller{Spec: sensors.Spec{ID: "d", Poll: 10 * time.Millisecond}, Dev: dev, Sink: c.sink, MaxGap: 80 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
+	defer cancel()
+	p.Run(ctx)
+	dev.mu.Lock()
+	n := dev.n
+	dev.mu.Unlock()
+	// Without backoff 80 polls would fit in 800 ms; with it, about 10 (80 ms apart) plus the ramp.
+	if n > 30 || n < 3 {
+		t.Fatalf("%d polls of a failing device in 800 ms", n)
+	}
+}
+
+type slow struct{}
+
+func (slow) Poll(ctx context.Context) ([]sensors.Reading, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+func (slow) Close() error { return nil }
+
+func TestTimeoutIsAnError(t *testing.T) {
+	c := &collector{}
+	p := &Poller{Spec: sensors.Spec{ID: "d", Poll: 50 * time.Millisecond, Timeout: 10 * time.Millisecond}, Dev: slow{}, Sink: c.sink}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	waitState(t, c, Error)
+	r, _ := c.last()
+	if !errors.Is(r.Err, context.DeadlineExceeded) {
+		t.Fatalf("err %v", r.Err)
+	}
+	cancel()
+	<-done
+}
