@@ -91,3 +91,11 @@ func (v *Value) UnmarshalYAML(unmarshal func(any) error) error {
 	*v = Value{Text: s, IsText: true}
 	return nil
 }
+
+// JSON is the value as it goes into JSON.
+func (v Value) JSON() any {
+	if v.IsText {
+		return v.Text
+	}
+	return v.Num
+}
