@@ -1,0 +1,155 @@
+// Package snmp is the generic `snmp` device: any agent (a PDU, a CRAC unit, an environmental
+// probe) read by a configured list of OIDs, each turned into one reading
+// {name, oid, unit, scale}: value = raw × scale (scale 0 means 1). An OID the agent does not
+// have makes only that metric's reading an error; the device fails only when the agent does
+// not answer at all.
+//
+// It also builds the drivers/snmp client configuration from a device spec (ClientConfig),
+// which the upsmib device shares.
+//
+// It must not import daemon/ or uplink/.
+package snmp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	snmpdrv "github.com/rackwatch/rackwatch/drivers/snmp"
+	"github.com/rackwatch/rackwatch/sensors"
+)
+
+func init() {
+	sensors.Register(sensors.Driver{
+		Name:     "snmp",
+		Keys:     []string{"target", "community", "version", "v3", "metrics"},
+		Required: []string{"target", "metrics"},
+		// Metric names come from the config: any.
+		New: func(spec sensors.Spec, env sensors.Env) (sensors.Device, error) { return New(spec) },
+	})
+}
+
+// ClientConfig turns the SNMP keys of a device spec into a drivers/snmp configuration,
+// reading the v3 password files. Inline passwords win over files only when no file is given.
+func ClientConfig(spec sensors.Spec) (snmpdrv.Config, error) {
+	cfg := snmpdrv.Config{
+		Target:    spec.Target,
+		Community: spec.Community,
+		Version:   spec.Version,
+	}
+	if spec.Target == "" {
+		return cfg, errors.New("snmp: target is required")
+	}
+	if spec.V3 != nil {
+		if spec.Version == "" {
+			cfg.Version = "3" // a v3 block without a version can only mean v3
+		}
+		u := &snmpdrv.USM{
+			User:         spec.V3.User,
+			AuthProtocol: spec.V3.AuthProtocol,
+			AuthPass:     spec.V3.AuthPass,
+			PrivProtocol: spec.V3.PrivProtocol,
+			PrivPass:     spec.V3.PrivPass,
+		}
+		var err error
+		if spec.V3.AuthPassFile != "" {
+			if u.AuthPass, err = readSecret(spec.V3.AuthPassFile); err != nil {
+				return cfg, fmt.Errorf("snmp v3 auth password: %w", err)
+			}
+		}
+		if spec.V3.PrivPassFile != "" {
+			if u.PrivPass, err = readSecret(spec.V3.PrivPassFile); err != nil {
+				return cfg, fmt.Errorf("snmp v3 priv password: %w", err)
+			}
+		}
+		cfg.V3 = u
+	}
+	return cfg, nil
+}
+
+// readSecret reads a one-line secret file; the trailing newline that editors add is not part
+// of the secret.
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+// Device is one generic SNMP device.
+type Device struct {
+	id      string
+	client  *snmpdrv.Client
+	metrics []sensors.MetricSpec
+	oids    []string
+}
+
+// New makes a generic SNMP device from its spec.
+func New(spec sensors.Spec) (*Device, error) {
+	cfg, err := ClientConfig(spec)
+	if err != nil {
+		return nil, err
+	}
+	if len(spec.Metrics) == 0 {
+		return nil, errors.New("snmp: no metrics")
+	}
+	seen := map[string]bool{}
+	d := &Device{id: spec.ID}
+	for _, m := range spec.Metrics {
+		if m.Name == "" || m.OID == "" {
+			return nil, fmt.Errorf("snmp: metric %q: name and oid are required", m.Name)
+		}
+		if seen[m.Name] {
+			return nil, fmt.Errorf("snmp: metric %q listed twice", m.Name)
+		}
+		seen[m.Name] = true
+		m.OID = strings.TrimPrefix(strings.TrimSpace(m.OID), ".")
+		if m.Scale == 0 {
+			m.Scale = 1
+		}
+		d.metrics = append(d.metrics, m)
+		d.oids = append(d.oids, m.OID)
+	}
+	if d.client, err = snmpdrv.New(cfg); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Poll reads every metric in one GET (split only if the agent asks for it).
+func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
+	vals, err := d.client.Get(ctx, d.oids)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.id, err)
+	}
+	ts := time.Now()
+	out := make([]sensors.Reading, 0, len(d.metrics))
+	for _, m := range d.metrics {
+		v := vals[m.OID]
+		switch {
+		case v.Missing:
+			out = append(out, sensors.Failed(d.id, m.Name, m.Unit, ts))
+		case v.IsNum:
+			out = append(out, sensors.Num(d.id, m.Name, v.Num*m.Scale, m.Unit, ts))
+		case v.Type == "OctetString" || v.Type == "ObjectIdentifier" || v.Type == "IPAddress":
+			// A name, a model, a state word: kept as text, unscaled.
+			r := sensors.Text(d.id, m.Name, v.Text, ts)
+			r.Unit = m.Unit
+			out = append(out, r)
+		default:
+			out = append(out, sensors.Failed(d.id, m.Name, m.Unit, ts))
+		}
+	}
+	return out, nil
+}
+
+// Close releases the socket.
+func (d *Device) Close() error { return d.client.Close() }
