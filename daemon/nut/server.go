@@ -1,0 +1,294 @@
+package nut
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Server answers NUT clients. Make it with New; it may serve several listeners at once.
+type Server struct {
+	cfg      Config
+	src      Source
+	log      *slog.Logger
+	accounts map[string]*account
+	tls      *tls.Config
+
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+}
+
+// Client is one logged-in client (LOGIN), for the status page.
+type Client struct {
+	UPS     string    `json:"ups"`
+	User    string    `json:"user"`
+	Addr    string    `json:"addr"`
+	Primary bool      `json:"primary"` // it asked for PRIMARY (or MASTER)
+	Since   time.Time `json:"since"`   // when it logged in
+}
+
+// New checks cfg, reads the users' password files and the TLS key pair, and returns a server
+// that reads src. A nil log discards.
+func New(cfg Config, src Source, log *slog.Logger) (*Server, error) {
+	if src == nil {
+		return nil, errors.New("nut: no source")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = defaultMaxConns
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = defaultIdle
+	}
+	if cfg.MaxLineLength <= 0 {
+		cfg.MaxLineLength = defaultMaxLine
+	}
+	if cfg.MaxLineLength < minMaxLine {
+		cfg.MaxLineLength = minMaxLine
+	}
+	accounts, err := loadAccounts(cfg.Users)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, src: src, log: log.With("part", "nut"), accounts: accounts, tls: tc,
+		conns: map[*conn]struct{}{}}, nil
+}
+
+// ListenAndServe listens on cfg.Listen and serves until ctx ends.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("nut: listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.log.Info("NUT server listening", "addr", l.Addr().String())
+	return s.Serve(ctx, l)
+}
+
+// Serve accepts clients on l until ctx ends, then closes l and every client it accepted and
+// waits for their goroutines. It returns nil after ctx ends, or the listener's error.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		l.Close()
+	}()
+	mine := map[*conn]struct{}{}
+	var err error
+	var backoff time.Duration
+	for {
+		nc, aerr := l.Accept()
+		if aerr != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			var ne net.Error
+			if errors.As(aerr, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: wait instead of spinning.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("NUT accept failed", "err", aerr, "retry_in", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
+				continue
+			}
+			err = fmt.Errorf("nut: accept: %w", aerr)
+			break
+		}
+		backoff = 0
+		c := s.admit(nc)
+		if c == nil {
+			continue
+		}
+		mine[c] = struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.serve(ctx)
+		}()
+	}
+	cancel()
+	s.mu.Lock()
+	for c := range mine {
+		if _, alive := s.conns[c]; alive {
+			c.raw.Close() // also ends a TLS session wrapped around it
+		}
+	}
+	s.mu.Unlock()
+	wg.Wait()
+	return err
+}
+
+// admit registers a new connection, or closes it when the server is full.
+func (s *Server) admit(nc net.Conn) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.conns) >= s.cfg.MaxConnections {
+		s.log.Warn("NUT connection refused: too many clients", "from", nc.RemoteAddr().String(),
+			"max", s.cfg.MaxConnections)
+		nc.Close()
+		return nil
+	}
+	c := &conn{s: s, nc: nc, raw: nc, addr: hostOf(nc.RemoteAddr())}
+	s.conns[c] = struct{}{}
+	return c
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Clients lists the logged-in clients, by UPS then address.
+func (s *Server) Clients() []Client {
+	s.mu.Lock()
+	var out []Client
+	for c := range s.conns {
+		if c.loginUPS != "" {
+			out = append(out, Client{UPS: c.loginUPS, User: c.username, Addr: c.addr,
+				Primary: c.primary, Since: c.loginAt})
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].UPS != out[j].UPS {
+			return out[i].UPS < out[j].UPS
+		}
+		if out[i].Addr != out[j].Addr {
+			return out[i].Addr < out[j].Addr
+		}
+		return out[i].Since.Before(out[j].Since)
+	})
+	return out
+}
+
+// NumLogins is what GET NUMLOGINS answers for the UPS named exactly name.
+func (s *Server) NumLogins(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if c.loginUPS == name {
+			n++
+		}
+	}
+	return n
+}
+
+func hostOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// conn is one client. Only its own goroutine touches it, except for the fields guarded by
+// Server.mu (loginUPS, username, primary, loginAt), which Clients reads.
+type conn struct {
+	s    *Server
+	nc   net.Conn // what requests are read from: raw, or TLS over raw after STARTTLS
+	raw  net.Conn // the TCP connection; Serve closes it at shutdown
+	addr string
+
+	// guarded by s.mu
+	username string
+	loginUPS string
+	primary  bool
+	loginAt  time.Time
+
+	userSet, pwSet bool
+	password       string
+	tls            bool
+}
+
+// serve reads requests one line at a time. A slow or silent client only ever blocks its own
+// goroutine: reads end after the idle timeout, writes after writeTimeout.
+func (c *conn) serve(ctx context.Context) {
+	defer func() {
+		c.nc.Close()
+		c.s.forget(c)
+		if c.loginUPS != "" {
+			c.s.log.Info("NUT client gone", "user", c.username, "from", c.addr, "ups", c.loginUPS)
+		}
+	}()
+	c.s.log.Debug("NUT connect", "from", c.addr)
+	r := bufio.NewReaderSize(c.nc, c.s.cfg.MaxLineLength)
+	for {
+		c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+		line, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// Never buffer more than one line's worth: answer and hang up, since what
+			// follows is the rest of a line we cannot parse.
+			c.s.log.Warn("NUT request line too long; closing", "from", c.addr, "max", c.s.cfg.MaxLineLength)
+			c.write("ERR " + errInvalidArgument + "\n")
+			return
+		}
+		if err != nil {
+			c.s.log.Debug("NUT disconnect", "from", c.addr, "err", err)
+			return
+		}
+		words, perr := parseLine(line[:len(line)-1])
+		var out string
+		var next action
+		if perr != nil {
+			out = "ERR " + errInvalidArgument + "\n"
+		} else {
+			out, next = c.dispatch(ctx, words)
+		}
+		if !c.write(out) {
+			return
+		}
+		switch next {
+		case hangUp:
+			return
+		case startTLS:
+			if r.Buffered() > 0 {
+				c.s.log.Warn("NUT client sent data before the TLS handshake; closing", "from", c.addr)
+				return
+			}
+			tc := tls.Server(c.nc, c.s.tls)
+			tc.SetDeadline(time.Now().Add(writeTimeout))
+			if err := tc.HandshakeContext(ctx); err != nil {
+				c.s.log.Warn("NUT TLS handshake failed", "from", c.addr, "err", err)
+				return
+			}
+			tc.SetDeadline(time.Time{})
+			c.nc, c.tls = tc, true
+			r = bufio.NewReaderSize(c.nc, c.s.cfg.MaxLineLength)
+		}
+	}
+}
+
+func (c *conn) write(s string) bool {
+	if s == "" {
+		return true
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := c.nc.Write([]byte(s)); err != nil {
+		c.s.log.Debug("NUT write failed", "to", c.addr, "err", err)
+		return false
+	}
+	return true
+}
