@@ -38,17 +38,17 @@ const (
 	oidSecondsOnBatt   = prefix + "2.2.0"
 	oidMinutesRemain   = prefix + "2.3.0"
 	oidChargeRemain    = prefix + "2.4.0"
-	oidBatteryVoltage  = prefix + "2.5.0"       // 0.1 V DC
-	oidBatteryTemp     = prefix + "2.7.0"       // °C
-	oidInputFrequency  = prefix + "3.3.1.2.1"   // 0.1 Hz
-	oidInputVoltage    = prefix + "3.3.1.3.1"   // V RMS
-	oidOutputSource    = prefix + "4.1.0"       // 1 other … 7 reducer
-	oidOutputVoltage   = prefix + "4.4.1.2.1"   // V RMS
-	oidOutputLoadLine  = prefix + "4.4.1.5."    // + line: %
-	oidAlarmsPresent   = prefix + "6.1.0"       // Gauge32
-	oidAlarmDescrTable = prefix + "6.2.1.2"     // upsAlarmDescr: a well-known alarm OID per row
-	oidWellKnownAlarm  = prefix + "6.3."        // + N
-	outputLines        = 3                      // output load is read for lines 1..3
+	oidBatteryVoltage  = prefix + "2.5.0"        // 0.1 V DC
+	oidBatteryTemp     = prefix + "2.7.0"        // °C
+	oidInputFrequency  = prefix + "3.3.1.2.1"    // 0.1 Hz
+	oidInputVoltage    = prefix + "3.3.1.3.1"    // V RMS
+	oidOutputSource    = prefix + "4.1.0"        // 1 other … 7 reducer
+	oidOutputVoltage   = prefix + "4.4.1.2.1"    // V RMS
+	oidOutputLoadLine  = prefix + "4.4.1.5."     // + line: %
+	oidAlarmsPresent   = prefix + "6.1.0"        // Gauge32
+	oidAlarmDescrTable = prefix + "6.2.1.2"      // upsAlarmDescr: a well-known alarm OID per row
+	oidWellKnownAlarm  = prefix + "6.3."         // + N
+	outputLines        = 3                       // output load is read for lines 1..3
 	unknownGauge32     = float64(math.MaxUint32) // -1 sent as an unsigned Gauge32
 )
 
