@@ -110,7 +110,7 @@ func (s *source) setStale(name string, stale bool) {
 
 var testUsers = []nut.User{
 	{Name: "monuser", Password: "secret", Upsmon: "secondary"},
-	{Name: "admin", Password: "adm1n pw", Upsmon: "primary", Instcmds: []string{"test.battery.start", "beeper.toggle"}, Actions: []string{"SET"}},
+	{Name: "admin", Password: "adm1n", Upsmon: "primary", Instcmds: []string{"test.battery.start", "beeper.toggle"}, Actions: []string{"SET"}},
 	{Name: "viewer", Password: "v", Upsmon: "none"},
 }
 
@@ -156,9 +156,9 @@ func start(t testing.TB, cfg nut.Config, src nut.Source) (string, *nut.Server) {
 
 // client is a raw protocol client.
 type client struct {
-	t  testing.TB
-	c  net.Conn
-	r  *bufio.Reader
+	t testing.TB
+	c net.Conn
+	r *bufio.Reader
 }
 
 func dial(t testing.TB, addr string) *client {
