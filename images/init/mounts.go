@@ -1,0 +1,106 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// earlyMounts mounts the kernel filesystems. It runs before the console is set up, so it
+// cannot log; a failure here shows up as the next step failing, with a message.
+func earlyMounts() {
+	for _, m := range []struct {
+		src, dst, fstype string
+		flags            uintptr
+		data             string
+	}{
+		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
+		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "ptmxmode=0666"},
+		{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+	} {
+		os.MkdirAll(m.dst, 0o755)
+		unix.Mount(m.src, m.dst, m.fstype, m.flags, m.data)
+	}
+}
+
+// setupConsole points stdin, stdout and stderr at /dev/console: the initramfs has no device
+// nodes, so the kernel could not open one for us.
+func setupConsole() {
+	f, err := os.OpenFile("/dev/console", os.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	for fd := 0; fd < 3; fd++ {
+		unix.Dup3(int(f.Fd()), fd, 0)
+	}
+	if f.Fd() > 2 {
+		f.Close()
+	}
+}
+
+// findPartition returns the /dev path of the block device whose GPT partition name is name.
+func findPartition(sysBlock, name string) (string, error) {
+	ents, err := os.ReadDir(sysBlock)
+	if err != nil {
+		return "", fmt.Errorf("list %s: %w", sysBlock, err)
+	}
+	for _, e := range ents {
+		f, err := os.Open(filepath.Join(sysBlock, e.Name(), "uevent"))
+		if err != nil {
+			continue
+		}
+		kv := parseUevent(f)
+		f.Close()
+		if kv["PARTNAME"] == name && kv["DEVNAME"] != "" {
+			return "/dev/" + kv["DEVNAME"], nil
+		}
+	}
+	return "", fmt.Errorf("no partition named %q", name)
+}
+
+func parseUevent(f *os.File) map[string]string {
+	kv := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			kv[k] = v
+		}
+	}
+	return kv
+}
+
+// mountData waits for the data partition (block devices may be probed after init starts)
+// and mounts it on /data.
+func mountData(name string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	var dev string
+	for {
+		var err error
+		if dev, err = findPartition("/sys/class/block", name); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("find data partition: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	os.MkdirAll(dataMount, 0o755)
+	// flush: vfat writes back at close, so a power cut loses less; the data are the site
+	// config, rackwatch's bbolt stores and its queue, which fsync on their own.
+	if err := unix.Mount(dev, dataMount, "vfat", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV, "flush,umask=022"); err != nil {
+		return fmt.Errorf("mount %s on %s: %w", dev, dataMount, err)
+	}
+	slog.Info("data partition mounted", "dev", dev, "on", dataMount)
+	return nil
+}

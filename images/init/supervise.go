@@ -1,0 +1,250 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	backoffMin = time.Second
+	backoffMax = 30 * time.Second
+	// A run longer than this counts as healthy: the next failure starts the backoff afresh.
+	healthyRun = 60 * time.Second
+	// watchdogUsec is what rackwatch is told (WATCHDOG_USEC); go-systemd pings at half that.
+	watchdogInterval = 30 * time.Second
+	stopTimeout      = 20 * time.Second
+)
+
+// supervisor runs one program and restarts it when it exits. PID 1 reaps every process, so
+// the program is started with ForkExec and its exit is delivered by reap, not by os/exec.
+type supervisor struct {
+	path   string
+	argv   []string
+	notify string
+
+	kill   chan struct{} // console "kill": SIGKILL the program
+	exited chan syscall.WaitStatus
+
+	mu       sync.Mutex
+	pid      int
+	ready    bool
+	lastPing time.Time
+	starts   int
+}
+
+func newSupervisor(path string, argv []string, notify string) *supervisor {
+	return &supervisor{path: path, argv: argv, notify: notify,
+		kill: make(chan struct{}, 1), exited: make(chan syscall.WaitStatus, 1)}
+}
+
+func (s *supervisor) currentPID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pid
+}
+
+// run starts the program and keeps it running until ctx ends, then stops it with SIGTERM
+// (SIGKILL after stopTimeout) and returns.
+func (s *supervisor) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	nctx, ncancel := context.WithCancel(ctx)
+	defer ncancel()
+	if conn := s.listenNotify(); conn != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.readNotify(nctx, conn) }()
+		go func() { <-nctx.Done(); conn.Close() }()
+	}
+
+	backoff := backoffMin
+	check := time.NewTicker(time.Second)
+	defer check.Stop()
+	for {
+		started := time.Now()
+		pid, err := s.start()
+		if err != nil {
+			slog.Error("start rackwatch", "err", err)
+		} else {
+			ws := s.wait(ctx, pid, check.C)
+			if ctx.Err() != nil {
+				return
+			}
+			slog.Error("rackwatch exited; restarting", "pid", pid, "status", describe(ws), "after", backoff)
+		}
+		if time.Since(started) > healthyRun {
+			backoff = backoffMin
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, backoffMax)
+	}
+}
+
+func (s *supervisor) start() (int, error) {
+	env := append(os.Environ(),
+		"NOTIFY_SOCKET="+s.notify,
+		"WATCHDOG_USEC="+itoa(watchdogInterval.Microseconds()),
+		"HOME=/data", "TZ=UTC")
+	// Hold the lock across the fork so that reap cannot see the exit of a pid not yet recorded.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pid, err := syscall.ForkExec(s.path, s.argv, &syscall.ProcAttr{
+		Dir:   "/data",
+		Env:   env,
+		Files: []uintptr{0, 1, 2},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
+	if err != nil {
+		return 0, err
+	}
+	select { // a kill asked for during the backoff was for the previous run
+	case <-s.kill:
+	default:
+	}
+	s.pid, s.ready, s.lastPing = pid, false, time.Time{}
+	s.starts++
+	slog.Info("rackwatch started", "pid", pid, "start", s.starts)
+	return pid, nil
+}
+
+// wait returns when the program exits. It kills it on a console request or when its
+// watchdog pings stop, and stops it when ctx ends.
+func (s *supervisor) wait(ctx context.Context, pid int, tick <-chan time.Time) syscall.WaitStatus {
+	for {
+		select {
+		case ws := <-s.exited:
+			s.mu.Lock()
+			s.pid = 0
+			s.mu.Unlock()
+			return ws
+		case <-s.kill:
+			slog.Warn("console: killing rackwatch", "pid", pid)
+			unix.Kill(pid, unix.SIGKILL)
+		case <-tick:
+			s.mu.Lock()
+			overdue := s.ready && !s.lastPing.IsZero() && time.Since(s.lastPing) > watchdogInterval
+			s.mu.Unlock()
+			if overdue {
+				slog.Error("rackwatch stopped its watchdog pings: killing it", "pid", pid)
+				unix.Kill(pid, unix.SIGABRT) // a goroutine dump on the console says where it hung
+			}
+		case <-ctx.Done():
+			unix.Kill(pid, unix.SIGTERM)
+			select {
+			case ws := <-s.exited:
+				slog.Info("rackwatch stopped", "status", describe(ws))
+				return ws
+			case <-time.After(stopTimeout):
+				slog.Error("rackwatch ignored SIGTERM: killing it")
+				unix.Kill(pid, unix.SIGKILL)
+				return <-s.exited
+			}
+		}
+	}
+}
+
+// exit is called by reap for every child that ends.
+func (s *supervisor) exit(pid int, ws syscall.WaitStatus) {
+	s.mu.Lock()
+	mine := pid == s.pid
+	s.mu.Unlock()
+	if mine {
+		s.exited <- ws
+	}
+}
+
+func (s *supervisor) listenNotify() *net.UnixConn {
+	os.MkdirAll(filepath.Dir(s.notify), 0o755)
+	os.Remove(s.notify)
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: s.notify, Net: "unixgram"})
+	if err != nil {
+		slog.Error("notify socket: rackwatch's watchdog pings will be ignored", "err", err)
+		return nil
+	}
+	return conn
+}
+
+func (s *supervisor) readNotify(ctx context.Context, conn *net.UnixConn) {
+	buf := make([]byte, 4096)
+	for ctx.Err() == nil {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return
+		}
+		msg := parseNotify(buf[:n])
+		s.mu.Lock()
+		if msg["READY"] == "1" && !s.ready {
+			s.ready = true
+			slog.Info("rackwatch is ready", "pid", s.pid)
+		}
+		if msg["WATCHDOG"] == "1" || msg["READY"] == "1" {
+			s.lastPing = time.Now()
+		}
+		s.mu.Unlock()
+		if st, ok := msg["STATUS"]; ok {
+			slog.Info("rackwatch status", "status", st)
+		}
+	}
+}
+
+// parseNotify splits an sd_notify datagram ("READY=1\nSTATUS=...") into its assignments.
+func parseNotify(b []byte) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && k != "" {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// reap collects every child that exits: as PID 1 we inherit every orphan in the system.
+func reap(ctx context.Context, s *supervisor) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, unix.SIGCHLD)
+	defer signal.Stop(sig)
+	for {
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+			s.exit(pid, ws)
+		}
+		select {
+		case <-sig:
+		case <-time.After(time.Second): // a missed SIGCHLD costs at most a second
+		}
+		// ctx is not checked: reaping continues until the reboot.
+		_ = ctx
+	}
+}
+
+func describe(ws syscall.WaitStatus) string {
+	switch {
+	case ws.Signaled():
+		return "killed by " + ws.Signal().String()
+	case ws.Exited():
+		return "exit " + itoa(int64(ws.ExitStatus()))
+	}
+	return "status " + itoa(int64(ws))
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
