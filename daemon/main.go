@@ -1,0 +1,214 @@
+// Command rackwatch is the daemon of a rack appliance: it reads the rack's UPS, power, cooling
+// and contact sensors, decides locally (rules, failover), and reports to central ITOps over
+// MQTT. See CONTRACT.md for its interfaces and README.md for how to run it.
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/daemon/site"
+	"github.com/rackwatch/rackwatch/sensors"
+	_ "github.com/rackwatch/rackwatch/sensors/all"
+)
+
+// version is set by the build (-ldflags "-X main.version=…").
+var version = "dev"
+
+//go:embed demo.yaml
+var demoConfig []byte
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("rackwatch", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "site config `FILE` (default: the built-in demo site)")
+	check := fs.Bool("check", false, "check the config and exit: 0 when valid, 1 with every problem on stderr")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	replay := fs.String("replay", "", "feed the readings of `TIMELINE.yaml` through the rules and policies on a virtual clock and print the decisions as JSON lines")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *showVersion {
+		fmt.Println("rackwatch", version)
+		return 0
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "rackwatch: -log-level:", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	slog.SetDefault(log)
+
+	load := func() (*config.Config, error) {
+		if *cfgPath == "" {
+			cfg, err := config.Parse("demo.yaml", demoConfig)
+			if err == nil {
+				cfg.DataDir = demoDataDir()
+			}
+			return cfg, err
+		}
+		return config.Load(*cfgPath)
+	}
+	cfg, err := load()
+	if *check {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Printf("%s: ok (%d devices, %d rules)\n", cfg.Path, len(cfg.Devices), len(cfg.Rules))
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if *replay != "" {
+		return runReplay(cfg, *replay, os.Stdout, os.Stderr)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	if *cfgPath == "" {
+		printDemo(cfg)
+	}
+	pool := site.NewPool(sensors.Env{DataDir: cfg.DataDir})
+	defer pool.CloseAll()
+	go watchdog(ctx)
+	for {
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- site.Run(sctx, cfg, site.Options{Version: version, Log: log, Pool: pool,
+				Ready: func(*site.Site) { sd.SdNotify(false, sd.SdNotifyReady) },
+				Reload: func() {
+					select {
+					case reload <- struct{}{}:
+					default:
+					}
+				}})
+		}()
+		select {
+		case err := <-done:
+			cancel()
+			if err != nil {
+				log.Error("rackwatch stopped", "err", err)
+				return 1
+			}
+			return 0
+		case <-ctx.Done():
+			sd.SdNotify(false, sd.SdNotifyStopping)
+			err := <-done
+			cancel()
+			if err != nil {
+				log.Error("rackwatch stopped", "err", err)
+				return 1
+			}
+			log.Info("rackwatch stopped cleanly")
+			return 0
+		case <-reload:
+			next, err := load()
+			if err != nil {
+				log.Error("config reload refused; the running config stays", "err", err.Error())
+				continue
+			}
+			if *cfgPath == "" {
+				next.DataDir = cfg.DataDir
+			}
+			sd.SdNotify(false, sd.SdNotifyReloading)
+			log.Info("reloading config", "file", next.Path)
+			cancel()
+			<-done
+			pool.Retain(next.Devices)
+			cfg = next
+		}
+	}
+}
+
+// watchdog pings systemd's watchdog while the daemon runs (no-op outside systemd).
+func watchdog(ctx context.Context) {
+	every, err := sd.SdWatchdogEnabled(false)
+	if err != nil || every == 0 {
+		return
+	}
+	t := time.NewTicker(every / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			sd.SdNotify(false, sd.SdNotifyWatchdog)
+		}
+	}
+}
+
+func demoDataDir() string {
+	if d := os.Getenv("RACKWATCH_DEMO_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(config.DefaultDataDir(), "demo")
+}
+
+func printDemo(cfg *config.Config) {
+	fmt.Printf(`rackwatch %s: demo site %s/%s (simulated UPS, sensors, contacts and relays; the story
+repeats every few minutes: mains outage, cooling fault, door, leak, sensor loss)
+
+  status page   http://%s/
+  status API    http://%s/api/v1/status
+  metrics       http://%s/metrics
+  MQTT broker   tcp://%s  (mosquitto_sub -h %s -p %s -t '%s/#' -v)
+  NUT server    %s  (upsc ups1@%s)
+  data          %s
+
+Ctrl-C stops it.
+`, version, cfg.Site, cfg.Node, cfg.Web.Listen, cfg.Web.Listen, cfg.Web.Listen, cfg.MQTT.EmbeddedBroker,
+		host(cfg.MQTT.EmbeddedBroker), port(cfg.MQTT.EmbeddedBroker), cfg.MQTT.Prefix, cfg.NUT.Listen, cfg.NUT.Listen, cfg.DataDir)
+}
+
+func host(addr string) string {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			return addr[:i]
+		}
+	}
+	return addr
+}
+
+func port(addr string) string {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			return addr[i+1:]
+		}
+	}
+	return ""
+}
+
+var errReplay = errors.New("replay is not available yet")

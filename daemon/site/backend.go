@@ -1,0 +1,97 @@
+package site
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/rackwatch/rackwatch/daemon/incident"
+	"github.com/rackwatch/rackwatch/daemon/state"
+	"github.com/rackwatch/rackwatch/daemon/web"
+	"github.com/rackwatch/rackwatch/sensors"
+)
+
+// backend is the site as the web server sees it.
+type backend struct{ s *Site }
+
+func (b backend) Status() web.Status { return b.s.Status() }
+
+// Status is the /api/v1/status document.
+func (s *Site) Status() web.Status {
+	st := web.Status{Site: s.cfg.Site, Node: s.cfg.Node, Version: s.opt.Version, UptimeS: int64(s.now().Sub(s.started).Seconds())}
+	for _, d := range s.store.Devices() {
+		ds := web.DeviceStatus{ID: d.ID, Driver: d.Driver, State: d.State, LastSeen: sensors.FormatTime(d.LastSeen), Error: d.LastErr,
+			Readings: make(map[string]web.ReadingStatus, len(d.Readings))}
+		for m, r := range d.Readings {
+			ds.Readings[m] = web.ReadingStatus{Value: r.JSONValue(), Unit: r.Unit, Quality: string(r.Quality), TS: sensors.FormatTime(r.TS)}
+		}
+		st.Devices = append(st.Devices, ds)
+	}
+	st.Incidents = s.inc.OpenIncidents()
+	if st.Incidents == nil {
+		st.Incidents = []incident.Incident{}
+	}
+	if s.up != nil {
+		u := s.up.Status()
+		st.Uplink = web.Uplink{Connected: u.Connected, Broker: u.Broker, Queued: u.Queued, Dropped: u.Dropped, LastError: u.LastError}
+	}
+	s.mu.Lock()
+	if s.policies != nil {
+		st.Failover = s.policies.status()
+	}
+	if s.relays != nil {
+		st.Relays = s.relays.list()
+	}
+	s.mu.Unlock()
+	st.NUT.Listen = s.cfg.NUT.Listen
+	st.NUT.Clients = []string{}
+	if s.nut != nil {
+		st.NUT.Clients = s.nut.Clients()
+	}
+	return st
+}
+
+func (b backend) Incidents(all bool) []incident.Incident {
+	if all {
+		return b.s.inc.All(1000)
+	}
+	return b.s.inc.OpenIncidents()
+}
+
+func (b backend) Ack(id, by string) error { return b.s.Ack(id, by) }
+
+func (b backend) SetRelay(id, mode, by string) error { return b.s.SetRelay(id, mode, by) }
+
+func (b backend) History(device, metric string, since time.Time) []state.Point {
+	return b.s.store.History(device, metric, since)
+}
+
+func (b backend) KPIs() any { return b.s.KPIs() }
+
+func (b backend) Subscribe() (<-chan web.Event, func()) { return b.s.hub.subscribe() }
+
+// Healthy is nil while every poller has reported recently.
+func (b backend) Healthy() error {
+	s := b.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for id, spec := range s.specs {
+		if s.devs[id] == nil {
+			continue
+		}
+		last, ok := s.lastRes[id]
+		if !ok {
+			last = s.started
+		}
+		limit := max(10*spec.Poll, 2*time.Minute)
+		if now.Sub(last) > limit {
+			return fmt.Errorf("the poller of %s has not reported for %v", id, now.Sub(last).Round(time.Second))
+		}
+	}
+	return nil
+}
+
+// KPIs is the /api/v1/kpis document.
+func (s *Site) KPIs() any {
+	return map[string]any{}
+}

@@ -1,0 +1,42 @@
+package site
+
+import (
+	"sync"
+
+	"github.com/rackwatch/rackwatch/daemon/web"
+)
+
+// hub fans events out to the page's server-sent-event streams. A slow reader loses events
+// (its channel is full) rather than slowing the site.
+type hub struct {
+	mu   sync.Mutex
+	subs map[chan web.Event]struct{}
+}
+
+func newHub() *hub { return &hub{subs: map[chan web.Event]struct{}{}} }
+
+func (h *hub) subscribe() (<-chan web.Event, func()) {
+	ch := make(chan web.Event, 256)
+	h.mu.Lock()
+	h.subs[ch] = struct{}{}
+	h.mu.Unlock()
+	return ch, func() {
+		h.mu.Lock()
+		if _, ok := h.subs[ch]; ok {
+			delete(h.subs, ch)
+			close(ch)
+		}
+		h.mu.Unlock()
+	}
+}
+
+func (h *hub) publish(e web.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range h.subs {
+		select {
+		case ch <- e:
+		default:
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package site
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/rackwatch/rackwatch/daemon/poll"
+	"github.com/rackwatch/rackwatch/sensors"
+)
+
+// upsFlags are the ups.status flags exported as rackwatch_ups_status{flag} (RFC 9271 and
+// NUT's docs), so a flag that is absent reads 0 rather than vanishing.
+var upsFlags = strings.Fields("OL OB LB HB RB CHRG DISCHRG BYPASS CAL OFF OVER TRIM BOOST FSD ALARM")
+
+type metrics struct {
+	s        *Site
+	reg      *prometheus.Registry
+	pollDur  *prometheus.HistogramVec
+	pollErrs *prometheus.CounterVec
+	reading  *prometheus.Desc
+	upsFlag  *prometheus.Desc
+	devUp    *prometheus.Desc
+	open     *prometheus.Desc
+	queued   *prometheus.Desc
+	dropped  *prometheus.Desc
+	upConn   *prometheus.Desc
+}
+
+func newMetrics(s *Site) *metrics {
+	m := &metrics{s: s, reg: prometheus.NewRegistry()}
+	m.pollDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rackwatch_poll_duration_seconds", Help: "Time one poll of a device took.",
+		Buckets: []float64{.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5}}, []string{"device"})
+	m.pollErrs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rackwatch_poll_errors_total", Help: "Failed polls per device."}, []string{"device"})
+	m.reading = prometheus.NewDesc("rackwatch_reading", "Latest good value of each numeric reading.", []string{"device", "metric", "unit"}, nil)
+	m.upsFlag = prometheus.NewDesc("rackwatch_ups_status", "1 when the UPS's ups.status has the flag.", []string{"device", "flag"}, nil)
+	m.devUp = prometheus.NewDesc("rackwatch_device_up", "1 when the device's last poll succeeded.", []string{"device", "driver", "state"}, nil)
+	m.open = prometheus.NewDesc("rackwatch_incidents_open", "Open incidents by severity.", []string{"severity"}, nil)
+	m.queued = prometheus.NewDesc("rackwatch_uplink_queued_messages", "Messages on disk waiting for the broker's acknowledgement.", nil, nil)
+	m.dropped = prometheus.NewDesc("rackwatch_uplink_dropped_total", "Telemetry messages dropped because the queue was full.", nil, nil)
+	m.upConn = prometheus.NewDesc("rackwatch_uplink_connected", "1 while connected to a broker.", nil, nil)
+	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rackwatch_build_info", Help: "Build information."}, []string{"version", "site", "node"})
+	bi.WithLabelValues(s.opt.Version, s.cfg.Site, s.cfg.Node).Set(1)
+	m.reg.MustRegister(m.pollDur, m.pollErrs, bi, m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observe(res poll.Result) {
+	if res.Pushed {
+		return
+	}
+	if res.Took > 0 {
+		m.pollDur.WithLabelValues(res.Device).Observe(res.Took.Seconds())
+	}
+	if res.Err != nil {
+		m.pollErrs.WithLabelValues(res.Device).Inc()
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.reading, m.upsFlag, m.devUp, m.open, m.queued, m.dropped, m.upConn} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: values are read from the store at scrape time.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	s := m.s
+	for _, d := range s.store.Devices() {
+		up := 0.0
+		if d.State == "ok" {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.devUp, prometheus.GaugeValue, up, d.ID, d.Driver, d.State)
+		for _, name := range d.Metrics() {
+			r := d.Readings[name]
+			if r.Quality != sensors.Good {
+				continue
+			}
+			if r.IsText {
+				if name == "ups.status" {
+					flags := " " + r.Text + " "
+					for _, f := range upsFlags {
+						v := 0.0
+						if strings.Contains(flags, " "+f+" ") {
+							v = 1
+						}
+						ch <- prometheus.MustNewConstMetric(m.upsFlag, prometheus.GaugeValue, v, d.ID, f)
+					}
+				}
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(m.reading, prometheus.GaugeValue, r.Value, d.ID, name, r.Unit)
+		}
+	}
+	counts := map[string]float64{"warning": 0, "critical": 0}
+	for _, in := range s.inc.OpenIncidents() {
+		counts[in.Severity]++
+	}
+	for sev, n := range counts {
+		ch <- prometheus.MustNewConstMetric(m.open, prometheus.GaugeValue, n, sev)
+	}
+	if s.up != nil {
+		u := s.up.Status()
+		ch <- prometheus.MustNewConstMetric(m.queued, prometheus.GaugeValue, float64(u.Queued))
+		ch <- prometheus.MustNewConstMetric(m.dropped, prometheus.CounterValue, float64(u.Dropped))
+		c := 0.0
+		if u.Connected {
+			c = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.upConn, prometheus.GaugeValue, c)
+	}
+}

@@ -1,0 +1,167 @@
+package site
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/daemon/web"
+	"github.com/rackwatch/rackwatch/sensors"
+)
+
+// relays owns every relay's output. An operator override (on, off) wins over the policies
+// until it is set back to auto; the override is persisted, so it survives a restart. Every
+// change is an event with who and why.
+type relays struct {
+	s   *Site
+	m   map[string]*relay
+	ids []string
+}
+
+type relay struct {
+	id      string
+	spec    sensors.Spec
+	act     sensors.Actuator
+	mode    string // auto, on, off
+	want    bool   // what the policies ask for (in auto)
+	wantWhy string
+	on      bool
+	known   bool // on is what the hardware was last set to
+	by, why string
+	changed time.Time
+}
+
+type savedMode struct {
+	Mode string    `json:"mode"`
+	By   string    `json:"by"`
+	At   time.Time `json:"at"`
+}
+
+var bRelays = []byte("relays")
+
+func newRelays(s *Site) *relays {
+	rs := &relays{s: s, m: map[string]*relay{}}
+	s.db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucketIfNotExists(bRelays); return err })
+	for _, spec := range s.cfg.Devices {
+		if !config.IsRelay(spec.Driver) {
+			continue
+		}
+		act, ok := s.devs[spec.ID].(sensors.Actuator)
+		if !ok {
+			continue
+		}
+		safe := spec.SafeState == "on"
+		r := &relay{id: spec.ID, spec: spec, act: act, mode: "auto", want: safe, wantWhy: "safe state", on: safe}
+		s.db.View(func(tx *bolt.Tx) error {
+			var sm savedMode
+			if v := tx.Bucket(bRelays).Get([]byte(spec.ID)); v != nil && json.Unmarshal(v, &sm) == nil {
+				r.mode, r.by, r.changed = sm.Mode, sm.By, sm.At
+			}
+			return nil
+		})
+		rs.m[spec.ID] = r
+		rs.ids = append(rs.ids, spec.ID)
+		if r.mode != "auto" {
+			rs.apply(r, r.by, "operator override (restored)")
+		}
+	}
+	return rs
+}
+
+// setMode is an operator's override. Called with s.mu held.
+func (rs *relays) setMode(id, mode, by string) error {
+	r, ok := rs.m[id]
+	if !ok {
+		return fmt.Errorf("no relay %q", id)
+	}
+	switch mode {
+	case "on", "off", "auto":
+	default:
+		return fmt.Errorf("relay state is on, off or auto, not %q", mode)
+	}
+	r.mode = mode
+	b, _ := json.Marshal(savedMode{Mode: mode, By: by, At: rs.s.now()})
+	if err := rs.s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bRelays).Put([]byte(id), b) }); err != nil {
+		return fmt.Errorf("relay %s: save override: %w", id, err)
+	}
+	rs.s.log.Info("relay mode set", "relay", id, "mode", mode, "by", by)
+	why := "operator override"
+	if mode == "auto" {
+		why = "back to automatic: " + r.wantWhy
+	}
+	return rs.apply(r, by, why)
+}
+
+// policy is what a policy asks of a relay. Called with s.mu held.
+func (rs *relays) policy(id string, on bool, who, why string) {
+	r, ok := rs.m[id]
+	if !ok {
+		return
+	}
+	r.want, r.wantWhy = on, why
+	if r.mode == "auto" {
+		if err := rs.apply(r, who, why); err != nil {
+			rs.s.log.Error("relay not switched", "relay", id, "err", err)
+		}
+	}
+}
+
+func (rs *relays) apply(r *relay, by, why string) error {
+	on := r.want
+	if r.mode != "auto" {
+		on = r.mode == "on"
+	}
+	if r.known && on == r.on {
+		r.by, r.why = by, why
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.act.Set(ctx, on); err != nil {
+		return fmt.Errorf("relay %s: %w", r.id, err)
+	}
+	now := rs.s.now()
+	r.on, r.known, r.by, r.why, r.changed = on, true, by, why, now
+	rs.s.log.Info("relay switched", "relay", r.id, "on", on, "by", by, "why", why)
+	rs.s.hub.publish(web.Event{Type: "relay", Data: rs.view(r)})
+	rd := sensors.Num(r.id, "relay", b2f(on), "", now)
+	rs.s.store.Push(r.id, []sensors.Reading{rd})
+	return nil
+}
+
+// safe puts every relay in its safe state (clean stop).
+func (rs *relays) safe() {
+	for _, id := range rs.ids {
+		r := rs.m[id]
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := r.act.Set(ctx, r.spec.SafeState == "on"); err != nil {
+			rs.s.log.Error("relay not put in its safe state", "relay", id, "err", err)
+		}
+		cancel()
+	}
+}
+
+func (rs *relays) view(r *relay) web.Relay {
+	return web.Relay{ID: r.id, On: r.on, Mode: r.mode, ChangedBy: r.by, Why: r.why, Changed: fmtTime(r.changed)}
+}
+
+func (rs *relays) list() []web.Relay {
+	out := make([]web.Relay, 0, len(rs.ids))
+	for _, id := range rs.ids {
+		out = append(out, rs.view(rs.m[id]))
+	}
+	return out
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func fmtTime(t time.Time) string { return sensors.FormatTime(t) }

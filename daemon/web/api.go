@@ -1,0 +1,110 @@
+// Package web serves the local status page, the JSON API, server-sent events, /metrics and
+// /healthz (CONTRACT.md §5). It talks to the site only through Backend, so it can be tested
+// on its own and knows nothing of drivers or MQTT.
+package web
+
+import (
+	"time"
+
+	"github.com/rackwatch/rackwatch/daemon/incident"
+	"github.com/rackwatch/rackwatch/daemon/state"
+)
+
+// Status is GET /api/v1/status.
+type Status struct {
+	Site      string              `json:"site"`
+	Node      string              `json:"node"`
+	Version   string              `json:"version"`
+	UptimeS   int64               `json:"uptime_s"`
+	Devices   []DeviceStatus      `json:"devices"`
+	Incidents []incident.Incident `json:"incidents"`
+	Uplink    Uplink              `json:"uplink"`
+	Failover  Failover            `json:"failover"`
+	Relays    []Relay             `json:"relays"`
+	NUT       NUTStatus           `json:"nut"`
+}
+
+// DeviceStatus is one device in the status.
+type DeviceStatus struct {
+	ID       string                   `json:"id"`
+	Driver   string                   `json:"driver"`
+	State    string                   `json:"state"`
+	LastSeen string                   `json:"last_seen"`
+	Error    string                   `json:"error,omitempty"`
+	Readings map[string]ReadingStatus `json:"readings"`
+}
+
+// ReadingStatus is one reading in the status.
+type ReadingStatus struct {
+	Value   any    `json:"value"`
+	Unit    string `json:"unit"`
+	Quality string `json:"quality"`
+	TS      string `json:"ts"`
+}
+
+// Uplink is the MQTT uplink's state.
+type Uplink struct {
+	Connected bool   `json:"connected"`
+	Broker    string `json:"broker"`
+	Queued    int    `json:"queued"`
+	Dropped   uint64 `json:"dropped"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Failover is the policies' state.
+type Failover struct {
+	Power   *PolicyState `json:"power"`
+	Cooling *PolicyState `json:"cooling"`
+}
+
+// PolicyState is one policy's state and its recent decisions.
+type PolicyState struct {
+	State     string     `json:"state"`
+	Since     string     `json:"since"`
+	Reason    string     `json:"reason,omitempty"`
+	Decisions []Decision `json:"decisions,omitempty"`
+}
+
+// Decision is one thing a policy decided.
+type Decision struct {
+	TS     string `json:"ts"`
+	Action string `json:"action"`
+	Reason string `json:"reason"`
+}
+
+// Relay is a relay's output and who set it.
+type Relay struct {
+	ID        string `json:"id"`
+	On        bool   `json:"on"`
+	Mode      string `json:"mode"` // auto, on, off (operator override)
+	ChangedBy string `json:"changed_by,omitempty"`
+	Why       string `json:"why,omitempty"`
+	Changed   string `json:"changed,omitempty"`
+}
+
+// NUTStatus lists the NUT clients logged in.
+type NUTStatus struct {
+	Listen  string   `json:"listen,omitempty"`
+	Clients []string `json:"clients"`
+}
+
+// Event is one server-sent event.
+type Event struct {
+	Type string // reading, incident, state, relay
+	Data any
+}
+
+// Backend is what the web server needs from the site.
+type Backend interface {
+	Status() Status
+	Incidents(all bool) []incident.Incident
+	Ack(id, by string) error
+	SetRelay(id, mode, by string) error
+	History(device, metric string, since time.Time) []state.Point
+	KPIs() any
+	// Subscribe returns a channel of events and a cancel func; a slow reader misses events
+	// rather than slowing the site.
+	Subscribe() (<-chan Event, func())
+	// Healthy is nil while the daemon's loops are alive.
+	Healthy() error
+}

@@ -1,0 +1,280 @@
+package web
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rackwatch/rackwatch/daemon/incident"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// Options configure the server.
+type Options struct {
+	Listen       string
+	UsersFile    string
+	RequireLogin bool
+	TLSCert      string
+	TLSKey       string
+	Log          *slog.Logger
+	// Registry is served at /metrics; nil serves an empty one.
+	Registry *prometheus.Registry
+}
+
+// Server is the HTTP server.
+type Server struct {
+	opt   Options
+	b     Backend
+	log   *slog.Logger
+	mux   *http.ServeMux
+	users *Users
+	page  *template.Template
+}
+
+// New makes the server.
+func New(opt Options, b Backend) (*Server, error) {
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	s := &Server{opt: opt, b: b, log: opt.Log, mux: http.NewServeMux()}
+	if opt.UsersFile != "" {
+		u, err := LoadUsers(opt.UsersFile)
+		if err != nil {
+			return nil, err
+		}
+		s.users = u
+	}
+	t, err := template.New("index.html").Funcs(funcs).ParseFS(assets, "assets/index.html")
+	if err != nil {
+		return nil, fmt.Errorf("web: page template: %w", err)
+	}
+	s.page = t
+	reg := opt.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s.mux.HandleFunc("GET /{$}", s.index)
+	s.mux.HandleFunc("GET /api/v1/status", s.status)
+	s.mux.HandleFunc("GET /api/v1/incidents", s.incidents)
+	s.mux.HandleFunc("GET /api/v1/kpis", s.kpis)
+	s.mux.HandleFunc("GET /api/v1/history", s.history)
+	s.mux.HandleFunc("POST /api/v1/incidents/{id}/ack", s.needLogin(s.ack))
+	s.mux.HandleFunc("POST /api/v1/relays/{id}", s.needLogin(s.relay))
+	s.mux.HandleFunc("GET /events", s.events)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	return s, nil
+}
+
+// Handler is the server's handler (tests use it with httptest).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Serve serves on l until ctx ends.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	var err error
+	if s.opt.TLSCert != "" {
+		err = srv.ServeTLS(l, s.opt.TLSCert, s.opt.TLSKey)
+	} else {
+		err = srv.Serve(l)
+	}
+	<-done
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", " ")
+	enc.Encode(v)
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]any{"ok": false, "error": msg})
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.b.Status())
+}
+
+func (s *Server) incidents(w http.ResponseWriter, r *http.Request) {
+	which := r.URL.Query().Get("state")
+	switch which {
+	case "", "open":
+		writeJSON(w, http.StatusOK, nonNil(s.b.Incidents(false)))
+	case "all":
+		writeJSON(w, http.StatusOK, nonNil(s.b.Incidents(true)))
+	default:
+		httpError(w, http.StatusBadRequest, "state is open or all")
+	}
+}
+
+func nonNil(in []incident.Incident) []incident.Incident {
+	if in == nil {
+		return []incident.Incident{}
+	}
+	return in
+}
+
+func (s *Server) kpis(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.b.KPIs())
+}
+
+func (s *Server) history(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	dev, metric := q.Get("device"), q.Get("metric")
+	if dev == "" || metric == "" {
+		httpError(w, http.StatusBadRequest, "device and metric are required")
+		return
+	}
+	since := time.Hour
+	if v := q.Get("since"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			httpError(w, http.StatusBadRequest, "since is a duration like 1h or 24h")
+			return
+		}
+		since = d
+	}
+	type point struct {
+		TS    string  `json:"ts"`
+		Value float64 `json:"value"`
+	}
+	pts := s.b.History(dev, metric, time.Now().Add(-since))
+	out := make([]point, len(pts))
+	for i, p := range pts {
+		out[i] = point{p.TS.UTC().Format("2006-01-02T15:04:05.000Z07:00"), p.Value}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) ack(w http.ResponseWriter, r *http.Request, user string) {
+	err := s.b.Ack(r.PathValue("id"), user)
+	switch {
+	case errors.Is(err, incident.ErrNotFound):
+		httpError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, incident.ErrResolved):
+		httpError(w, http.StatusConflict, err.Error())
+	case err != nil:
+		httpError(w, http.StatusInternalServerError, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	}
+}
+
+func (s *Server) relay(w http.ResponseWriter, r *http.Request, user string) {
+	var body struct {
+		State string `json:"state"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		httpError(w, http.StatusBadRequest, "body must be {\"state\":\"on\"|\"off\"|\"auto\"}: "+err.Error())
+		return
+	}
+	if body.State != "on" && body.State != "off" && body.State != "auto" {
+		httpError(w, http.StatusBadRequest, "state is on, off or auto")
+		return
+	}
+	if err := s.b.SetRelay(r.PathValue("id"), body.State, user); err != nil {
+		code := http.StatusInternalServerError
+		if strings.Contains(err.Error(), "no relay") {
+			code = http.StatusNotFound
+		}
+		httpError(w, code, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := s.b.Healthy(); err != nil {
+		http.Error(w, "unhealthy: "+err.Error()+"\n", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	ch, cancel := s.b.Subscribe()
+	defer cancel()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	// Tell the browser to reconnect quickly after a daemon restart.
+	fmt.Fprint(w, "retry: 2000\n\n")
+	fl.Flush()
+	ping := time.NewTicker(15 * time.Second)
+	defer ping.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-ping.C:
+			fmt.Fprint(w, ": ping\n\n")
+			fl.Flush()
+		case ev, ok := <-ch:
+			if !ok {
+				return
+			}
+			b, err := json.Marshal(ev.Data)
+			if err != nil {
+				continue
+			}
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b)
+			fl.Flush()
+		}
+	}
+}
+
+func (s *Server) index(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := s.page.Execute(w, s.b.Status()); err != nil {
+		s.log.Warn("web: render page", "err", err)
+	}
+}
+
+var funcs = template.FuncMap{
+	"val": func(r ReadingStatus) string {
+		switch v := r.Value.(type) {
+		case nil:
+			return "—"
+		case float64:
+			return fmt.Sprintf("%g %s", v, r.Unit)
+		default:
+			return fmt.Sprint(v)
+		}
+	},
+}
