@@ -301,7 +301,7 @@ func (c *Client) getChunk(oids []string, out map[string]Value) error {
 		switch pkt.Error {
 		case gosnmp.NoError:
 			for _, v := range pkt.Variables {
-				val := decode(v)
+				val := Decode(v)
 				if _, asked := out[val.OID]; asked {
 					out[val.OID] = val
 				}
@@ -373,7 +373,7 @@ func (c *Client) Walk(ctx context.Context, root string) ([]Value, error) {
 	}
 	vals := make([]Value, 0, len(pdus))
 	for _, p := range pdus {
-		vals = append(vals, decode(p))
+		vals = append(vals, Decode(p))
 	}
 	return vals, nil
 }
@@ -401,8 +401,8 @@ func validOID(o string) bool {
 	return true
 }
 
-// decode turns one varbind into a Value.
-func decode(p gosnmp.SnmpPDU) Value {
+// Decode turns one varbind, as gosnmp unmarshals it, into a Value.
+func Decode(p gosnmp.SnmpPDU) Value {
 	v := Value{OID: strings.TrimPrefix(p.Name, "."), Type: p.Type.String()}
 	switch p.Type {
 	case gosnmp.NoSuchObject, gosnmp.NoSuchInstance, gosnmp.EndOfMibView:

@@ -268,7 +268,7 @@ func FuzzDecodeOctetString(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		v := decode(gosnmp.SnmpPDU{Name: ".1.2.3", Type: gosnmp.OctetString, Value: b})
+		v := Decode(gosnmp.SnmpPDU{Name: ".1.2.3", Type: gosnmp.OctetString, Value: b})
 		if v.OID != "1.2.3" || v.Missing {
 			t.Fatalf("got %+v", v)
 		}

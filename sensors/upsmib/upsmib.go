@@ -47,7 +47,6 @@ const (
 	oidOutputLoadLine  = prefix + "4.4.1.5."     // + line: %
 	oidAlarmsPresent   = prefix + "6.1.0"        // Gauge32
 	oidAlarmDescrTable = prefix + "6.2.1.2"      // upsAlarmDescr: a well-known alarm OID per row
-	oidWellKnownAlarm  = prefix + "6.3."         // + N
 	outputLines        = 3                       // output load is read for lines 1..3
 	unknownGauge32     = float64(math.MaxUint32) // -1 sent as an unsigned Gauge32
 )
@@ -76,14 +75,7 @@ var Metrics = map[string]string{
 
 // Alarms names the well-known alarms of RFC 1628 (upsWellKnownAlarms, 1.3.6.1.2.1.33.1.6.3.N)
 // by N, without their "upsAlarm" prefix.
-var Alarms = map[int]string{
-	1: "BatteryBad", 2: "OnBattery", 3: "LowBattery", 4: "DepletedBattery", 5: "TempBad",
-	6: "InputBad", 7: "OutputBad", 8: "OutputOverload", 9: "OnBypass", 10: "BypassBad",
-	11: "OutputOffAsRequested", 12: "UpsOffAsRequested", 13: "ChargerFailed",
-	14: "UpsOutputOff", 15: "UpsSystemOff", 16: "FanFailure", 17: "FuseFailure",
-	18: "GeneralFault", 19: "DiagnosticTestFailed", 20: "CommunicationsLost",
-	21: "AwaitingPower", 22: "ShutdownPending", 23: "ShutdownImminent", 24: "TestInProgress",
-}
+var Alarms = snmpdrv.UPSAlarms
 
 func init() {
 	sensors.Register(sensors.Driver{
@@ -144,8 +136,7 @@ func alarmIDs(rows []snmpdrv.Value) []int {
 		if r.Missing {
 			continue
 		}
-		var n int
-		if _, err := fmt.Sscanf(strings.TrimPrefix(r.Text, "."), oidWellKnownAlarm+"%d", &n); err == nil {
+		if n, _, ok := snmpdrv.UPSAlarm(r.Text); ok {
 			ids = append(ids, n)
 		}
 	}
