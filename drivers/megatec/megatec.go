@@ -277,15 +277,19 @@ func ParseI(b []byte) (Info, error) {
 }
 
 // UPSStatus returns ups.status as nutdrv_qx writes it: OL or OB, then LB, TRIM, BOOST,
-// BYPASS, CAL, FSD in that order (ups_status_set in nutdrv_qx.c). Bit 5 (bypass/boost/buck)
-// becomes TRIM when output < 0.95 × input, BYPASS below 1.05 ×, BOOST below 1.5 ×; outside
-// 0.5–1.5 × (or without an input voltage) it adds nothing.
+// BYPASS, CAL, FSD in that order (ups_status_set in nutdrv_qx.c), preceded by ALARM while
+// ups.alarm is set (NUT 2.8's status_commit; checked against Debian's nutdrv_qx 2.8.0).
+// Bit 5 (bypass/boost/buck) becomes TRIM when output < 0.95 × input, BYPASS below 1.05 ×,
+// BOOST below 1.5 ×; outside 0.5–1.5 × (or without an input voltage) it adds nothing.
 func (q Q1) UPSStatus() (string, error) {
 	if !q.StatusOK() {
 		return "", fmt.Errorf("%w: %d of 8 bits", ErrStatus, q.StatusBits)
 	}
 	st := q.Status
 	var out []string
+	if _, alarm := q.Alarm(); alarm {
+		out = append(out, "ALARM")
+	}
 	if st&UtilityFail != 0 {
 		out = append(out, "OB")
 	} else {
