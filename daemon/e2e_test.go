@@ -1,0 +1,151 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rackwatch/rackwatch/internal/testpeer"
+)
+
+// buildDaemon builds the rackwatch binary once per test binary run.
+func buildDaemon(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "rackwatch")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	return bin
+}
+
+func getJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func seqs(t *testing.T, payloads []string) []int {
+	var out []int
+	for _, p := range payloads {
+		var m struct {
+			Seq int `json:"seq"`
+		}
+		if err := json.Unmarshal([]byte(p), &m); err != nil {
+			t.Fatalf("bad payload %q: %v", p, err)
+		}
+		out = append(out, m.Seq)
+	}
+	return out
+}
+
+// TestKillAndRestart: SIGKILL of the daemon and a restart keeps open incidents open without
+// duplicating them, and seq continues where it stopped.
+func TestKillAndRestart(t *testing.T) {
+	m := testpeer.StartMosquitto(t)
+	sub := m.Subscribe(t, "rackwatch/#", "e2e-kill")
+	bin := buildDaemon(t)
+	dir := t.TempDir()
+	webPort := testpeer.FreePort(t)
+	cfg := filepath.Join(dir, "site.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`site: test
+node: rack1
+data_dir: %s/data
+web: {listen: "127.0.0.1:%d"}
+mqtt: {brokers: ["%s"], telemetry_interval: 200ms}
+devices:
+  - {id: leak, driver: sim.contact, poll: 100ms, values: {contact: 1}}
+  - {id: inlet, driver: sim.env, poll: 100ms}
+rules:
+  - {name: leak, device: leak, metric: contact, equals: 1}
+`, dir, webPort, m.URL)), 0o644)
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "-config", cfg)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	cmd := start()
+	testpeer.Eventually(t, 30*time.Second, "an opened incident and telemetry", func() bool {
+		return len(sub.Matching("/incidents", `"event":"opened"`)) == 1 && len(sub.Matching("/telemetry")) >= 5
+	})
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	before := seqs(t, sub.Matching("/telemetry"))
+	cmd = start()
+	testpeer.Eventually(t, 30*time.Second, "telemetry after the restart", func() bool {
+		return len(sub.Matching("/telemetry")) >= len(before)+5
+	})
+	var open []map[string]any
+	if err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/api/v1/incidents?state=open", webPort), &open); err != nil {
+		t.Fatal(err)
+	}
+	if len(open) != 1 || open[0]["rule"] != "leak" {
+		t.Fatalf("open incidents after restart: %v", open)
+	}
+	if n := len(sub.Matching("/incidents", `"event":"opened"`)); n != 1 {
+		t.Fatalf("%d opened events for one leak across a restart", n)
+	}
+	// seq: every number from 1 up, none missing (duplicates are allowed: at-least-once).
+	all := seqs(t, sub.Matching("/telemetry"))
+	sort.Ints(all)
+	seen := map[int]bool{}
+	for _, s := range all {
+		seen[s] = true
+	}
+	for i := 1; i <= all[len(all)-1]; i++ {
+		if !seen[i] {
+			t.Fatalf("telemetry seq %d missing (have %v)", i, all)
+		}
+	}
+	if all[len(all)-1] <= before[len(before)-1] {
+		t.Fatalf("seq did not continue: before %v, after %v", before, all)
+	}
+	// Clean stop: offline is published (retained).
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	testpeer.Eventually(t, 20*time.Second, "offline state", func() bool {
+		return len(sub.Matching("/state", `"offline"`)) > 0
+	})
+}
+
+func TestCheck(t *testing.T) {
+	bin := buildDaemon(t)
+	out, err := exec.Command(bin, "-config", "config/testdata/contract.yaml", "-check").CombinedOutput()
+	if err != nil {
+		t.Fatalf("the CONTRACT example is refused: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "-config", "config/testdata/bad.yaml", "-check")
+	out, err = cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("bad config: exit %v, want 1\n%s", err, out)
+	}
+	for _, want := range []string{"config/testdata/bad.yaml:6: cannot read `2 seconds` as a duration", `config/testdata/bad.yaml:7: unknown key "colour"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("missing %q in\n%s", want, out)
+		}
+	}
+	out, err = exec.Command(bin, "-version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "rackwatch") {
+		t.Fatalf("-version: %v %s", err, out)
+	}
+}
+
