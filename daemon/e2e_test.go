@@ -148,4 +148,3 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("-version: %v %s", err, out)
 	}
 }
-

@@ -135,7 +135,7 @@ func New(cfg Config) (*Client, error) {
 		if cfg.V3 == nil || cfg.V3.User == "" {
 			return nil, fmt.Errorf("snmp %s: version 3 needs a v3 user", cfg.Target)
 		}
-		usm, flags, err := cfg.V3.params()
+		usm, flags, err := cfg.V3.Params()
 		if err != nil {
 			return nil, fmt.Errorf("snmp %s: %w", cfg.Target, err)
 		}
@@ -149,8 +149,9 @@ func New(cfg Config) (*Client, error) {
 	return &Client{cfg: cfg, g: g, maxOids: cfg.MaxOids}, nil
 }
 
-// params turns the USM settings into gosnmp's.
-func (u *USM) params() (*gosnmp.UsmSecurityParameters, gosnmp.SnmpV3MsgFlags, error) {
+// Params checks the USM settings and turns them into gosnmp's, with the security level they
+// imply. The trap receiver uses it too.
+func (u *USM) Params() (*gosnmp.UsmSecurityParameters, gosnmp.SnmpV3MsgFlags, error) {
 	p := &gosnmp.UsmSecurityParameters{UserName: u.User}
 	flags := gosnmp.NoAuthNoPriv
 	if u.AuthProtocol != "" {
@@ -179,13 +180,22 @@ func (u *USM) params() (*gosnmp.UsmSecurityParameters, gosnmp.SnmpV3MsgFlags, er
 		flags = gosnmp.AuthPriv
 	}
 	if u.EngineID != "" {
-		id, err := hex.DecodeString(strings.TrimPrefix(strings.TrimPrefix(u.EngineID, "0x"), "0X"))
-		if err != nil || len(id) < 5 || len(id) > 32 {
-			return nil, 0, fmt.Errorf("v3 user %s: engine ID %q: want 5 to 32 bytes in hex", u.User, u.EngineID)
+		id, err := EngineID(u.EngineID)
+		if err != nil {
+			return nil, 0, fmt.Errorf("v3 user %s: %w", u.User, err)
 		}
-		p.AuthoritativeEngineID = string(id)
+		p.AuthoritativeEngineID = id
 	}
 	return p, flags, nil
+}
+
+// EngineID decodes an SNMP engine ID written in hex ("0x8000…" or "8000…") into its bytes.
+func EngineID(s string) (string, error) {
+	id, err := hex.DecodeString(strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X"))
+	if err != nil || len(id) < 5 || len(id) > 32 {
+		return "", fmt.Errorf("engine ID %q: want 5 to 32 bytes in hex", s)
+	}
+	return string(id), nil
 }
 
 // AuthProtocol maps a name (MD5, SHA, SHA224, SHA256, SHA384, SHA512) to gosnmp's constant.
