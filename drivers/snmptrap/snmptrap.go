@@ -148,8 +148,11 @@ func Listen(ctx context.Context, addr string, cfg Config, handle func(Trap)) (*R
 	}
 	r.conn = conn
 	go func() {
-		<-ctx.Done()
-		r.Close()
+		select {
+		case <-ctx.Done():
+			r.closeOnce.Do(func() { r.conn.Close() })
+		case <-r.done: // closed by Close
+		}
 	}()
 	go r.loop()
 	return r, nil
