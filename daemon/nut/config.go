@@ -22,6 +22,9 @@ type Config struct {
 	// IdleTimeout closes a client that sends nothing for this long. Default 60 s, which is
 	// what upsd does; upsmon sends a request every POLLFREQ (5 s) and reconnects if cut off.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// WriteTimeout closes a client that does not read its answers for this long, so that it
+	// holds nothing but its own goroutine. Default 10 s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// MaxLineLength bounds one request line, newline included. A longer line is answered
 	// with ERR INVALID-ARGUMENT and the connection closed: nothing longer is ever buffered.
 	// Default 1024 (upsd's own words stop at 512 bytes).
@@ -55,8 +58,10 @@ const (
 	defaultIdle       = 60 * time.Second
 	defaultMaxLine    = 1024
 	minMaxLine        = 64
-	writeTimeout      = 10 * time.Second
+	defaultWrite      = 10 * time.Second
 	instcmdTimeout    = 10 * time.Second
+	lingerTime        = 2 * time.Second
+	lingerBytes       = 1 << 20
 	nutVersion        = "2.8.0" // the upsd whose answers this server copies
 	netVersion        = "1.3"
 	pconfArgLimit     = 32  // upsd's parseconf drops words beyond this

@@ -3,12 +3,14 @@ package nut_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,8 +186,8 @@ func (c *client) readLine() string {
 	c.t.Helper()
 	c.c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	l, err := c.r.ReadString('\n')
-	if err == io.EOF && l == "" {
-		return "EOF"
+	if (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) && l == "" {
+		return "EOF" // closed, gracefully or not
 	}
 	if err != nil {
 		c.t.Fatalf("read: %v (after %q)", err, l)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sort"
@@ -48,6 +49,9 @@ func New(cfg Config, src Source, log *slog.Logger) (*Server, error) {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = defaultIdle
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = defaultWrite
 	}
 	if cfg.MaxLineLength <= 0 {
 		cfg.MaxLineLength = defaultMaxLine
@@ -224,7 +228,7 @@ type conn struct {
 }
 
 // serve reads requests one line at a time. A slow or silent client only ever blocks its own
-// goroutine: reads end after the idle timeout, writes after writeTimeout.
+// goroutine: reads end after the idle timeout, writes after the write timeout.
 func (c *conn) serve(ctx context.Context) {
 	defer func() {
 		c.nc.Close()
@@ -242,7 +246,9 @@ func (c *conn) serve(ctx context.Context) {
 			// Never buffer more than one line's worth: answer and hang up, since what
 			// follows is the rest of a line we cannot parse.
 			c.s.log.Warn("NUT request line too long; closing", "from", c.addr, "max", c.s.cfg.MaxLineLength)
-			c.write("ERR " + errInvalidArgument + "\n")
+			if c.write("ERR " + errInvalidArgument + "\n") {
+				c.lingeringClose()
+			}
 			return
 		}
 		if err != nil {
@@ -269,7 +275,7 @@ func (c *conn) serve(ctx context.Context) {
 				return
 			}
 			tc := tls.Server(c.nc, c.s.tls)
-			tc.SetDeadline(time.Now().Add(writeTimeout))
+			tc.SetDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 			if err := tc.HandshakeContext(ctx); err != nil {
 				c.s.log.Warn("NUT TLS handshake failed", "from", c.addr, "err", err)
 				return
@@ -285,10 +291,23 @@ func (c *conn) write(s string) bool {
 	if s == "" {
 		return true
 	}
-	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 	if _, err := c.nc.Write([]byte(s)); err != nil {
 		c.s.log.Debug("NUT write failed", "to", c.addr, "err", err)
 		return false
 	}
 	return true
+}
+
+// lingeringClose gets the last answer to a client that is still sending: closing a socket
+// with unread input makes the kernel reset the connection and drop what was not yet sent.
+// So: send FIN after the answer, then read and discard for a little while (bounded in time
+// and bytes, never buffered) before the caller closes.
+func (c *conn) lingeringClose() {
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.nc.SetReadDeadline(time.Now().Add(lingerTime))
+	io.CopyN(io.Discard, c.nc, lingerBytes)
 }
