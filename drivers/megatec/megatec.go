@@ -150,22 +150,29 @@ func ParseQ1(b []byte) (Q1, error) {
 	if s[0] != '(' {
 		return q, fmt.Errorf("%w: Q1 reply starts with %q, not '('", ErrGarbage, s[0])
 	}
+	for _, c := range []byte(s) {
+		if c < 0x20 || c > 0x7e {
+			return q, fmt.Errorf("%w: Q1 reply has byte %#02x: %q", ErrGarbage, c, s)
+		}
+	}
 	tok := strings.Split(s[1:], " ")
 	if len(tok) > 8 {
 		return q, fmt.Errorf("%w: Q1 reply has %d fields, not 8: %q", ErrGarbage, len(tok), s)
 	}
 	fields := []*Field{&q.InputVoltage, &q.InputFaultVoltage, &q.OutputVoltage, &q.Load,
 		&q.Frequency, &q.BatteryVoltage, &q.Temperature}
-	// A frame cut short inside the numbers is refused whole: its last number may be cut too.
-	if len(tok) < 8 {
-		return q, fmt.Errorf("%w: Q1 reply has %d of 8 fields: %q", ErrShort, len(tok), s)
-	}
-	for i, f := range fields {
+	// Every field before the last one received must be whole: otherwise this is noise, not
+	// a frame cut short.
+	for i := 0; i < len(fields) && i < len(tok)-1; i++ {
 		v, err := parseNumber(tok[i])
 		if err != nil {
 			return q, fmt.Errorf("%w: Q1 field %d (%s): %v", ErrGarbage, i+1, q1Names[i], err)
 		}
-		*f = v
+		*fields[i] = v
+	}
+	// A frame cut short inside the numbers is refused whole: its last number may be cut too.
+	if len(tok) < 8 {
+		return Q1{}, fmt.Errorf("%w: Q1 reply has %d of 8 fields: %q", ErrShort, len(tok), s)
 	}
 	bits := tok[7]
 	if bits == "" || len(bits) > 8 || strings.Trim(bits, "01") != "" {

@@ -408,6 +408,7 @@ func TestConnErrors(t *testing.T) {
 		{"echo", func(cmd string) []byte { return []byte(cmd + "\r") }, ErrEcho},
 		{"NAK", func(string) []byte { return []byte("NAK\r") }, ErrNAK},
 		{"garbage", func(string) []byte { return []byte("\xff\xfe#!garbage\r") }, ErrGarbage},
+		{"noise then CR", func(string) []byte { return []byte("(2#9.? garbage !!\r") }, ErrGarbage},
 		{"half a frame, no CR", func(string) []byte { return []byte(frame[:20]) }, ErrTimeout},
 		{"endless bytes", func(string) []byte { return []byte(strings.Repeat("x", 300)) }, ErrTooLong},
 		{"null byte", func(string) []byte { return []byte("\x00\r") }, ErrNullByte},

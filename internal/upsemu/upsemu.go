@@ -118,12 +118,18 @@ type Emulator struct {
 	received []string
 	queries  int
 
-	// Set by Start.
-	path   string
-	master *os.File
-	slave  *os.File
+	// Set by Start and AddPTY.
+	ctx    context.Context
 	cancel context.CancelFunc
-	done   chan struct{}
+	lines  []*line
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// line is one pty: the master the emulator answers on, and the slave it keeps open so that
+// a driver closing the tty does not hang the line up.
+type line struct {
+	master, slave *os.File
 }
 
 // New returns an emulator with Defaults that serves nothing yet: see Serve, or Start.
@@ -134,14 +140,30 @@ func New() *Emulator {
 // Start makes a pty, puts it in raw mode and answers on it until ctx ends or Close.
 func Start(ctx context.Context) (*Emulator, error) {
 	e := New()
+	e.ctx, e.cancel = context.WithCancel(ctx)
+	if _, err := e.AddPTY(); err != nil {
+		e.cancel()
+		return nil, err
+	}
+	return e, nil
+}
+
+// AddPTY gives a started emulator one more serial line: a new pty answered from the same
+// fields, like a UPS with both a serial and a USB port. Two drivers cannot share one tty
+// (each would read the other's replies), so a test that compares two drivers on one UPS
+// gives each its own. It returns the new tty's path.
+func (e *Emulator) AddPTY() (string, error) {
+	if e.ctx == nil {
+		return "", errors.New("upsemu: AddPTY on an emulator not made by Start")
+	}
 	m, s, err := pty.Open()
 	if err != nil {
-		return nil, fmt.Errorf("upsemu: open pty: %w", err)
+		return "", fmt.Errorf("upsemu: open pty: %w", err)
 	}
 	if err := makeRaw(s); err != nil {
 		m.Close()
 		s.Close()
-		return nil, fmt.Errorf("upsemu: raw mode on %s: %w", s.Name(), err)
+		return "", fmt.Errorf("upsemu: raw mode on %s: %w", s.Name(), err)
 	}
 	// pty.Open leaves the master in blocking mode, where Close cannot interrupt a Read.
 	// A non-blocking duplicate goes through Go's poller, so Close (and deadlines) work.
@@ -152,19 +174,25 @@ func Start(ctx context.Context) (*Emulator, error) {
 	m.Close()
 	if err != nil {
 		s.Close()
-		return nil, fmt.Errorf("upsemu: pty master: %w", err)
+		return "", fmt.Errorf("upsemu: pty master: %w", err)
 	}
 	unix.CloseOnExec(fd)
-	e.master = os.NewFile(uintptr(fd), "/dev/ptmx")
-	e.slave = s
-	e.path = s.Name()
-	ctx, e.cancel = context.WithCancel(ctx)
-	e.done = make(chan struct{})
+	p := &line{master: os.NewFile(uintptr(fd), "/dev/ptmx"), slave: s}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		p.master.Close()
+		s.Close()
+		return "", errors.New("upsemu: closed")
+	}
+	e.lines = append(e.lines, p)
+	e.wg.Add(1)
+	e.mu.Unlock()
 	go func() {
-		defer close(e.done)
-		e.Serve(ctx, e.master)
+		defer e.wg.Done()
+		e.Serve(e.ctx, p.master)
 	}()
-	return e, nil
+	return s.Name(), nil
 }
 
 // StartT is Start for a test: it fails the test if the pty cannot be made and closes the
@@ -196,19 +224,35 @@ func makeRaw(f *os.File) error {
 	return unix.IoctlSetTermios(fd, unix.TCSETS, tio)
 }
 
-// Path is the tty to give a driver as its serial port ("" when not started with Start).
-func (e *Emulator) Path() string { return e.path }
+// Path is the tty of the first pty, to give a driver as its serial port ("" when not
+// started with Start).
+func (e *Emulator) Path() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.lines) == 0 {
+		return ""
+	}
+	return e.lines[0].slave.Name()
+}
 
-// Close stops answering and releases the pty; it waits for the serving goroutine.
+// Close stops answering and releases the ptys; it waits for the serving goroutines.
 func (e *Emulator) Close() error {
 	if e.cancel == nil {
 		return nil
 	}
 	e.cancel()
-	err := e.master.Close()
-	<-e.done
-	e.slave.Close()
-	return err
+	e.mu.Lock()
+	e.closed = true
+	lines := e.lines
+	e.mu.Unlock()
+	for _, l := range lines {
+		l.master.Close()
+	}
+	e.wg.Wait()
+	for _, l := range lines {
+		l.slave.Close()
+	}
+	return nil
 }
 
 // Fields returns the values the emulator reports now.

@@ -212,3 +212,29 @@ func TestServeSocket(t *testing.T) {
 		t.Fatalf("Serve: %v", serveErr)
 	}
 }
+
+// TestAddPTY: a second line answers from the same fields.
+func TestAddPTY(t *testing.T) {
+	e := StartT(t)
+	path2, err := e.AddPTY()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if path2 == e.Path() {
+		t.Fatalf("same path %s", path2)
+	}
+	p1 := open(t, e)
+	p2, err := serial.OpenPort(&serial.Config{Name: path2, Baud: 2400, ReadTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	e.SetOnBattery(true)
+	a, b := ask(t, p1, "Q1"), ask(t, p2, "Q1")
+	if a != b || !strings.HasSuffix(a, " 10001001\r") {
+		t.Fatalf("line 1 %q, line 2 %q", a, b)
+	}
+	if _, err := New().AddPTY(); err == nil {
+		t.Fatal("AddPTY on New(): no error")
+	}
+}
