@@ -137,6 +137,27 @@ func TestAlarmEntryAdded(t *testing.T) {
 	}
 }
 
+// An SNMPv1 generic trap becomes snmpTraps.(generic+1) (RFC 3584 §3.1): coldStart.
+func TestV1Generic(t *testing.T) {
+	r, c := start(t, Config{})
+	snmptrap(t, r, "-v", "1", "-c", "public", "ADDR", "1.3.6.1.4.1.318", "192.0.2.10", "0", "0", "")
+	tr := waitTraps(t, c, 1)[0]
+	if tr.TrapOID != "1.3.6.1.6.3.1.1.5.1" || tr.Name != "coldStart" || tr.AgentAddress != "192.0.2.10" {
+		t.Errorf("v1 coldStart: %+v", tr)
+	}
+}
+
+// A v2c inform is acknowledged: snmptrap -Ci waits for the response and fails without it.
+func TestInform(t *testing.T) {
+	r, c := start(t, Config{})
+	snmptrap(t, r, "-Ci", "-t", "5", "-r", "0", "-v", "2c", "-c", "public", "ADDR", "", "1.3.6.1.2.1.33.2.0.4",
+		"1.3.6.1.2.1.33.1.6.2.1.2.3", "o", "1.3.6.1.2.1.33.1.6.3.2")
+	tr := waitTraps(t, c, 1)[0]
+	if !tr.Inform || tr.Name != "upsTrapAlarmEntryRemoved" || tr.Alarm != "OnBattery" {
+		t.Errorf("inform: %+v", tr)
+	}
+}
+
 // Garbage on the socket only moves the Malformed counter; the receiver goes on working.
 func TestMalformed(t *testing.T) {
 	r, c := start(t, Config{})
