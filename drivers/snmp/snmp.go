@@ -284,7 +284,7 @@ func (c *Client) Get(ctx context.Context, oids []string) (map[string]Value, erro
 		if _, dup := out[o]; dup {
 			continue
 		}
-		if !validOID(o) {
+		if !ValidOID(o) {
 			out[o] = Value{OID: o, Missing: true, Err: "not a numeric OID"}
 			continue
 		}
@@ -310,8 +310,13 @@ func (c *Client) getChunk(oids []string, out map[string]Value) error {
 		}
 		switch pkt.Error {
 		case gosnmp.NoError:
-			for _, v := range pkt.Variables {
+			for i, v := range pkt.Variables {
 				val := Decode(v)
+				if _, asked := out[val.OID]; !asked && len(pkt.Variables) == len(oids) {
+					// RFC 3416 §4.2.1: the response lists the varbinds in the order asked.
+					// A few agents rename an instance (drop the .0); trust the position.
+					val.OID = oids[i]
+				}
 				if _, asked := out[val.OID]; asked {
 					out[val.OID] = val
 				}
@@ -396,7 +401,8 @@ func (c *Client) wrap(what string, err error) error {
 	return fmt.Errorf("snmp %s: %s: %w", c.cfg.Target, what, err)
 }
 
-func validOID(o string) bool {
+// ValidOID says whether o is a numeric OID ("1.3.6.1.2.1.33.1.2.4.0", no leading dot).
+func ValidOID(o string) bool {
 	if o == "" {
 		return false
 	}

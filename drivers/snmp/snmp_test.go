@@ -115,10 +115,21 @@ func TestGetV1NoSuchName(t *testing.T) {
 	})
 }
 
+// An agent that answers under other names (without the .0) is matched by position, as
+// RFC 3416 orders the answer.
+func TestGetRenamedAnswer(t *testing.T) {
+	addr, _ := tooBigAgent(t, 60, true)
+	c := newClient(t, Config{Target: addr})
+	check(t, get(t, c, "1.3.6.1.4.1.99999.2.7.0", "1.3.6.1.4.1.99999.2.9.0"), []want{
+		{oid: "1.3.6.1.4.1.99999.2.7.0", num: 7, isNum: true},
+		{oid: "1.3.6.1.4.1.99999.2.9.0", num: 9, isNum: true},
+	})
+}
+
 // tooBigAgent is a minimal v2c agent for the one case snmpsim cannot play: it answers tooBig
 // to any GET of more than limit OIDs, and the OID's last arc as an Integer otherwise. It
 // counts the requests it got.
-func tooBigAgent(t *testing.T, limit int) (addr string, requests func() int) {
+func tooBigAgent(t *testing.T, limit int, rename bool) (addr string, requests func() int) {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -152,7 +163,11 @@ func tooBigAgent(t *testing.T, limit int) (addr string, requests func() int) {
 				for _, v := range req.Variables {
 					arcs := strings.Split(v.Name, ".")
 					x, _ := strconv.Atoi(arcs[len(arcs)-2])
-					resp.Variables = append(resp.Variables, gosnmp.SnmpPDU{Name: v.Name, Type: gosnmp.Integer, Value: x})
+					name := v.Name
+					if rename {
+						name = strings.TrimSuffix(name, ".0") // a buggy agent's instance
+					}
+					resp.Variables = append(resp.Variables, gosnmp.SnmpPDU{Name: name, Type: gosnmp.Integer, Value: x})
 				}
 			}
 			out, err := resp.MarshalMsg()
@@ -170,7 +185,7 @@ func tooBigAgent(t *testing.T, limit int) (addr string, requests func() int) {
 // More OIDs than fit one request (MaxOids) and an agent that answers tooBig: every OID is
 // still read, and the client remembers the smaller size for the next poll.
 func TestGetSplitsOnTooBig(t *testing.T) {
-	addr, requests := tooBigAgent(t, 8)
+	addr, requests := tooBigAgent(t, 8, false)
 	c := newClient(t, Config{Target: addr, Community: "public", MaxOids: 12})
 	var oids []string
 	var wants []want

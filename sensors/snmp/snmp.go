@@ -112,6 +112,9 @@ func New(spec sensors.Spec) (*Device, error) {
 		}
 		seen[m.Name] = true
 		m.OID = strings.TrimPrefix(strings.TrimSpace(m.OID), ".")
+		if !snmpdrv.ValidOID(m.OID) {
+			return nil, fmt.Errorf("snmp: metric %q: oid %q is not a numeric OID", m.Name, m.OID)
+		}
 		if m.Scale == 0 {
 			m.Scale = 1
 		}

@@ -110,6 +110,7 @@ func TestSpecErrors(t *testing.T) {
 		"metric no oid":  {ID: "x", Target: "192.0.2.1:161", Metrics: []sensors.MetricSpec{{Name: "p"}}},
 		"duplicate name": {ID: "x", Target: "192.0.2.1:161", Metrics: append(ok, ok...)},
 		"bad version":    {ID: "x", Target: "192.0.2.1:161", Version: "5", Metrics: ok},
+		"symbolic oid":   {ID: "x", Target: "192.0.2.1:161", Metrics: []sensors.MetricSpec{{Name: "p", OID: "PowerNet-MIB::rPDUIdentDevicePowerWatts.0"}}},
 		"v3 no pass file": {ID: "x", Target: "192.0.2.1:161", Metrics: ok,
 			V3: &sensors.SNMPv3{User: "u", AuthProtocol: "SHA", AuthPassFile: "/nonexistent/pw"}},
 	} {
