@@ -11,25 +11,34 @@ import (
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
-// startUpsmon runs Debian's upsmon as a secondary of ups1 at addr, in the foreground with its
-// config, state and pid files in a private folder. It returns the file its SHUTDOWNCMD makes.
-func startUpsmon(t *testing.T, unshare, bin, addr string) string {
+// upsmonRole is how one upsmon monitors ups1.
+type upsmonRole struct {
+	user, password, role string
+	hostsync             int
+}
+
+var secondary = upsmonRole{"monuser", "secret", "secondary", 1}
+
+// startUpsmon runs Debian's upsmon on ups1 at addr, in the foreground with its config, state
+// and pid files in a private folder. It returns the file its SHUTDOWNCMD makes.
+func startUpsmon(t *testing.T, unshare, bin, addr string, r upsmonRole) string {
 	t.Helper()
 	dir := t.TempDir()
 	flag := filepath.Join(dir, "shutdown-ordered")
-	// HOSTSYNC 1: a secondary that sees OB LB without FSD waits this long for its primary
-	// to set FSD before shutting down on its own (upsmon.c is_ups_critical); 15 s by default.
+	// HOSTSYNC: a secondary that sees OB LB without FSD waits this long for its primary
+	// to set FSD before shutting down on its own (upsmon.c is_ups_critical), 15 s by default; a
+	// primary waits as long for its secondaries to log out.
 	conf := fmt.Sprintf(`RUN_AS_USER root
-MONITOR ups1@%s 1 monuser secret secondary
+MONITOR ups1@%s 1 %s %s %s
 MINSUPPLIES 1
 SHUTDOWNCMD "touch %s"
 POLLFREQ 1
 POLLFREQALERT 1
-HOSTSYNC 1
+HOSTSYNC %d
 DEADTIME 15
 FINALDELAY 0
 POWERDOWNFLAG %s/killpower
-`, addr, flag, dir)
+`, addr, r.user, r.password, r.role, flag, r.hostsync, dir)
 	if err := os.WriteFile(filepath.Join(dir, "upsmon.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +72,7 @@ func TestUpsmonSecondaries(t *testing.T) {
 			addr, srv := start(t, nut.Config{}, src)
 			var flags []string
 			for range 3 {
-				flags = append(flags, startUpsmon(t, unshare, bin, addr))
+				flags = append(flags, startUpsmon(t, unshare, bin, addr, secondary))
 			}
 			testpeer.Eventually(t, 30*time.Second, "three upsmon logged in to ups1", func() bool {
 				return srv.NumLogins("ups1") == 3
@@ -89,5 +98,52 @@ func TestUpsmonSecondaries(t *testing.T) {
 				return true
 			})
 		})
+	}
+}
+
+// A stock upsmon primary (PRIMARY, then FSD on OB LB) and two secondaries that would wait 15 s
+// for it: the primary's FSD reaches the site, and every host shuts down.
+func TestUpsmonPrimarySetsFSD(t *testing.T) {
+	bin := testpeer.Require(t, "/lib/nut/upsmon", "nut-client")
+	unshare := testpeer.Require(t, "unshare", "util-linux")
+	if os.Geteuid() != 0 {
+		t.Skip("upsmon with RUN_AS_USER root, and a private /run/nut for each, need root")
+	}
+	src := newSource()
+	addr, srv := start(t, nut.Config{}, src)
+	patient := upsmonRole{"monuser", "secret", "secondary", 15}
+	flags := []string{
+		startUpsmon(t, unshare, bin, addr, upsmonRole{"admin", "adm1n", "primary", 3}),
+		startUpsmon(t, unshare, bin, addr, patient),
+		startUpsmon(t, unshare, bin, addr, patient),
+	}
+	testpeer.Eventually(t, 30*time.Second, "the primary and two secondaries logged in", func() bool {
+		cl := srv.Clients()
+		primaries := 0
+		for _, c := range cl {
+			if c.Primary && c.User == "admin" {
+				primaries++
+			}
+		}
+		return len(cl) == 3 && primaries == 1
+	})
+	start := time.Now()
+	src.set("ups1", "ups.status", "OB LB")
+	testpeer.Eventually(t, 30*time.Second, "every upsmon to run its SHUTDOWNCMD", func() bool {
+		for _, f := range flags {
+			if _, err := os.Stat(f); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	src.mu.Lock()
+	fsd := src.fsd["ups1"]
+	src.mu.Unlock()
+	if !fsd {
+		t.Error("the primary never set FSD through the server")
+	}
+	if d := time.Since(start); d > 14*time.Second {
+		t.Errorf("took %v: the secondaries seem to have given up on the primary instead of seeing its FSD", d)
 	}
 }
