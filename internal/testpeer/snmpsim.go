@@ -103,3 +103,15 @@ func StartSnmpsimArgs(t testing.TB, args []string, files ...string) string {
 	}
 	return addr
 }
+
+// SnmpSet runs Debian's snmpset against an snmpsim agent (v2c, community = walk name): typ
+// is snmpset's type letter ("i" integer, "s" string, "u" unsigned, …). Only objects written
+// with snmpsim's writecache variation (OID|2:writecache|value=3) can be set.
+func SnmpSet(t testing.TB, addr, community, oid, typ, value string) {
+	t.Helper()
+	set := Require(t, "snmpset", "snmp")
+	out, err := exec.Command(set, "-v2c", "-c", community, "-t", "2", "-r", "2", addr, oid, typ, value).CombinedOutput()
+	if err != nil {
+		t.Fatalf("snmpset %s %s %s %s: %v\n%s", addr, oid, typ, value, err, out)
+	}
+}
