@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -100,7 +99,6 @@ func TestRealWalks(t *testing.T) {
 // An SNMP SET (snmpsim's writecache variation) switching upsOutputSource to battery(5) and
 // upsBatteryStatus to low(3) shows on the next poll as OB, then OB LB; back to normal(3) is OL.
 func TestSetOutputSourceToBattery(t *testing.T) {
-	set := testpeer.Require(t, "snmpset", "snmp")
 	addr := testpeer.StartSnmpsim(t, "testdata/sim_writable.snmprec")
 	dev := newDevice(t, addr, "sim_writable", "2c")
 	status := func() string {
@@ -113,10 +111,7 @@ func TestSetOutputSourceToBattery(t *testing.T) {
 	}
 	snmpset := func(oid, value string) {
 		t.Helper()
-		out, err := exec.Command(set, "-v2c", "-c", "sim_writable", "-t", "2", "-r", "2", addr, oid, "i", value).CombinedOutput()
-		if err != nil {
-			t.Fatalf("snmpset %s = %s: %v\n%s", oid, value, err, out)
-		}
+		testpeer.SnmpSet(t, addr, "sim_writable", oid, "i", value)
 	}
 	if s := status(); s != "OL" {
 		t.Fatalf("before the SET: ups.status %q, want OL", s)
