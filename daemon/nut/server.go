@@ -22,8 +22,10 @@ type Server struct {
 	accounts map[string]*account
 	tls      *tls.Config
 
-	mu    sync.Mutex
-	conns map[*conn]struct{}
+	mu          sync.Mutex
+	conns       map[*conn]struct{}
+	refused     int // connections refused since lastRefusal was logged
+	lastRefusal time.Time
 }
 
 // Client is one logged-in client (LOGIN), for the status page.
@@ -102,19 +104,18 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			if ctx.Err() != nil {
 				break
 			}
-			var ne net.Error
-			if errors.As(aerr, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: wait instead of spinning.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("NUT accept failed", "err", aerr, "retry_in", backoff)
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
-				}
-				continue
+			if errors.Is(aerr, net.ErrClosed) {
+				err = fmt.Errorf("nut: accept: %w", aerr)
+				break
 			}
-			err = fmt.Errorf("nut: accept: %w", aerr)
-			break
+			// Out of file descriptors and the like: wait instead of spinning, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("NUT accept failed", "err", aerr, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			continue
 		}
 		backoff = 0
 		c := s.admit(nc)
@@ -145,8 +146,13 @@ func (s *Server) admit(nc net.Conn) *conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.conns) >= s.cfg.MaxConnections {
-		s.log.Warn("NUT connection refused: too many clients", "from", nc.RemoteAddr().String(),
-			"max", s.cfg.MaxConnections)
+		s.refused++
+		// One line per 10 s at most: a flood of connections must not become a flood of logs.
+		if now := time.Now(); now.Sub(s.lastRefusal) > 10*time.Second {
+			s.log.Warn("NUT connections refused: too many clients", "from", nc.RemoteAddr().String(),
+				"max", s.cfg.MaxConnections, "refused", s.refused)
+			s.lastRefusal, s.refused = now, 0
+		}
 		nc.Close()
 		return nil
 	}
