@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	_ "embed"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -210,5 +209,3 @@ func port(addr string) string {
 	}
 	return ""
 }
-
-var errReplay = errors.New("replay is not available yet")

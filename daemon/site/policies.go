@@ -1,22 +1,172 @@
 package site
 
 import (
+	"context"
+	"os/exec"
 	"time"
 
+	"github.com/rackwatch/rackwatch/daemon/failover"
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/daemon/poll"
 	"github.com/rackwatch/rackwatch/daemon/web"
+	"github.com/rackwatch/rackwatch/sensors"
 )
 
-// policies runs the local failover policies (failover.power, failover.cooling). Called with
-// s.mu held.
+// policies runs the local failover policies (failover.power, failover.cooling) and carries
+// out what they decide. Called with s.mu held.
 type policies struct {
-	s *Site
+	s         *Site
+	power     *failover.Power
+	cooling   *failover.Cooling
+	decisions map[string][]web.Decision
+	// OnAction, when set, sees every action (the replay prints them).
+	onAction func(failover.Action)
+	// runCommands is false in the replay: the shutdown command is printed, not run.
+	runCommands bool
 }
 
-func newPolicies(s *Site) *policies { return &policies{s: s} }
+const maxDecisions = 50
 
-func (p *policies) observe(res poll.Result) {}
+func newPolicies(s *Site) *policies {
+	p := &policies{s: s, decisions: map[string][]web.Decision{}, runCommands: true}
+	now := s.now()
+	if cfg := s.cfg.Failover.Power; cfg != nil {
+		p.power = failover.NewPower(*cfg, now)
+	}
+	if cfg := s.cfg.Failover.Cooling; cfg != nil {
+		polls := map[string]time.Duration{}
+		for _, d := range s.cfg.Devices {
+			polls[d.ID] = d.Poll
+		}
+		p.cooling = failover.NewCooling(*cfg, polls, now)
+	}
+	return p
+}
 
-func (p *policies) tick(now time.Time) {}
+func (p *policies) observe(res poll.Result) {
+	if res.Pushed {
+		return
+	}
+	if p.power != nil {
+		p.apply(p.power.Observe(res.Device, res.State, res.Readings, res.At))
+	}
+	if p.cooling != nil {
+		p.apply(p.cooling.Observe(res.Device, res.State, res.Readings, res.At))
+	}
+}
 
-func (p *policies) status() web.Failover { return web.Failover{} }
+func (p *policies) tick(now time.Time) {
+	if p.power != nil {
+		p.apply(p.power.Tick(now))
+	}
+	if p.cooling != nil {
+		p.apply(p.cooling.Tick(now))
+	}
+}
+
+// acked tells the power policy an operator acknowledged one of its incidents.
+func (p *policies) acked(key string, now time.Time) {
+	if p.power != nil {
+		p.apply(p.power.Ack(key, now))
+	}
+}
+
+func (p *policies) apply(acts []failover.Action) {
+	s := p.s
+	for _, a := range acts {
+		if p.onAction != nil {
+			p.onAction(a)
+		}
+		switch a.Kind {
+		case failover.Decision:
+			s.log.Warn("policy decision", "policy", a.Policy, "state", a.State, "reason", a.Reason)
+			d := append(p.decisions[a.Policy], web.Decision{TS: fmtTime(a.At), Action: a.State, Reason: a.Reason})
+			if len(d) > maxDecisions {
+				d = d[len(d)-maxDecisions:]
+			}
+			p.decisions[a.Policy] = d
+			s.hub.publish(web.Event{Type: "policy", Data: map[string]any{"policy": a.Policy, "state": a.State, "reason": a.Reason, "ts": fmtTime(a.At)}})
+		case failover.Relay:
+			s.relays.policy(a.Relay, a.On, "policy:"+a.Policy, a.Reason)
+			p.note(a, map[bool]string{true: "relay " + a.Relay + " on", false: "relay " + a.Relay + " off"}[a.On])
+		case failover.FSD:
+			for _, id := range a.UPS {
+				s.fsd[id] = a.On
+				s.markFSD(id, a.On)
+			}
+			p.note(a, map[bool]string{true: "FSD raised", false: "FSD cleared"}[a.On])
+		case failover.Command:
+			p.note(a, "shutdown command run")
+			if p.runCommands {
+				p.run(a.Cmd)
+			}
+		case failover.Raise:
+			if _, err := s.inc.Raise(incident.Raise{Key: a.Key, Rule: a.Key, Device: a.Device, Metric: a.Metric, Severity: a.Severity,
+				Source: a.Policy, Summary: a.Reason, Value: a.Value, Threshold: a.Thresh}, a.At); err != nil {
+				s.log.Error("incident not stored", "key", a.Key, "err", err)
+			}
+		case failover.Resolve:
+			if _, err := s.inc.Resolve(a.Key, a.Value, a.At); err != nil {
+				s.log.Error("incident not stored", "key", a.Key, "err", err)
+			}
+		}
+	}
+}
+
+// note records an action in the policy's timeline.
+func (p *policies) note(a failover.Action, what string) {
+	d := append(p.decisions[a.Policy], web.Decision{TS: fmtTime(a.At), Action: what, Reason: a.Reason})
+	if len(d) > maxDecisions {
+		d = d[len(d)-maxDecisions:]
+	}
+	p.decisions[a.Policy] = d
+}
+
+// run runs the shutdown command once, in the background, bounded in time.
+func (p *policies) run(cmd string) {
+	s := p.s
+	s.log.Warn("running the shutdown command", "command", cmd)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "/bin/sh", "-c", cmd).CombinedOutput()
+		if err != nil {
+			s.log.Error("shutdown command failed", "command", cmd, "err", err, "output", string(out))
+			return
+		}
+		s.log.Info("shutdown command done", "command", cmd, "output", string(out))
+	}()
+}
+
+func (p *policies) status() web.Failover {
+	var f web.Failover
+	if p.power != nil {
+		st, since := p.power.State()
+		f.Power = &web.PolicyState{State: st, Since: fmtTime(since), Decisions: p.decisions["power"]}
+	}
+	if p.cooling != nil {
+		st, since := p.cooling.State()
+		f.Cooling = &web.PolicyState{State: st, Since: fmtTime(since), Decisions: p.decisions["cooling"]}
+	}
+	return f
+}
+
+// markFSD adds or removes FSD in a UPS's latest ups.status at once, so NUT clients see the
+// order without waiting for the next poll.
+func (s *Site) markFSD(id string, on bool) {
+	r, ok := s.store.Reading(id, "ups.status")
+	if !ok || !r.IsText {
+		return
+	}
+	has := hasFlag(r.Text, "FSD")
+	switch {
+	case on && !has:
+		r.Text += " FSD"
+	case !on && has:
+		r.Text = removeFlag(r.Text, "FSD")
+	default:
+		return
+	}
+	s.store.Push(id, []sensors.Reading{r})
+	s.hub.publish(web.Event{Type: "reading", Data: []sensors.Reading{r}})
+}

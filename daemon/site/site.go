@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -435,8 +436,7 @@ func (s *Site) onDrop(d uplink.Drop) {
 func (s *Site) command(ctx context.Context, c uplink.Command) error {
 	switch c.Action {
 	case "ack":
-		_, err := s.inc.Ack(c.Incident, "mqtt", s.now())
-		return err
+		return s.Ack(c.Incident, "mqtt")
 	case "relay":
 		return s.SetRelay(c.Device, c.State, "mqtt")
 	case "reload":
@@ -449,10 +449,19 @@ func (s *Site) command(ctx context.Context, c uplink.Command) error {
 	return fmt.Errorf("unknown action %q", c.Action)
 }
 
-// Ack acknowledges an incident.
+// Ack acknowledges an incident; the power policy hears of it (FSD clears on an
+// acknowledged shutdown once mains is back).
 func (s *Site) Ack(id, by string) error {
-	_, err := s.inc.Ack(id, by, s.now())
-	return err
+	e, err := s.inc.Ack(id, by, s.now())
+	if err != nil {
+		return err
+	}
+	if e.Event != "" {
+		s.mu.Lock()
+		s.policies.acked(e.Incident.Key, s.now())
+		s.mu.Unlock()
+	}
+	return nil
 }
 
 // SetRelay sets a relay's mode: on, off (operator override) or auto (the policies decide).
@@ -460,4 +469,19 @@ func (s *Site) SetRelay(id, mode, by string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.relays.setMode(id, mode, by)
+}
+
+func hasFlag(status, flag string) bool { return rules.HasFlag(status, flag) }
+
+func removeFlag(status, flag string) string {
+	out := ""
+	for _, f := range strings.Fields(status) {
+		if f != flag {
+			if out != "" {
+				out += " "
+			}
+			out += f
+		}
+	}
+	return out
 }
