@@ -3,5 +3,13 @@
 package all
 
 import (
+	_ "github.com/rackwatch/rackwatch/sensors/bme280"
+	_ "github.com/rackwatch/rackwatch/sensors/contact"
+	_ "github.com/rackwatch/rackwatch/sensors/ina219"
+	_ "github.com/rackwatch/rackwatch/sensors/megatec"
+	_ "github.com/rackwatch/rackwatch/sensors/relay"
+	_ "github.com/rackwatch/rackwatch/sensors/sht3x"
 	_ "github.com/rackwatch/rackwatch/sensors/sim"
+	_ "github.com/rackwatch/rackwatch/sensors/snmp"
+	_ "github.com/rackwatch/rackwatch/sensors/upsmib"
 )
