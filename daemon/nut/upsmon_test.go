@@ -3,6 +3,7 @@ package nut_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,6 +11,29 @@ import (
 	"github.com/rackwatch/rackwatch/daemon/nut"
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
+
+// upsmonPeers finds upsmon and unshare, and checks that this machine lets us give each upsmon
+// its own /run/nut (root, and mount namespaces allowed): Fatal under CI=true, Skip otherwise,
+// like testpeer.Require.
+func upsmonPeers(t *testing.T) (unshare, upsmon string) {
+	t.Helper()
+	upsmon = testpeer.Require(t, "/lib/nut/upsmon", "nut-client")
+	unshare = testpeer.Require(t, "unshare", "util-linux")
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "not root"
+	} else if out, err := exec.Command(unshare, "--mount", "--propagation", "private", "true").CombinedOutput(); err != nil {
+		why = fmt.Sprintf("no mount namespaces here: %v %s", err, out)
+	}
+	if why != "" {
+		msg := "upsmon tests need root and a private /run/nut for each upsmon: " + why
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return unshare, upsmon
+}
 
 // upsmonRole is how one upsmon monitors ups1.
 type upsmonRole struct {
@@ -55,11 +79,7 @@ POWERDOWNFLAG %s/killpower
 // Stock upsmon secondaries shut their hosts down when the site's UPS goes OB LB, or when the
 // site orders a shutdown (FSD); three of them at once all do.
 func TestUpsmonSecondaries(t *testing.T) {
-	bin := testpeer.Require(t, "/lib/nut/upsmon", "nut-client")
-	unshare := testpeer.Require(t, "unshare", "util-linux")
-	if os.Geteuid() != 0 {
-		t.Skip("upsmon with RUN_AS_USER root, and a private /run/nut for each, need root")
-	}
+	unshare, bin := upsmonPeers(t)
 	for _, tc := range []struct {
 		name   string
 		change func(*source)
@@ -104,11 +124,7 @@ func TestUpsmonSecondaries(t *testing.T) {
 // A stock upsmon primary (PRIMARY, then FSD on OB LB) and two secondaries that would wait 15 s
 // for it: the primary's FSD reaches the site, and every host shuts down.
 func TestUpsmonPrimarySetsFSD(t *testing.T) {
-	bin := testpeer.Require(t, "/lib/nut/upsmon", "nut-client")
-	unshare := testpeer.Require(t, "unshare", "util-linux")
-	if os.Geteuid() != 0 {
-		t.Skip("upsmon with RUN_AS_USER root, and a private /run/nut for each, need root")
-	}
+	unshare, bin := upsmonPeers(t)
 	src := newSource()
 	addr, srv := start(t, nut.Config{}, src)
 	patient := upsmonRole{"monuser", "secret", "secondary", 15}
