@@ -274,6 +274,9 @@ func (c *conn) serve(ctx context.Context) {
 		}
 		switch next {
 		case hangUp:
+			if r.Buffered() > 0 {
+				c.lingeringClose() // pipelined requests after LOGOUT must not reset away "OK Goodbye"
+			}
 			return
 		case startTLS:
 			if r.Buffered() > 0 {
