@@ -257,7 +257,10 @@ func (p *Power) step(now time.Time) []Action {
 	case OnBattery, GeneratorTimeout:
 		if critUPS != "" {
 			u := p.ups[critUPS]
-			reason := fmt.Sprintf("%s: battery low (%q, runtime %.0f s)", critUPS, u.status, u.runtime)
+			reason := fmt.Sprintf("%s: battery low (%q)", critUPS, u.status)
+			if !u.rtAt.IsZero() {
+				reason = fmt.Sprintf("%s: battery low (%q, runtime %.0f s)", critUPS, u.status, u.runtime)
+			}
 			if u.silent {
 				reason = fmt.Sprintf("%s silent on battery: extrapolated runtime %.0f s", critUPS, u.extrapolated(now))
 			}

@@ -45,7 +45,7 @@ func (s *Site) Status() web.Status {
 	st.NUT.Listen = s.cfg.NUT.Listen
 	st.NUT.Clients = []string{}
 	if s.nut != nil {
-		st.NUT.Clients = s.nut.Clients()
+		st.NUT.Clients = append(st.NUT.Clients, s.nut.Clients()...)
 	}
 	return st
 }

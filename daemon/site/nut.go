@@ -1,8 +1,137 @@
 package site
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
 
-// startNUT starts the NUT server when nut.listen is set; it returns the function that serves.
+	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/daemon/nut"
+	"github.com/rackwatch/rackwatch/daemon/state"
+	"github.com/rackwatch/rackwatch/sensors"
+)
+
+// startNUT listens on nut.listen when it is set and returns the function that serves.
 func (s *Site) startNUT(ctx context.Context) (func(), error) {
-	return nil, nil
+	c := s.cfg.NUT
+	if c.Listen == "" {
+		return nil, nil
+	}
+	users := make([]nut.User, 0, len(c.Users))
+	for _, u := range c.Users {
+		users = append(users, nut.User{Name: u.Name, PasswordFile: u.PasswordFile, Password: u.Password, Upsmon: u.Upsmon, Instcmds: u.Instcmds})
+	}
+	srv, err := nut.New(nut.Config{Listen: c.Listen, Users: users, MaxConnections: c.MaxConns, IdleTimeout: c.IdleTimeout,
+		TLSCert: c.TLSCert, TLSKey: c.TLSKey, Version: s.opt.Version}, nutSource{s}, s.log.With("part", "nut"))
+	if err != nil {
+		return nil, fmt.Errorf("nut: %w", err)
+	}
+	l, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("nut: %w", err)
+	}
+	s.nutAddr = l.Addr()
+	s.nut = nutClients{srv}
+	return func() {
+		if err := srv.Serve(ctx, l); err != nil && ctx.Err() == nil {
+			s.log.Error("NUT server stopped", "err", err)
+		}
+	}, nil
+}
+
+// NUTAddr is where the NUT server listens (nil when off).
+func (s *Site) NUTAddr() net.Addr { return s.nutAddr }
+
+type nutClients struct{ srv *nut.Server }
+
+func (n nutClients) Clients() []string {
+	var out []string
+	for _, c := range n.srv.Clients() {
+		role := "secondary"
+		if c.Primary {
+			role = "primary"
+		}
+		out = append(out, fmt.Sprintf("%s@%s on %s (%s)", c.User, c.Addr, c.UPS, role))
+	}
+	return out
+}
+
+// nutSource shows the site's UPS devices to the NUT server, each by its id.
+type nutSource struct{ s *Site }
+
+func (n nutSource) UPSNames() []string {
+	var names []string
+	for _, d := range n.s.cfg.Devices {
+		if config.IsUPS(d.Driver) {
+			names = append(names, d.ID)
+		}
+	}
+	return names
+}
+
+func (n nutSource) UPS(name string) (nut.UPS, bool) {
+	spec, ok := n.s.specs[name]
+	if !ok || !config.IsUPS(spec.Driver) {
+		return nut.UPS{}, false
+	}
+	d, ok := n.s.store.Device(name)
+	if !ok {
+		return nut.UPS{}, false
+	}
+	u := nut.UPS{Description: spec.Description, Vars: map[string]string{"device.type": "ups", "driver.name": spec.Driver}}
+	for m, r := range d.Readings {
+		if r.Quality == sensors.Error {
+			continue
+		}
+		u.Vars[m] = nutValue(r)
+	}
+	u.Stale = d.State == state.Stale || d.Readings["ups.status"].Text == ""
+	if dev := n.s.devs[name]; dev == nil {
+		u.Disconnected = true
+	} else if c, ok := dev.(sensors.Commander); ok {
+		u.Commands = c.Commands()
+	}
+	return u, true
+}
+
+// nutValue prints a reading as NUT drivers do: words as they are, numbers without a needless
+// fraction (NUT prints what the device said; "230" and "230.0" are the same to its clients).
+func nutValue(r sensors.Reading) string {
+	if r.IsText {
+		return r.Text
+	}
+	return strconv.FormatFloat(r.Value, 'f', -1, 64)
+}
+
+func (n nutSource) InstCmd(ctx context.Context, name, cmd, arg string) error {
+	dev, ok := n.s.devs[name].(sensors.Commander)
+	if !ok {
+		return nut.ErrCmdNotSupported
+	}
+	supported := false
+	for _, c := range dev.Commands() {
+		if c == cmd {
+			supported = true
+		}
+	}
+	if !supported {
+		return nut.ErrCmdNotSupported
+	}
+	n.s.log.Warn("NUT instant command", "ups", name, "command", cmd, "arg", arg)
+	return dev.Command(ctx, cmd, arg)
+}
+
+// SetFSD is a primary upsmon's FSD: the UPS shows FSD from now on, as with upsd.
+func (n nutSource) SetFSD(name string) error {
+	s := n.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.specs[name]; !ok {
+		return fmt.Errorf("no UPS %q", name)
+	}
+	s.log.Warn("FSD set by a NUT primary", "ups", name)
+	s.fsd[name] = true
+	s.markFSD(name, true)
+	return nil
 }

@@ -104,7 +104,9 @@ func TestReplayLowBatteryShutdownOnce(t *testing.T) {
 	}
 	fsdOn, onAt := find(lines, func(l Line) bool { return l.Type == "fsd" && *l.On })
 	_, offAt := find(lines, func(l Line) bool { return l.Type == "fsd" && !*l.On })
-	_, ackAt := find(lines, func(l Line) bool { return l.Type == "incident" && l.Event == "acknowledged" && l.Key == "power:shutdown" })
+	_, ackAt := find(lines, func(l Line) bool {
+		return l.Type == "incident" && l.Event == "acknowledged" && l.Key == "power:shutdown"
+	})
 	if onAt < 0 || len(fsdOn.UPS) != 1 || offAt < ackAt || ackAt < 0 {
 		t.Fatalf("FSD must be raised, and cleared only after mains is back and the operator acknowledged: %+v", lines)
 	}
@@ -119,7 +121,9 @@ func TestReplayLowBatteryShutdownOnce(t *testing.T) {
 
 func TestReplaySilentUPSOnBattery(t *testing.T) {
 	lines := replay(t, "power.yaml", "silent.yaml")
-	comm, commAt := find(lines, func(l Line) bool { return l.Type == "incident" && l.Event == "opened" && l.Key == "power:comm-lost:ups1" })
+	comm, commAt := find(lines, func(l Line) bool {
+		return l.Type == "incident" && l.Event == "opened" && l.Key == "power:comm-lost:ups1"
+	})
 	if commAt < 0 || comm.Severity != "critical" {
 		t.Fatalf("no critical communication-lost incident: %+v", lines)
 	}
@@ -142,7 +146,9 @@ func TestReplayOutlierSensor(t *testing.T) {
 		t.Fatalf("one sensor at 80 °C with two at 24 °C must not switch cooling: %+v", lines)
 	}
 	opened := count(lines, func(l Line) bool { return l.Type == "incident" && l.Event == "opened" })
-	in, at := find(lines, func(l Line) bool { return l.Type == "incident" && l.Event == "opened" && l.Key == "cooling:sensor-disagrees:inlet-c" })
+	in, at := find(lines, func(l Line) bool {
+		return l.Type == "incident" && l.Event == "opened" && l.Key == "cooling:sensor-disagrees:inlet-c"
+	})
 	if at < 0 || opened != 1 || in.Device != "inlet-c" {
 		t.Fatalf("want exactly one incident, on inlet-c: %+v", lines)
 	}

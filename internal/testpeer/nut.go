@@ -1,0 +1,89 @@
+package testpeer
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Upsc runs NUT's own `upsc UPS@ADDR` and returns its variables.
+func Upsc(t testing.TB, ups, addr string) (map[string]string, error) {
+	t.Helper()
+	bin := Require(t, "upsc", "nut-client")
+	out, err := exec.Command(bin, ups+"@"+addr).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("upsc %s@%s: %v: %s", ups, addr, err, strings.TrimSpace(string(out)))
+	}
+	vars := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if ok {
+			vars[k] = v
+		}
+	}
+	return vars, nil
+}
+
+// UpsmonPeers returns the paths of unshare and upsmon, or stops the test. upsmon insists on
+// /run/nut for its state whatever NUT_STATEPATH says, so each one runs in a private mount
+// namespace with its own /run/nut: that needs root.
+func UpsmonPeers(t testing.TB) (unshare, upsmon string) {
+	t.Helper()
+	upsmon = Require(t, "/lib/nut/upsmon", "nut-client")
+	unshare = Require(t, "unshare", "util-linux")
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "not root"
+	} else if out, err := exec.Command(unshare, "--mount", "--propagation", "private", "true").CombinedOutput(); err != nil {
+		why = fmt.Sprintf("no mount namespaces here: %v %s", err, out)
+	}
+	if why != "" {
+		msg := "upsmon tests need root and a private /run/nut for each upsmon: " + why
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return unshare, upsmon
+}
+
+// Upsmon describes one upsmon client.
+type Upsmon struct {
+	UPS      string // ups@host:port
+	User     string
+	Password string
+	Role     string // secondary or primary
+	HostSync int
+}
+
+// StartUpsmon runs NUT's upsmon in the foreground with a SHUTDOWNCMD that creates a file, and
+// returns that file's path: it exists once upsmon decided to shut its host down.
+func StartUpsmon(t testing.TB, unshare, bin string, m Upsmon) string {
+	t.Helper()
+	dir := t.TempDir()
+	flag := filepath.Join(dir, "shutdown-ordered")
+	if m.HostSync == 0 {
+		m.HostSync = 1
+	}
+	conf := fmt.Sprintf(`RUN_AS_USER root
+MONITOR %s 1 %s %s %s
+MINSUPPLIES 1
+SHUTDOWNCMD "touch %s"
+POLLFREQ 1
+POLLFREQALERT 1
+HOSTSYNC %d
+DEADTIME 15
+FINALDELAY 0
+POWERDOWNFLAG %s/killpower
+`, m.UPS, m.User, m.Password, m.Role, flag, m.HostSync, dir)
+	if err := os.WriteFile(filepath.Join(dir, "upsmon.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	StartEnv(t, []string{"NUT_CONFPATH=" + dir, "NUT_STATEPATH=" + dir, "NUT_ALTPIDPATH=" + dir},
+		unshare, "--mount", "--propagation", "private", "sh", "-c",
+		`mkdir -p /run/nut && mount --bind "$1" /run/nut && exec "$2" -D -F -p`, "sh", dir, bin)
+	return flag
+}
