@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/rackwatch/rackwatch/daemon/incident"
+	"github.com/rackwatch/rackwatch/daemon/kpi"
 	"github.com/rackwatch/rackwatch/daemon/state"
 	"github.com/rackwatch/rackwatch/daemon/web"
 	"github.com/rackwatch/rackwatch/sensors"
@@ -91,7 +92,7 @@ func (b backend) Healthy() error {
 	return nil
 }
 
-// KPIs is the /api/v1/kpis document.
+// KPIs is the /api/v1/kpis document (and R/kpis).
 func (s *Site) KPIs() any {
-	return map[string]any{}
+	return kpi.Compute(s.inc.All(0), s.kpis, s.now(), s.cfg.Failover.Power != nil, s.cfg.Failover.Cooling != nil)
 }

@@ -186,6 +186,25 @@ failover:
 		})
 	}
 
+	// The KPIs see the outage and the incidents; R/kpis is retained on the broker.
+	resp, err := http.Get("http://" + s.WebAddr().String() + "/api/v1/kpis")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		Windows map[string]struct {
+			Incidents map[string]int `json:"incidents"`
+			MainsPct  *float64       `json:"mains_availability_pct"`
+		} `json:"windows"`
+	}
+	json.NewDecoder(resp.Body).Decode(&k)
+	resp.Body.Close()
+	day := k.Windows["24h"]
+	if day.MainsPct == nil || *day.MainsPct >= 100 || day.Incidents["critical"] < 2 || len(k.Windows) != 3 {
+		t.Errorf("kpis after an outage: %+v", k)
+	}
+	testpeer.Eventually(t, 20*time.Second, "retained R/kpis", func() bool { return len(sub.Matching("/kpis", `"windows"`)) > 0 })
+
 	// The SNMP UPS goes to battery through snmpsim's writecache.
 	testpeer.SnmpSet(t, snmp, "sim_writable", "1.3.6.1.2.1.33.1.4.1.0", "i", "5")
 	testpeer.Eventually(t, 30*time.Second, "the ups2-on-battery incident on mosquitto", func() bool {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/rackwatch/rackwatch/daemon/failover"
 	"github.com/rackwatch/rackwatch/daemon/incident"
+	"github.com/rackwatch/rackwatch/daemon/kpi"
 	"github.com/rackwatch/rackwatch/daemon/poll"
 	"github.com/rackwatch/rackwatch/daemon/web"
 	"github.com/rackwatch/rackwatch/sensors"
@@ -32,6 +33,7 @@ func newPolicies(s *Site) *policies {
 	now := s.now()
 	if cfg := s.cfg.Failover.Power; cfg != nil {
 		p.power = failover.NewPower(*cfg, now)
+		s.kpis.Record(kpi.Mains, true, now)
 	}
 	if cfg := s.cfg.Failover.Cooling; cfg != nil {
 		polls := map[string]time.Duration{}
@@ -39,6 +41,7 @@ func newPolicies(s *Site) *policies {
 			polls[d.ID] = d.Poll
 		}
 		p.cooling = failover.NewCooling(*cfg, polls, now)
+		s.kpis.Record(kpi.Cooling, true, now)
 	}
 	return p
 }
@@ -85,6 +88,12 @@ func (p *policies) apply(acts []failover.Action) {
 				d = d[len(d)-maxDecisions:]
 			}
 			p.decisions[a.Policy] = d
+			switch a.Policy {
+			case "power":
+				s.kpis.Record(kpi.Mains, a.State == failover.Normal || a.State == failover.Recovered, a.At)
+			case "cooling":
+				s.kpis.Record(kpi.Cooling, a.State == failover.CoolNormal, a.At)
+			}
 			s.hub.publish(web.Event{Type: "policy", Data: map[string]any{"policy": a.Policy, "state": a.State, "reason": a.Reason, "ts": fmtTime(a.At)}})
 		case failover.Relay:
 			s.relays.policy(a.Relay, a.On, "policy:"+a.Policy, a.Reason)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/incident"
+	"github.com/rackwatch/rackwatch/daemon/kpi"
 	"github.com/rackwatch/rackwatch/daemon/poll"
 	"github.com/rackwatch/rackwatch/daemon/rules"
 	"github.com/rackwatch/rackwatch/daemon/state"
@@ -71,6 +72,7 @@ type Site struct {
 	relays   *relays
 	policies *policies
 	metrics  *metrics
+	kpis     *kpi.Log
 
 	webAddr net.Addr
 	nutAddr net.Addr
@@ -132,6 +134,10 @@ func open(cfg *config.Config, opt Options) (*Site, error) {
 	s.inc, err = incident.New(db, incident.Options{Node: cfg.Node, Retention: cfg.Incidents.Retention,
 		MaxResolved: cfg.Incidents.MaxResolved, FlapCount: cfg.Incidents.FlapCount, FlapWindow: cfg.Incidents.FlapWindow, Log: s.log})
 	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if s.kpis, err = kpi.Open(db); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -297,12 +303,17 @@ func (s *Site) housekeeping(ctx context.Context) {
 	defer tel.Stop()
 	sec := time.NewTicker(time.Second)
 	defer sec.Stop()
+	kpiTick := time.NewTicker(time.Minute)
+	defer kpiTick.Stop()
+	s.publishKPIs()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tel.C:
 			s.telemetry()
+		case <-kpiTick.C:
+			s.publishKPIs()
 		case <-sec.C:
 			now := s.now()
 			s.inc.Tick(now)
@@ -484,4 +495,14 @@ func removeFlag(status, flag string) string {
 		}
 	}
 	return out
+}
+
+// publishKPIs retains the KPIs on R/kpis.
+func (s *Site) publishKPIs() {
+	if s.up == nil {
+		return
+	}
+	if err := s.up.Retain("kpis", s.KPIs()); err != nil {
+		s.log.Warn("kpis not published", "err", err)
+	}
 }

@@ -1,0 +1,66 @@
+package kpi
+
+import (
+	"math"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/rackwatch/rackwatch/daemon/incident"
+)
+
+var t0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+func tp(t time.Time) *time.Time { return &t }
+
+func TestAvailabilityAndIncidentKPIs(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "k.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l, _ := Open(db)
+	// Mains up from t0, lost for 1 h at t0+10h, up again: 23/24 in the day.
+	l.Record(Mains, true, t0)
+	l.Record(Mains, true, t0.Add(time.Hour)) // no change: not stored
+	l.Record(Mains, false, t0.Add(10*time.Hour))
+	l.Record(Mains, true, t0.Add(11*time.Hour))
+	now := t0.Add(24 * time.Hour)
+	f, ok := l.Availability(Mains, now.Add(-24*time.Hour), now)
+	if !ok || math.Abs(f-23.0/24) > 1e-9 {
+		t.Fatalf("availability %v %v", f, ok)
+	}
+	// Over 7 days the log covers only the last day: the share of that day.
+	if f, _ := l.Availability(Mains, now.Add(-7*24*time.Hour), now); math.Abs(f-23.0/24) > 1e-9 {
+		t.Fatalf("7d availability %v", f)
+	}
+	if _, ok := l.Availability(Cooling, t0, now); ok {
+		t.Fatal("availability of a condition never recorded")
+	}
+	// Reopen: the last state is remembered, a repeat is not stored twice.
+	l2, _ := Open(db)
+	l2.Record(Mains, true, now)
+	if n := len(l2.changes(Mains)); n != 3 {
+		t.Fatalf("%d changes stored", n)
+	}
+
+	ins := []incident.Incident{
+		{Severity: "critical", OpenedAt: t0.Add(10 * time.Hour), AckedAt: tp(t0.Add(10*time.Hour + 2*time.Minute)), ResolvedAt: tp(t0.Add(11 * time.Hour))},
+		{Severity: "warning", OpenedAt: t0.Add(20 * time.Hour), AckedAt: tp(t0.Add(20*time.Hour + 4*time.Minute))},
+		{Severity: "critical", OpenedAt: t0.Add(-3 * 24 * time.Hour), ResolvedAt: tp(t0.Add(-3*24*time.Hour + 30*time.Minute))},
+	}
+	r := Compute(ins, l, now, true, false)
+	d := r.Windows["24h"]
+	if d.Incidents["critical"] != 1 || d.Incidents["warning"] != 1 || *d.MTTAS != 180 || *d.MTTRS != 3600 || *d.MTBFS != 86400 || d.Unresolved != 1 {
+		t.Fatalf("24h: %+v mtta %v mttr %v", d, *d.MTTAS, *d.MTTRS)
+	}
+	if *d.MainsPct != 95.83 || d.CoolingPct != nil {
+		t.Fatalf("24h mains %v cooling %v", *d.MainsPct, d.CoolingPct)
+	}
+	w := r.Windows["7d"]
+	if w.Incidents["critical"] != 2 || *w.MTTRS != (3600+1800)/2 {
+		t.Fatalf("7d: %+v", w)
+	}
+}
