@@ -141,7 +141,7 @@ func (c *conn) ver(_ context.Context, args []string) (string, action) {
 	if len(args) != 0 {
 		return errLine(errInvalidArgument), carryOn
 	}
-	s := "Network UPS Tools upsd " + nutVersion + " - https://www.networkupstools.org/"
+	s := "Network UPS Tools upsd " + nutVersion + " - http://www.networkupstools.org/"
 	if c.s.cfg.Version != "" {
 		s += " (rackwatch " + c.s.cfg.Version + ")"
 	}
@@ -216,7 +216,7 @@ func (c *conn) get(_ context.Context, args []string) (string, action) {
 		// upsd answers these whatever the UPS name.
 		switch strings.ToLower(name) {
 		case "server.info":
-			return fmt.Sprintf("VAR %s server.info \"Network UPS Tools upsd %s - https://www.networkupstools.org/\"\n",
+			return fmt.Sprintf("VAR %s server.info \"Network UPS Tools upsd %s - http://www.networkupstools.org/\"\n",
 				upsname, nutVersion), carryOn
 		case "server.version":
 			return fmt.Sprintf("VAR %s server.version \"%s\"\n", upsname, nutVersion), carryOn

@@ -7,8 +7,8 @@
 // Source, a small read-mostly view of its UPSes as NUT variables. It must not import the
 // site's other daemon packages, uplink/, or the drivers; sensors/ is not needed either.
 //
-// Where upsd's behaviour is odd but a client could depend on it, this server copies it
-// byte for byte (for example "Description unavailable" in LIST UPS but "Unavailable" in GET
+// Where upsd's behaviour is odd but a client could depend on it, this server copies
+// Debian's upsd 2.8.0 byte for byte (a differential test holds it to that) (for example "Description unavailable" in LIST UPS but "Unavailable" in GET
 // UPSDESC, and every variable reported as NUMBER by GET TYPE). Where upsd says nothing at
 // all (a parse error, an over-long line) this server answers ERR, so no client hangs.
 //
