@@ -22,16 +22,37 @@ type Status struct {
 	Failover  Failover            `json:"failover"`
 	Relays    []Relay             `json:"relays"`
 	NUT       NUTStatus           `json:"nut"`
+	// Rules are the configured rules, so the page can draw each metric against its
+	// thresholds. Added for the status page (issue 7); the site fills it from cfg.Rules.
+	Rules []RuleView `json:"rules,omitempty"`
+}
+
+// RuleView is one configured rule as the page shows it: the thresholds of a numeric rule,
+// or the flag / value that a status_has / equals rule looks for.
+type RuleView struct {
+	Name       string   `json:"name"`
+	Device     string   `json:"device"`
+	Metric     string   `json:"metric"`
+	WarnAbove  *float64 `json:"warn_above,omitempty"`
+	CritAbove  *float64 `json:"crit_above,omitempty"`
+	WarnBelow  *float64 `json:"warn_below,omitempty"`
+	CritBelow  *float64 `json:"crit_below,omitempty"`
+	StatusHas  string   `json:"status_has,omitempty"`
+	Equals     any      `json:"equals,omitempty"`
+	Severity   string   `json:"severity,omitempty"`
+	Hysteresis float64  `json:"hysteresis,omitempty"`
 }
 
 // DeviceStatus is one device in the status.
 type DeviceStatus struct {
-	ID       string                   `json:"id"`
-	Driver   string                   `json:"driver"`
-	State    string                   `json:"state"`
-	LastSeen string                   `json:"last_seen"`
-	Error    string                   `json:"error,omitempty"`
-	Readings map[string]ReadingStatus `json:"readings"`
+	ID       string `json:"id"`
+	Driver   string `json:"driver"`
+	State    string `json:"state"`
+	LastSeen string `json:"last_seen"`
+	// Description is the config's description of the device, if any (added for the page).
+	Description string                   `json:"description,omitempty"`
+	Error       string                   `json:"error,omitempty"`
+	Readings    map[string]ReadingStatus `json:"readings"`
 }
 
 // ReadingStatus is one reading in the status.
@@ -63,6 +84,11 @@ type PolicyState struct {
 	Since     string     `json:"since"`
 	Reason    string     `json:"reason,omitempty"`
 	Decisions []Decision `json:"decisions,omitempty"`
+	// Relay is the relay the policy drives (failover.power.generator_relay,
+	// failover.cooling.backup_relay) and Devices the devices it watches (power: ups, cooling:
+	// sensors), so the page can put them next to the policy. Added for the page.
+	Relay   string   `json:"relay,omitempty"`
+	Devices []string `json:"devices,omitempty"`
 }
 
 // Decision is one thing a policy decided.

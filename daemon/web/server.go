@@ -36,12 +36,18 @@ type Options struct {
 
 // Server is the HTTP server.
 type Server struct {
-	opt   Options
-	b     Backend
-	log   *slog.Logger
-	mux   *http.ServeMux
-	users *Users
-	page  *template.Template
+	opt     Options
+	b       Backend
+	log     *slog.Logger
+	mux     *http.ServeMux
+	handler http.Handler
+	users   *Users
+	page    *template.Template
+	now     func() time.Time
+
+	sess      *sessions
+	userLimit *limiter // failed logins per user name
+	ipLimit   *limiter // failed logins per client address (more: several people share one)
 }
 
 // New makes the server.
@@ -49,7 +55,10 @@ func New(opt Options, b Backend) (*Server, error) {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
-	s := &Server{opt: opt, b: b, log: opt.Log, mux: http.NewServeMux()}
+	s := &Server{opt: opt, b: b, log: opt.Log, mux: http.NewServeMux(), now: time.Now}
+	s.sess = newSessions(s.now)
+	s.userLimit = newLimiter(5, s.now)
+	s.ipLimit = newLimiter(20, s.now)
 	if opt.UsersFile != "" {
 		u, err := LoadUsers(opt.UsersFile)
 		if err != nil {
@@ -57,7 +66,7 @@ func New(opt Options, b Backend) (*Server, error) {
 		}
 		s.users = u
 	}
-	t, err := template.New("index.html").Funcs(funcs).ParseFS(assets, "assets/index.html")
+	t, err := template.New("page").Funcs(funcs).ParseFS(assets, "assets/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("web: page template: %w", err)
 	}
@@ -76,15 +85,26 @@ func New(opt Options, b Backend) (*Server, error) {
 	s.mux.HandleFunc("GET /events", s.events)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /login", s.loginPage)
+	s.mux.HandleFunc("POST /login", s.login)
+	s.mux.HandleFunc("POST /logout", s.logout)
+	var h http.Handler = s.mux
+	if opt.RequireLogin {
+		h = s.requireLogin(h)
+	}
+	// Refuse cross-site browser POSTs outright (Sec-Fetch-Site / Origin), before any
+	// credential is looked at: the CSRF token is the second lock, this is the first.
+	h = http.NewCrossOriginProtection().Handler(h)
+	s.handler = h
 	return s, nil
 }
 
 // Handler is the server's handler (tests use it with httptest).
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves on l until ctx ends.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -184,19 +204,34 @@ func (s *Server) ack(w http.ResponseWriter, r *http.Request, user string) {
 	case err != nil:
 		httpError(w, http.StatusInternalServerError, err.Error())
 	default:
-		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+		s.done(w, r, "#incidents")
 	}
+}
+
+// done answers a successful control action: JSON for scripts and API clients, back to the
+// page for a plain HTML form (the page works without JavaScript).
+func (s *Server) done(w http.ResponseWriter, r *http.Request, anchor string) {
+	if isForm(r) && !strings.Contains(r.Header.Get("Accept"), "application/json") {
+		http.Redirect(w, r, "/"+anchor, http.StatusSeeOther)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
 }
 
 func (s *Server) relay(w http.ResponseWriter, r *http.Request, user string) {
 	var body struct {
 		State string `json:"state"`
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		httpError(w, http.StatusBadRequest, "body must be {\"state\":\"on\"|\"off\"|\"auto\"}: "+err.Error())
-		return
+	if isForm(r) {
+		r.Body = http.MaxBytesReader(w, r.Body, 4096)
+		body.State = r.PostFormValue("state")
+	} else {
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&body); err != nil {
+			httpError(w, http.StatusBadRequest, "body must be {\"state\":\"on\"|\"off\"|\"auto\"}: "+err.Error())
+			return
+		}
 	}
 	if body.State != "on" && body.State != "off" && body.State != "auto" {
 		httpError(w, http.StatusBadRequest, "state is on, off or auto")
@@ -210,7 +245,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, user string) {
 		httpError(w, code, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	s.done(w, r, "#contacts")
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
@@ -258,23 +293,42 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// htmlHeaders: the page loads nothing from anywhere, and only its own nonce'd script runs.
+func (s *Server) htmlHeaders(w http.ResponseWriter, nonce string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'nonce-"+nonce+"'; style-src 'nonce-"+nonce+"'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+}
+
 func (s *Server) index(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	if err := s.page.Execute(w, s.b.Status()); err != nil {
+	now := s.now()
+	d := build(s.b.Status(), now)
+	d.Range = "1h"
+	span := time.Hour
+	if r.URL.Query().Get("range") == "24h" {
+		d.Range, span = "24h", 24*time.Hour
+	}
+	d.CanLogin = s.users != nil
+	if ses, ok := s.session(r); ok {
+		d.User, d.CSRF = ses.user, ses.csrf
+	}
+	d.Nonce = randToken()[:22]
+	s.htmlHeaders(w, d.Nonce)
+	name := "index.html"
+	if r.URL.Query().Get("part") == "live" {
+		name = "live"
+	} else {
+		d.Charts = s.charts(d.St, now, span)
+	}
+	if err := s.page.ExecuteTemplate(w, name, d); err != nil {
 		s.log.Warn("web: render page", "err", err)
 	}
 }
 
 var funcs = template.FuncMap{
-	"val": func(r ReadingStatus) string {
-		switch v := r.Value.(type) {
-		case nil:
-			return "—"
-		case float64:
-			return fmt.Sprintf("%g %s", v, r.Unit)
-		default:
-			return fmt.Sprint(v)
-		}
-	},
+	"deref": func(b *bool) bool { return b != nil && *b },
 }

@@ -3,9 +3,10 @@ package web
 import (
 	"bufio"
 	"fmt"
-	"net/http"
+	"io"
 	"os"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -22,8 +23,13 @@ func LoadUsers(path string) (*Users, error) {
 		return nil, fmt.Errorf("web: users file: %w", err)
 	}
 	defer f.Close()
+	return ParseUsers(path, f)
+}
+
+// ParseUsers reads users-file lines from r; name is used in error messages.
+func ParseUsers(name string, r io.Reader) (*Users, error) {
 	u := &Users{hashes: map[string][]byte{}}
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	n := 0
 	for sc.Scan() {
 		n++
@@ -31,17 +37,36 @@ func LoadUsers(path string) (*Users, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		name, hash, ok := strings.Cut(line, ":")
-		if !ok || name == "" || !strings.HasPrefix(hash, "$2") {
-			return nil, fmt.Errorf("web: %s:%d: want name:bcrypt-hash", path, n)
+		user, hash, ok := strings.Cut(line, ":")
+		user, hash = strings.TrimSpace(user), strings.TrimSpace(hash)
+		if !ok || user == "" || !strings.HasPrefix(hash, "$2") {
+			return nil, fmt.Errorf("web: %s:%d: want name:bcrypt-hash", name, n)
 		}
-		u.hashes[name] = []byte(hash)
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return nil, fmt.Errorf("web: %s:%d: user %s: not a bcrypt hash: %w", name, n, user, err)
+		}
+		u.hashes[user] = []byte(hash)
 	}
-	return u, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("web: %s: %w", name, err)
+	}
+	return u, nil
 }
 
-// dummy keeps the time of a check for an unknown user like that of a known one.
-var dummy, _ = bcrypt.GenerateFromPassword([]byte("x"), bcrypt.MinCost)
+// Len is the number of users.
+func (u *Users) Len() int {
+	if u == nil {
+		return 0
+	}
+	return len(u.hashes)
+}
+
+// dummy keeps the time of a check for an unknown user like that of a known one; made on
+// first use so that starting the daemon does not pay for it.
+var dummy = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("x"), bcrypt.DefaultCost)
+	return h
+})
 
 // Check reports whether name and password match.
 func (u *Users) Check(name, password string) bool {
@@ -50,26 +75,8 @@ func (u *Users) Check(name, password string) bool {
 	}
 	h, ok := u.hashes[name]
 	if !ok {
-		bcrypt.CompareHashAndPassword(dummy, []byte(password))
+		bcrypt.CompareHashAndPassword(dummy(), []byte(password))
 		return false
 	}
 	return bcrypt.CompareHashAndPassword(h, []byte(password)) == nil
-}
-
-// needLogin guards a control action. HTTP Basic credentials are checked against the users
-// file; without a users file no control action is possible from the web.
-func (s *Server) needLogin(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.users == nil {
-			httpError(w, http.StatusForbidden, "control actions need web.users_file in the config")
-			return
-		}
-		name, pass, ok := r.BasicAuth()
-		if !ok || !s.users.Check(name, pass) {
-			w.Header().Set("WWW-Authenticate", `Basic realm="rackwatch"`)
-			httpError(w, http.StatusUnauthorized, "login needed")
-			return
-		}
-		h(w, r, name)
-	}
 }

@@ -1,0 +1,162 @@
+package web
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/rackwatch/rackwatch/daemon/state"
+)
+
+// History charts are inline SVG: no script library, no external assets, readable without JS.
+// The server draws the first view; the page's script redraws them from /api/v1/history with
+// the same geometry (chartW × chartH, the same padding and gap rule), see assets/index.html.
+
+const (
+	chartW   = 300
+	chartH   = 100
+	chartTop = 12 // room for the max label
+	chartBot = 88 // room for the min label
+)
+
+type chartGroup struct {
+	Device string
+	Charts []chartView
+}
+
+type chartView struct {
+	Device, Metric, Unit string
+	Path                 string
+	Lines                []chartLine
+	YMax, YMin           string
+	Last                 string
+	Empty                bool
+	TH                   string // thresholds as JSON for the script
+}
+
+type chartLine struct {
+	Y     string
+	Level string
+	Label string
+}
+
+// gapFor is the longest step drawn as a line; a longer one is a hole in the data (a device
+// that did not answer) and is left blank rather than bridged.
+func gapFor(span time.Duration) time.Duration { return max(span/48, 150*time.Second) }
+
+// drawChart lays points out over [now-span, now]. Values are averaged per pixel column so a
+// 24 h chart stays small.
+func drawChart(pts []state.Point, ths []threshold, now time.Time, span time.Duration) (path string, lines []chartLine, ymin, ymax float64, ok bool) {
+	start := now.Add(-span)
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, p := range pts {
+		lo, hi = math.Min(lo, p.Value), math.Max(hi, p.Value)
+	}
+	if len(pts) == 0 {
+		return "", nil, 0, 0, false
+	}
+	for _, t := range ths {
+		// A threshold far from the data would squash the line flat; show it only when it is
+		// within reach (half the data's range again, or 20 % of its value).
+		reach := math.Max((hi-lo)/2, math.Abs(hi)*0.2)
+		if t.V >= lo-reach && t.V <= hi+reach {
+			lo, hi = math.Min(lo, t.V), math.Max(hi, t.V)
+		}
+	}
+	if hi-lo < 1e-9 {
+		lo, hi = lo-1, hi+1
+	}
+	pad := (hi - lo) * 0.08
+	lo, hi = lo-pad, hi+pad
+	y := func(v float64) float64 { return chartBot - (v-lo)/(hi-lo)*(chartBot-chartTop) }
+	x := func(t time.Time) float64 { return float64(t.Sub(start)) / float64(span) * chartW }
+
+	var b strings.Builder
+	gap := gapFor(span)
+	var prev time.Time
+	col, n, sum := -1, 0, 0.0
+	var colT time.Time
+	flush := func(move bool) {
+		if n == 0 {
+			return
+		}
+		cmd := "L"
+		if move || b.Len() == 0 {
+			cmd = "M"
+		}
+		fmt.Fprintf(&b, "%s%.1f %.1f", cmd, x(colT), y(sum/float64(n)))
+		n, sum = 0, 0
+	}
+	move := true
+	for _, p := range pts {
+		if p.TS.Before(start) {
+			continue
+		}
+		c := int(x(p.TS))
+		if !prev.IsZero() && p.TS.Sub(prev) > gap {
+			flush(move)
+			move = true
+		} else if c != col {
+			flush(move)
+			move = false
+		}
+		if n == 0 {
+			colT = p.TS
+		}
+		col = c
+		n++
+		sum += p.Value
+		prev = p.TS
+	}
+	flush(move)
+	for _, t := range ths {
+		if t.V < lo || t.V > hi {
+			continue
+		}
+		lines = append(lines, chartLine{Y: fmt.Sprintf("%.1f", y(t.V)), Level: t.Level, Label: t.Label})
+	}
+	return b.String(), lines, lo + pad, hi - pad, b.Len() > 0
+}
+
+func (s *Server) charts(st Status, now time.Time, span time.Duration) []chartGroup {
+	var out []chartGroup
+	for _, d := range sortedDevices(st.Devices) {
+		g := chartGroup{Device: d.ID}
+		for _, m := range sortedMetrics(d) {
+			r := d.Readings[m]
+			if _, isText := r.Value.(string); isText {
+				continue
+			}
+			ths := thresholdsFor(st.Rules, d.ID, m)
+			c := chartView{Device: d.ID, Metric: m, Unit: r.Unit, Last: fmtValue(r)}
+			thJSON := make([]map[string]any, 0, len(ths))
+			for _, t := range ths {
+				thJSON = append(thJSON, map[string]any{"v": t.V, "l": t.Level, "t": t.Label})
+			}
+			bs, _ := json.Marshal(thJSON)
+			c.TH = string(bs)
+			path, lines, lo, hi, ok := drawChart(s.b.History(d.ID, m, now.Add(-span)), ths, now, span)
+			c.Path, c.Lines, c.Empty = path, lines, !ok
+			if ok {
+				c.YMin, c.YMax = fmtNum(lo), fmtNum(hi)
+			}
+			g.Charts = append(g.Charts, c)
+		}
+		if len(g.Charts) > 0 {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func sortedDevices(ds []DeviceStatus) []DeviceStatus {
+	out := append([]DeviceStatus(nil), ds...)
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].ID < out[j-1].ID; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
