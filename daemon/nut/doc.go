@@ -8,9 +8,10 @@
 // site's other daemon packages, uplink/, or the drivers; sensors/ is not needed either.
 //
 // Where upsd's behaviour is odd but a client could depend on it, this server copies
-// Debian's upsd 2.8.0 byte for byte (a differential test holds it to that) (for example "Description unavailable" in LIST UPS but "Unavailable" in GET
-// UPSDESC, and every variable reported as NUMBER by GET TYPE). Where upsd says nothing at
-// all (a parse error, an over-long line) this server answers ERR, so no client hangs.
+// Debian's upsd 2.8.0 byte for byte, and a differential test holds it to that: for example
+// "Description unavailable" in LIST UPS but "Unavailable" in GET UPSDESC, and every variable
+// reported as NUMBER by GET TYPE. Where upsd says nothing at all (an unbalanced quote, an
+// over-long line) this server answers ERR INVALID-ARGUMENT, so no client hangs.
 //
 // Users follow upsd.users: "upsmon primary" grants LOGIN, PRIMARY (MASTER) and FSD;
 // "upsmon secondary" grants LOGIN; instcmds lists the instant commands a user may run
