@@ -322,10 +322,11 @@ func (v *vm) reading(device, metric string) string {
 	return ""
 }
 
-// ids collects every "id" string or number in a JSON document.
-func ids(b []byte) map[string]bool {
+// incidents maps the id of every incident in a JSON document to its opened_at: ids are
+// counters, so a fresh store would give the same id again, but not the same opened_at.
+func incidents(b []byte) map[string]string {
 	var doc any
-	out := map[string]bool{}
+	out := map[string]string{}
 	if json.Unmarshal(b, &doc) != nil {
 		return out
 	}
@@ -333,10 +334,12 @@ func ids(b []byte) map[string]bool {
 	walk = func(x any) {
 		switch x := x.(type) {
 		case map[string]any:
-			for k, v := range x {
-				if k == "id" {
-					out[fmt.Sprint(v)] = true
+			if id, ok := x["id"]; ok {
+				if at, ok := x["opened_at"]; ok {
+					out[fmt.Sprint(id)] = fmt.Sprint(at)
 				}
+			}
+			for _, v := range x {
 				walk(v)
 			}
 		case []any:
@@ -410,12 +413,13 @@ func TestBoot(t *testing.T) {
 	})
 
 	// The door is open in the demo config: an incident. Remember it and the telemetry seq.
-	var before map[string]bool
+	var before map[string]string
 	testpeer.Eventually(t, 30*time.Second, "an incident listed", func() bool {
 		_, b, err := v.get("/api/v1/incidents?state=all")
-		before = ids(b)
+		before = incidents(b)
 		return err == nil && len(before) > 0
 	})
+	t.Logf("incidents before the reboot: %v", before)
 	testpeer.Eventually(t, 30*time.Second, "telemetry with a seq", func() bool { return maxSeq(sub) > 0 })
 	seqBefore := maxSeq(sub)
 
@@ -426,7 +430,7 @@ func TestBoot(t *testing.T) {
 	case <-time.After(40 * time.Second):
 		t.Fatal("QEMU did not exit after rwinit reboot")
 	}
-	if v.consoleCount("rackwatch stopped") != 1 {
+	if v.consoleCount(`msg="rackwatch stopped" prog=init`) != 1 {
 		t.Error("/init did not report stopping rackwatch before the reboot")
 	}
 	v2 := startVM(t, qemu, vmConfig{image: img, mqttPort: mq.Port, upsSock: sock})
@@ -434,15 +438,14 @@ func TestBoot(t *testing.T) {
 	if v2.consoleCount("first boot: installed the default config") != 0 {
 		t.Error("the second boot installed the default config again: /data did not keep it")
 	}
-	var after map[string]bool
-	testpeer.Eventually(t, 30*time.Second, "the incidents of the first boot listed after the reboot", func() bool {
+	testpeer.Eventually(t, 30*time.Second, "the incidents of the first boot (same id, same opened_at) after the reboot", func() bool {
 		_, b, err := v2.get("/api/v1/incidents?state=all")
 		if err != nil {
 			return false
 		}
-		after = ids(b)
-		for id := range before {
-			if !after[id] {
+		after := incidents(b)
+		for id, at := range before {
+			if after[id] != at {
 				return false
 			}
 		}

@@ -116,8 +116,14 @@ func build(o options) (string, error) {
 	extlinux := fmt.Sprintf("# U-Boot distro boot reads this file; edit append to change the network.\n"+
 		"default rackwatch\ntimeout 0\n\nlabel rackwatch\n"+
 		"  kernel /vmlinuz\n  initrd /initramfs.cpio.gz\n  append %s\n", o.Cmdline)
+	notice, license, err := kernelNotice(o.Kernel)
+	if err != nil {
+		return "", err
+	}
 	boot := []file{
 		{"/vmlinuz", kernel},
+		{"/LICENSE.linux", license},
+		{"/KERNEL-SOURCE.txt", notice},
 		{"/initramfs.cpio.gz", initrd},
 		{"/extlinux/extlinux.conf", []byte(extlinux)},
 	}
@@ -148,6 +154,36 @@ func build(o options) (string, error) {
 		return "", fmt.Errorf("write checksum: %w", err)
 	}
 	return sum, nil
+}
+
+// kernelNotice returns the text that says where the kernel's source is, and the kernel's
+// licence, both shipped on the boot partition next to vmlinuz: the image distributes a
+// GPL-2.0 binary. They come from the kernel's folder (the gokrazy module's layout: LICENSE.linux,
+// _build/upstream-url.txt, _build/series and the patches, _build/config.addendum.txt).
+func kernelNotice(kernel string) (notice, license []byte, err error) {
+	dir := filepath.Dir(kernel)
+	license, err = os.ReadFile(filepath.Join(dir, "LICENSE.linux"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("the kernel's licence must ship with it: %w", err)
+	}
+	upstream, _ := os.ReadFile(filepath.Join(dir, "_build", "upstream-url.txt"))
+	series, _ := os.ReadFile(filepath.Join(dir, "_build", "series"))
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "vmlinuz is Linux, licensed under the GNU General Public License version 2\n"+
+		"with the Linux syscall note (LICENSE.linux).\n\n"+
+		"It is the prebuilt kernel of the Go module %s, at the version\n"+
+		"pinned in rackwatch's go.mod (module folder: %s).\n\n",
+		kernelModule, filepath.Base(dir))
+	if len(upstream) > 0 {
+		fmt.Fprintf(&b, "Upstream source: %s\n", bytes.TrimSpace(upstream))
+	}
+	if len(series) > 0 {
+		fmt.Fprintf(&b, "Patches applied (in the module's _build folder): %s\n", bytes.Join(bytes.Fields(series), []byte(", ")))
+	}
+	fmt.Fprintf(&b, "Configuration: upstream defconfig plus the module's _build/config.addendum.txt,\n"+
+		"built by github.com/gokrazy/autoupdate/cmd/gokr-rebuild-kernel (-cross=arm64).\n"+
+		"Source and build files: https://github.com/gokrazy/kernel.arm64 at that version.\n")
+	return b.Bytes(), license, nil
 }
 
 type file struct {
