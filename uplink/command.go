@@ -1,0 +1,116 @@
+package uplink
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// MaxCommandBytes is the largest command payload accepted on R/cmd.
+const MaxCommandBytes = 4096
+
+// parseCommand validates one R/cmd payload strictly: one JSON object, no unknown field, a
+// known action with exactly the fields it needs. A refused command has no side effect; the
+// error says why and goes back in the reply.
+func parseCommand(b []byte) (Command, error) {
+	var c Command
+	if len(b) > MaxCommandBytes {
+		return c, fmt.Errorf("command of %d bytes exceeds the limit of %d", len(b), MaxCommandBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Command{ID: c.ID}, fmt.Errorf("malformed command: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Command{ID: c.ID}, errors.New("malformed command: data after the JSON object")
+	}
+	if c.ID == "" {
+		return c, errors.New(`missing "id"`)
+	}
+	if len(c.ID) > 128 {
+		return Command{}, errors.New(`"id" longer than 128 bytes`)
+	}
+	extra := func(allowed ...string) error {
+		fields := map[string]string{"incident": c.Incident, "device": c.Device, "state": c.State}
+		for _, a := range allowed {
+			delete(fields, a)
+		}
+		for _, f := range []string{"incident", "device", "state"} {
+			if v, ok := fields[f]; ok && v != "" {
+				return fmt.Errorf("field %q not allowed for action %q", f, c.Action)
+			}
+		}
+		return nil
+	}
+	switch c.Action {
+	case "ack":
+		if c.Incident == "" {
+			return c, errors.New(`action "ack" needs "incident"`)
+		}
+		return c, extra("incident")
+	case "relay":
+		if c.Device == "" {
+			return c, errors.New(`action "relay" needs "device"`)
+		}
+		switch c.State {
+		case "on", "off", "auto":
+		default:
+			return c, fmt.Errorf(`action "relay" needs "state" on, off or auto, not %q`, c.State)
+		}
+		return c, extra("device", "state")
+	case "reload":
+		return c, extra()
+	case "":
+		return c, errors.New(`missing "action"`)
+	}
+	return c, fmt.Errorf("unknown action %q", c.Action)
+}
+
+type reply struct {
+	ID    string `json:"id"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// commands runs the commands of connection c one at a time until ctx ends.
+func (u *Uplink) commands(ctx context.Context, c *conn) {
+	for {
+		var m mqtt.Message
+		select {
+		case <-ctx.Done():
+			return
+		case m = <-c.cmds:
+		}
+		r := u.command(ctx, m.Payload())
+		b, _ := json.Marshal(r)
+		// Best effort: a reply lost with the connection is not queued (the command, if its
+		// PUBACK was lost too, comes again through the persistent session).
+		c.client.Publish(u.root+"/cmd/reply", 1, false, b)
+	}
+}
+
+func (u *Uplink) command(ctx context.Context, payload []byte) reply {
+	cmd, err := parseCommand(payload)
+	if err != nil {
+		u.log.Warn("command refused", "id", cmd.ID, "err", err)
+		return reply{ID: cmd.ID, Error: err.Error()}
+	}
+	u.mu.Lock()
+	h := u.handler
+	u.mu.Unlock()
+	if h == nil {
+		return reply{ID: cmd.ID, Error: "commands are not handled by this node"}
+	}
+	if err := h(ctx, cmd); err != nil {
+		u.log.Warn("command failed", "id", cmd.ID, "action", cmd.Action, "err", err)
+		return reply{ID: cmd.ID, Error: err.Error()}
+	}
+	u.log.Info("command done", "id", cmd.ID, "action", cmd.Action)
+	return reply{ID: cmd.ID, OK: true}
+}

@@ -1,0 +1,264 @@
+package uplink
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// The disk queue: one bucket per topic, key = 8-byte big-endian seq, value = the complete
+// payload as published (seq included), so a message goes out byte for byte the same every
+// time it is sent. The seq comes from the bucket's own sequence counter (bbolt keeps it in
+// the bucket header), bumped in the same transaction that stores the message: a seq is never
+// reused, and a seq exists only for a message that was stored (or dropped and reported).
+//
+// Flash wear: each enqueue is one bbolt commit (a few 4 KiB pages). Deletes of acknowledged
+// messages are not committed one by one: they wait in memory and ride along with the next
+// enqueue's commit, or are committed in bulk when many piled up (a backlog drain) or when
+// they have waited deleteDelay. A crash before that commit only means those messages are sent
+// once more: at-least-once, consumers dedupe by seq.
+var bucketNames = [2][]byte{[]byte("uplink.incidents"), []byte("uplink.telemetry")}
+
+const (
+	deleteBatch = 512
+	deleteDelay = 30 * time.Second
+)
+
+func seqKey(seq uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], seq)
+	return k[:]
+}
+
+func (u *Uplink) openQueue() error {
+	err := u.db.Update(func(tx *bbolt.Tx) error {
+		for k, name := range bucketNames {
+			b, err := tx.CreateBucketIfNotExists(name)
+			if err != nil {
+				return err
+			}
+			n, size := 0, int64(0)
+			if err := b.ForEach(func(_, v []byte) error {
+				n++
+				size += int64(len(v))
+				return nil
+			}); err != nil {
+				return err
+			}
+			u.count[k], u.bytes[k] = n, size
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("uplink: open queue: %w", err)
+	}
+	return nil
+}
+
+// deleteAckedTx deletes the acknowledged messages in acked inside tx and returns how many
+// messages and bytes per kind went (a message the cap dropped meanwhile is simply absent).
+func deleteAckedTx(tx *bbolt.Tx, acked [2][]uint64) (n [2]int, size [2]int64, err error) {
+	for k := range acked {
+		b := tx.Bucket(bucketNames[k])
+		for _, seq := range acked[k] {
+			key := seqKey(seq)
+			if v := b.Get(key); v != nil {
+				size[k] += int64(len(v))
+				n[k]++
+				if err := b.Delete(key); err != nil {
+					return n, size, err
+				}
+			}
+		}
+	}
+	return n, size, nil
+}
+
+// enqueue stores one message of kind under the bucket's next seq, in one transaction that
+// also deletes the acknowledged messages waiting for a commit and, for telemetry over the cap,
+// the oldest telemetry.
+func (u *Uplink) enqueue(kind int, build func(seq uint64) ([]byte, error)) error {
+	u.mu.Lock()
+	acked, ackedB := u.acked, u.ackedB
+	u.acked, u.ackedB = [2][]uint64{}, 0
+	var (
+		seq     uint64
+		drop    Drop
+		delN    [2]int
+		delSize [2]int64
+		stored  bool
+		size    int64
+	)
+	err := u.db.Update(func(tx *bbolt.Tx) error {
+		drop, stored, size = Drop{}, false, 0
+		var err error
+		delN, delSize, err = deleteAckedTx(tx, acked)
+		if err != nil {
+			return err
+		}
+		b := tx.Bucket(bucketNames[kind])
+		seq, err = b.NextSequence()
+		if err != nil {
+			return err
+		}
+		payload, err := build(seq)
+		if err != nil {
+			return err
+		}
+		size = int64(len(payload))
+		if kind == kindTelemetry {
+			// Make room by dropping the oldest telemetry; incidents are never dropped, so a
+			// queue full of incidents may exceed the cap (they are rare and small).
+			total := u.bytes[0] + u.bytes[1] - delSize[0] - delSize[1]
+			c := b.Cursor()
+			for total+size > u.opts.QueueMaxBytes {
+				k, v := c.First()
+				if k == nil {
+					break
+				}
+				s := binary.BigEndian.Uint64(k)
+				if drop.Messages == 0 {
+					drop.FirstSeq = s
+				}
+				drop.LastSeq = s
+				drop.Messages++
+				drop.Bytes += int64(len(v))
+				total -= int64(len(v))
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+			if total+size > u.opts.QueueMaxBytes {
+				// Even an empty telemetry queue cannot hold it: this message is the drop.
+				if drop.Messages == 0 {
+					drop.FirstSeq = seq
+				}
+				drop.LastSeq = seq
+				drop.Messages++
+				drop.Bytes += size
+				return nil
+			}
+		}
+		stored = true
+		return b.Put(seqKey(seq), payload)
+	})
+	if err != nil {
+		// Nothing of the transaction happened: the acknowledged messages still wait.
+		u.acked[0] = append(acked[0], u.acked[0]...)
+		u.acked[1] = append(acked[1], u.acked[1]...)
+		u.ackedB += ackedB
+		u.mu.Unlock()
+		return fmt.Errorf("uplink: enqueue %s: %w", kindName[kind], err)
+	}
+	for k := range delN {
+		u.count[k] -= delN[k]
+		u.bytes[k] -= delSize[k]
+	}
+	if stored {
+		u.count[kind]++
+		u.bytes[kind] += size
+	}
+	dropped := drop.Messages - btoi(!stored)
+	u.count[kindTelemetry] -= dropped
+	u.bytes[kindTelemetry] -= drop.Bytes - size*int64(btoi(!stored))
+	onDrop := u.opts.OnDrop
+	u.mu.Unlock()
+	u.poke()
+
+	if drop.Messages > 0 {
+		drop.Total = u.dropped.Add(uint64(drop.Messages))
+		u.log.Warn("queue full: dropped oldest telemetry", "messages", drop.Messages,
+			"bytes", drop.Bytes, "first_seq", drop.FirstSeq, "last_seq", drop.LastSeq,
+			"queue_max_bytes", u.opts.QueueMaxBytes)
+		if onDrop != nil {
+			onDrop(drop)
+		}
+	}
+	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// ack records that the broker acknowledged seq of kind; the delete is committed later.
+func (u *Uplink) ack(kind int, seq uint64, size int) {
+	u.mu.Lock()
+	if len(u.acked[0])+len(u.acked[1]) == 0 {
+		u.ackedAt = time.Now()
+	}
+	u.acked[kind] = append(u.acked[kind], seq)
+	u.ackedB += int64(size)
+	u.mu.Unlock()
+	u.published.Add(1)
+}
+
+// flushAcked commits the deletes of acknowledged messages when force is set, when many are
+// waiting, or when the oldest has waited deleteDelay.
+func (u *Uplink) flushAcked(force bool) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := len(u.acked[0]) + len(u.acked[1])
+	if n == 0 || !force && n < deleteBatch && time.Since(u.ackedAt) < deleteDelay {
+		return nil
+	}
+	var (
+		delN    [2]int
+		delSize [2]int64
+	)
+	err := u.db.Update(func(tx *bbolt.Tx) error {
+		var err error
+		delN, delSize, err = deleteAckedTx(tx, u.acked)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("uplink: delete acknowledged messages: %w", err)
+	}
+	for k := range delN {
+		u.count[k] -= delN[k]
+		u.bytes[k] -= delSize[k]
+	}
+	u.acked, u.ackedB = [2][]uint64{}, 0
+	return nil
+}
+
+// queued is one message read from the queue for sending.
+type queued struct {
+	kind    int
+	seq     uint64
+	payload []byte
+}
+
+// readFrom returns up to max messages of kind with seq > after, oldest first, skipping those
+// acknowledged and not yet deleted.
+func (u *Uplink) readFrom(kind int, after uint64, max int) ([]queued, error) {
+	u.mu.Lock()
+	skip := map[uint64]bool{}
+	for _, s := range u.acked[kind] {
+		if s > after {
+			skip[s] = true
+		}
+	}
+	u.mu.Unlock()
+	var out []queued
+	err := u.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketNames[kind]).Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
+			s := binary.BigEndian.Uint64(k)
+			if skip[s] {
+				continue
+			}
+			out = append(out, queued{kind: kind, seq: s, payload: append([]byte(nil), v...)})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("uplink: read %s queue: %w", kindName[kind], err)
+	}
+	return out, nil
+}

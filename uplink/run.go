@@ -1,0 +1,463 @@
+package uplink
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// parseBroker checks a broker URL and tells whether it uses TLS.
+func parseBroker(s string) (*url.URL, bool, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, false, fmt.Errorf("broker %q: %w", s, err)
+	}
+	if u.Host == "" || u.Port() == "" {
+		return nil, false, fmt.Errorf("broker %q: want scheme://host:port", s)
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt":
+		return u, false, nil
+	case "ssl", "tls", "mqtts":
+		return u, true, nil
+	}
+	return nil, false, fmt.Errorf("broker %q: scheme %q not supported (tcp, ssl)", s, u.Scheme)
+}
+
+// backoff is the delay before the next round of connection attempts: full jitter over an
+// exponentially growing window, capped (AWS architecture blog, "Exponential Backoff And
+// Jitter"), so that a fleet of appliances does not reconnect in lockstep after a broker
+// restart.
+func backoff(base, max time.Duration, attempt int) time.Duration {
+	window := max
+	if attempt < 30 {
+		if w := base << attempt; w > 0 && w < max {
+			window = w
+		}
+	}
+	return rand.N(window) + time.Millisecond
+}
+
+// Run keeps the uplink connected until ctx ends: brokers are tried in order; when none
+// answers it waits with backoff and tries again from the first. It returns after ctx ended,
+// having published offline (best effort) and committed the queue.
+func (u *Uplink) Run(ctx context.Context) error {
+	if !u.running.CompareAndSwap(false, true) {
+		return errors.New("uplink: Run called twice")
+	}
+	defer u.running.Store(false)
+	defer func() {
+		if err := u.flushAcked(true); err != nil {
+			u.log.Error("stop", "err", err)
+		}
+	}()
+	attempt := 0
+	for ctx.Err() == nil {
+		served := false
+		for i, b := range u.opts.Brokers {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c, err := u.connect(ctx, b)
+			u.mu.Lock()
+			u.broker = b
+			u.mu.Unlock()
+			if err != nil {
+				u.setErr(err)
+				u.log.Warn("connect failed", "broker", b, "err", err)
+				continue
+			}
+			served = true
+			attempt = 0
+			why := u.serve(ctx, c, i)
+			if ctx.Err() != nil {
+				return nil
+			}
+			u.log.Info("connection ended", "broker", b, "why", why)
+			break
+		}
+		if served {
+			// Start again from the first broker, after a short jittered pause so that a
+			// broker that accepts and drops us at once is not hammered.
+			if !sleep(ctx, backoff(u.opts.BackoffBase, u.opts.BackoffMax, 0)) {
+				return nil
+			}
+			continue
+		}
+		d := backoff(u.opts.BackoffBase, u.opts.BackoffMax, attempt)
+		attempt++
+		u.log.Info("no broker reachable, waiting", "delay", d.Round(time.Millisecond))
+		if !sleep(ctx, d) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// conn is one MQTT connection: a fresh paho client with an empty store, never reconnected.
+type conn struct {
+	client mqtt.Client
+	broker string
+	lost   chan struct{}
+	cmds   chan mqtt.Message
+	once   sync.Once
+	why    error
+}
+
+func (c *conn) setLost(err error) {
+	c.once.Do(func() {
+		c.why = err
+		close(c.lost)
+	})
+}
+
+func (u *Uplink) statePayload(state string) []byte {
+	b, _ := json.Marshal(struct {
+		State   string `json:"state"`
+		TS      string `json:"ts"`
+		Version string `json:"version"`
+		BootID  string `json:"boot_id"`
+	}{state, formatTime(time.Now()), u.opts.Version, u.opts.BootID})
+	return b
+}
+
+// connect dials broker and completes the MQTT handshake with a persistent session.
+func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
+	bu, useTLS, err := parseBroker(broker)
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{broker: broker, lost: make(chan struct{}), cmds: make(chan mqtt.Message, 16)}
+	o := mqtt.NewClientOptions()
+	o.AddBroker(broker)
+	o.SetClientID(u.opts.ClientID)
+	// A persistent session keeps our R/cmd subscription and the commands sent while we were
+	// away. Our own outgoing QoS 1 state lives in the disk queue, not in paho.
+	o.SetCleanSession(false)
+	o.SetAutoReconnect(false)
+	o.SetConnectRetry(false)
+	o.SetResumeSubs(false)
+	o.SetStore(mqtt.NewMemoryStore())
+	o.SetOrderMatters(false)
+	o.SetKeepAlive(u.opts.KeepAlive)
+	o.SetPingTimeout(u.opts.ConnectTimeout)
+	o.SetConnectTimeout(u.opts.ConnectTimeout)
+	o.SetWriteTimeout(u.opts.AckTimeout)
+	o.SetBinaryWill(u.root+"/state", u.statePayload("offline"), 1, true)
+	if u.opts.Username != "" {
+		o.SetUsername(u.opts.Username)
+	}
+	if u.opts.PasswordFile != "" {
+		pw, err := readPassword(u.opts.PasswordFile)
+		if err != nil {
+			return nil, err
+		}
+		o.SetPassword(pw)
+	}
+	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) { c.setLost(err) })
+	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+		// Commands queued in our persistent session may arrive before SUBSCRIBE is redone.
+		if m.Topic() == u.root+"/cmd" {
+			select {
+			case c.cmds <- m:
+			case <-c.lost:
+			}
+		}
+	})
+	// We dial ourselves so that the dial and the TLS handshake follow ctx and so that a TLS
+	// failure is reported as what it is.
+	o.SetCustomOpenConnectionFn(func(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+		dctx, cancel := context.WithTimeout(ctx, u.opts.ConnectTimeout)
+		defer cancel()
+		var d net.Dialer
+		nc, err := d.DialContext(dctx, "tcp", bu.Host)
+		if err != nil {
+			return nil, err
+		}
+		if !useTLS {
+			return nc, nil
+		}
+		cfg, err := tlsConfig(u.opts, bu.Hostname())
+		if err != nil {
+			nc.Close()
+			return nil, err
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			return nil, explainTLS(err, u.opts.CAFile)
+		}
+		return tc, nil
+	})
+	c.client = mqtt.NewClient(o)
+	tok := c.client.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		// The dial follows ctx; CONNACK is bounded by ConnectTimeout.
+		<-tok.Done()
+		if tok.Error() == nil {
+			c.client.Disconnect(0)
+		}
+		return nil, ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		return nil, fmt.Errorf("connect %s: %w", broker, err)
+	}
+	return c, nil
+}
+
+// inflight is a message sent on this connection and not yet acknowledged.
+type inflight struct {
+	q   queued
+	tok mqtt.Token
+	at  time.Time
+}
+
+// serve runs one connection until it is lost, ctx ends, or (idx > 0) an earlier broker is
+// reachable again. It returns why it ended.
+func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
+	u.reconnects.Add(1)
+	u.log.Info("connected", "broker", c.broker, "client_id", u.opts.ClientID)
+	sctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		u.mu.Lock()
+		u.connected = false
+		u.mu.Unlock()
+	}()
+
+	// Messages acknowledged on an earlier connection and not yet deleted must not go again.
+	if err := u.flushAcked(true); err != nil {
+		u.log.Error("flush", "err", err)
+	}
+	root := u.root
+	t := c.client.Publish(root+"/state", 1, true, u.statePayload("online"))
+	if err := u.wait(sctx, c, t); err != nil {
+		c.client.Disconnect(0)
+		return fmt.Errorf("publish online: %w", err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		u.commands(sctx, c)
+	}()
+	st := c.client.Subscribe(root+"/cmd", 1, func(_ mqtt.Client, m mqtt.Message) {
+		select {
+		case c.cmds <- m:
+		case <-c.lost:
+		case <-sctx.Done():
+		}
+	})
+	if err := u.wait(sctx, c, st); err != nil {
+		c.client.Disconnect(0)
+		return fmt.Errorf("subscribe %s/cmd: %w", root, err)
+	}
+	u.mu.Lock()
+	u.connected, u.broker, u.lastErr = true, c.broker, ""
+	u.mu.Unlock()
+
+	var (
+		sent     [2]uint64 // highest seq sent per kind on this connection
+		window   []inflight
+		retained = map[string]uint64{}
+		tick     = time.NewTicker(time.Second)
+		probe    <-chan time.Time
+	)
+	defer tick.Stop()
+	if idx > 0 {
+		pt := time.NewTicker(u.opts.ProbeInterval)
+		defer pt.Stop()
+		probe = pt.C
+	}
+	end := func(why error) error {
+		if ctx.Err() != nil {
+			// Shutting down: say offline (the will only fires on an unclean loss) and leave.
+			t := c.client.Publish(root+"/state", 1, true, u.statePayload("offline"))
+			t.WaitTimeout(2 * time.Second)
+			c.client.Disconnect(500)
+			return ctx.Err()
+		}
+		if errors.Is(why, errSwitch) {
+			t := c.client.Publish(root+"/state", 1, true, u.statePayload("offline"))
+			t.WaitTimeout(2 * time.Second)
+		}
+		c.client.Disconnect(0)
+		return why
+	}
+	for {
+		// Retained topics whose latest value this connection has not sent yet.
+		u.mu.Lock()
+		var rets []string
+		for k, g := range u.retainGen {
+			if retained[k] != g {
+				retained[k] = g
+				rets = append(rets, k)
+			}
+		}
+		payloads := make([][]byte, len(rets))
+		for i, k := range rets {
+			payloads[i] = u.retained[k]
+		}
+		u.mu.Unlock()
+		for i, k := range rets {
+			// Best effort: a retained value lost with the connection is sent again on the
+			// next one (it is re-marked unsent there, as retained is per connection).
+			c.client.Publish(root+"/"+k, 1, true, payloads[i])
+		}
+
+		// Fill the window: incidents first, so that a live incident overtakes an old
+		// telemetry backlog; each topic oldest first.
+		if free := u.opts.InFlight - len(window); free > 0 {
+			var batch []queued
+			for _, kind := range []int{kindIncident, kindTelemetry} {
+				if free-len(batch) <= 0 {
+					break
+				}
+				qs, err := u.readFrom(kind, sent[kind], min(free-len(batch), 64))
+				if err != nil {
+					return end(err)
+				}
+				batch = append(batch, qs...)
+			}
+			for _, q := range batch {
+				qos := byte(1)
+				topic := root + "/incidents"
+				if q.kind == kindTelemetry {
+					qos, topic = u.opts.TelemetryQoS, root+"/telemetry"
+				}
+				tok := c.client.Publish(topic, qos, false, q.payload)
+				sent[q.kind] = q.seq
+				window = append(window, inflight{q: q, tok: tok, at: time.Now()})
+			}
+			if len(batch) > 0 && len(window) < u.opts.InFlight {
+				continue // maybe more queued
+			}
+		}
+
+		// Retire acknowledged messages in order.
+	retire:
+		for len(window) > 0 {
+			h := window[0]
+			select {
+			case <-h.tok.Done():
+			default:
+				break retire
+			}
+			if err := h.tok.Error(); err != nil {
+				return end(fmt.Errorf("publish %s seq %d: %w", kindName[h.q.kind], h.q.seq, err))
+			}
+			u.ack(h.q.kind, h.q.seq, len(h.q.payload))
+			window = window[1:]
+		}
+		var head <-chan struct{}
+		if len(window) > 0 {
+			head = window[0].tok.Done()
+			if time.Since(window[0].at) > u.opts.AckTimeout {
+				return end(fmt.Errorf("no PUBACK for %s seq %d within %v", kindName[window[0].q.kind], window[0].q.seq, u.opts.AckTimeout))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return end(nil)
+		case <-c.lost:
+			return end(fmt.Errorf("connection lost: %w", c.why))
+		case <-head:
+		case <-u.wake:
+		case <-tick.C:
+			if err := u.flushAcked(false); err != nil {
+				u.log.Error("flush", "err", err)
+			}
+		case <-probe:
+			for _, b := range u.opts.Brokers[:idx] {
+				if reachable(ctx, b, u.opts.ConnectTimeout) {
+					u.log.Info("earlier broker reachable again, switching", "broker", b)
+					return end(errSwitch)
+				}
+			}
+		}
+	}
+}
+
+var errSwitch = errors.New("switching back to an earlier broker")
+
+// reachable tells whether a TCP connection to broker's address succeeds.
+func reachable(ctx context.Context, broker string, timeout time.Duration) bool {
+	bu, _, err := parseBroker(broker)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", bu.Host)
+	if err != nil {
+		return false
+	}
+	nc.Close()
+	return true
+}
+
+// wait waits for a token of connection c.
+func (u *Uplink) wait(ctx context.Context, c *conn, t mqtt.Token) error {
+	timer := time.NewTimer(u.opts.AckTimeout)
+	defer timer.Stop()
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-c.lost:
+		return fmt.Errorf("connection lost: %w", c.why)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return fmt.Errorf("no answer within %v", u.opts.AckTimeout)
+	}
+}
+
+// explainTLS turns a handshake error into one that says what to check.
+func explainTLS(err error, caFile string) error {
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	msg := err.Error()
+	switch {
+	case errors.As(err, &unknown):
+		if caFile == "" {
+			return fmt.Errorf("TLS: broker certificate not trusted by the system roots (set tls.ca_file): %w", err)
+		}
+		return fmt.Errorf("TLS: broker certificate not signed by the CA in %s: %w", caFile, err)
+	case errors.As(err, &hostname):
+		return fmt.Errorf("TLS: broker certificate does not match its host name: %w", err)
+	case strings.Contains(msg, "certificate required"), strings.Contains(msg, "bad certificate"):
+		return fmt.Errorf("TLS: broker refused our client certificate (tls.cert_file/key_file): %w", err)
+	case errors.As(err, &invalid):
+		return fmt.Errorf("TLS: broker certificate invalid (expired or not for a server?): %w", err)
+	}
+	return fmt.Errorf("TLS handshake: %w", err)
+}

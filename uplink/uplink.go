@@ -1,0 +1,343 @@
+// Package uplink is rackwatch's MQTT link to central ITOps (CONTRACT.md §4): the retained
+// online/offline state, telemetry and incidents with a per-topic seq, commands in and replies
+// out, over one or more brokers tried in order.
+//
+// Every telemetry and incident message is written to a bbolt queue before it is published and
+// leaves the queue only after the broker's PUBACK arrived on the connection that carried it.
+// paho's own store and its auto-reconnect are not used: a paho publish token can complete
+// without a delivery after an automatic reconnect (paho.mqtt.golang #563, #613), so each
+// connection is a fresh paho client with an empty in-memory store, and after any reconnect
+// everything still queued is sent again, oldest first. Consumers dedupe by seq.
+//
+// uplink knows readings and incidents only as the small types below; it must not import
+// daemon/ or sensors/.
+package uplink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// Options configures an Uplink. Zero values take the defaults named on each field.
+type Options struct {
+	Brokers            []string // "tcp://h:p", "ssl://h:p" (also "tls://", "mqtts://"), tried in order
+	Prefix, Site, Node string   // root topic R = Prefix/Site/Node
+	ClientID           string   // default rackwatch-<site>-<node>
+	Username           string
+	PasswordFile       string // first line is the password; read at every connect
+	CAFile             string // PEM roots for ssl:// brokers; default: the system roots
+	CertFile, KeyFile  string // client certificate for mTLS
+	TelemetryQoS       byte   // 0 or 1; default 1 (set TelemetryQoS0 for 0)
+	TelemetryQoS0      bool   // publish telemetry with QoS 0: it leaves the queue once written to the socket
+	QueueMaxBytes      int64  // cap of the disk queue; default 256 MiB
+	Version, BootID    string
+	Logger             *slog.Logger
+
+	// BackoffBase and BackoffMax shape the reconnect delay when no broker answers: full
+	// jitter, uniformly random in [0, min(BackoffMax, BackoffBase·2^attempt)). Defaults 1 s, 60 s.
+	BackoffBase, BackoffMax time.Duration
+	// ProbeInterval is how often, while connected to a later broker in the list, the earlier
+	// ones are probed so that traffic returns to the first broker once it is back. Default 30 s.
+	ProbeInterval time.Duration
+	// ConnectTimeout bounds dialling, the TLS handshake and CONNACK. Default 10 s.
+	ConnectTimeout time.Duration
+	// AckTimeout is how long a PUBACK may take before the connection is deemed dead and
+	// dropped (its messages go again on the next one). Default 30 s.
+	AckTimeout time.Duration
+	// KeepAlive is the MQTT keep-alive. Default 30 s.
+	KeepAlive time.Duration
+	// InFlight is how many messages may await their PUBACK at once. Default 256.
+	InFlight int
+	// OnDrop is called (outside any lock, after the drop is on disk) when the queue cap made
+	// the uplink drop telemetry; the daemon turns it into an incident.
+	OnDrop func(Drop)
+}
+
+// Drop reports telemetry messages the queue cap pushed out. Their seqs will never arrive.
+type Drop struct {
+	Messages int    // how many messages
+	Bytes    int64  // how many payload bytes
+	FirstSeq uint64 // lowest telemetry seq dropped
+	LastSeq  uint64 // highest
+	Total    uint64 // messages dropped since New
+}
+
+// Reading is one reading as published in R/telemetry (CONTRACT.md §3, §4).
+type Reading struct {
+	Device  string `json:"device"`
+	Metric  string `json:"metric"`
+	Value   any    `json:"value"`
+	Unit    string `json:"unit"`
+	Quality string `json:"quality"`
+	TS      string `json:"ts"`
+}
+
+// Incident is one incident event as published in R/incidents (CONTRACT.md §4). Seq is set by
+// the uplink.
+type Incident struct {
+	ID        string `json:"id"`
+	Event     string `json:"event"`    // opened | escalated | acknowledged | resolved
+	Severity  string `json:"severity"` // warning | critical
+	Rule      string `json:"rule"`
+	Device    string `json:"device"`
+	Metric    string `json:"metric"`
+	Value     any    `json:"value"`
+	Threshold any    `json:"threshold"`
+	OpenedAt  string `json:"opened_at"`
+	TS        string `json:"ts"`
+	// Optional fields some events carry.
+	By    string `json:"by,omitempty"`    // who acknowledged
+	Note  string `json:"note,omitempty"`  // free text (e.g. a drop report)
+	Flaps int    `json:"flaps,omitempty"` // flapping count
+}
+
+// Command is one validated command from R/cmd.
+type Command struct {
+	ID       string `json:"id"`
+	Action   string `json:"action"` // ack | relay | reload
+	Incident string `json:"incident,omitempty"`
+	Device   string `json:"device,omitempty"`
+	State    string `json:"state,omitempty"` // on | off | auto (relay)
+}
+
+// Status is the uplink's state for /api/v1/status, the page and /metrics.
+type Status struct {
+	Connected   bool   `json:"connected"`
+	Broker      string `json:"broker"` // the broker connected to, or last tried
+	Queued      int    `json:"queued"` // messages not yet acknowledged by a broker
+	QueuedBytes int64  `json:"queued_bytes"`
+	Incidents   int    `json:"queued_incidents"`
+	Dropped     uint64 `json:"dropped"`   // telemetry messages dropped by the cap since start
+	Published   uint64 `json:"published"` // messages acknowledged since start
+	Reconnects  uint64 `json:"reconnects"`
+	LastError   string `json:"last_error,omitempty"`
+}
+
+// Uplink is the MQTT uplink. Make it with New, run it with Run.
+type Uplink struct {
+	db   *bbolt.DB
+	opts Options
+	log  *slog.Logger
+	root string
+
+	wake chan struct{} // something was enqueued or retained
+
+	mu        sync.Mutex
+	count     [2]int   // messages on disk per kind
+	bytes     [2]int64 // payload bytes on disk per kind
+	acked     [2][]uint64
+	ackedB    int64 // bytes of acked-not-yet-deleted messages
+	ackedAt   time.Time
+	retained  map[string][]byte
+	retainGen map[string]uint64
+	gen       uint64
+	connected bool
+	broker    string
+	lastErr   string
+	handler   func(ctx context.Context, c Command) error
+
+	dropped    atomic.Uint64
+	published  atomic.Uint64
+	reconnects atomic.Uint64
+	running    atomic.Bool
+}
+
+const (
+	kindIncident  = 0
+	kindTelemetry = 1
+)
+
+var kindName = [2]string{"incidents", "telemetry"}
+
+// New opens the uplink's buckets in db (shared with the rest of the daemon; the uplink's
+// buckets are named "uplink.*") and counts what is queued from earlier runs.
+func New(db *bbolt.DB, opts Options) (*Uplink, error) {
+	if db == nil {
+		return nil, errors.New("uplink: no database")
+	}
+	if len(opts.Brokers) == 0 {
+		return nil, errors.New("uplink: no broker configured")
+	}
+	for _, b := range opts.Brokers {
+		if _, _, err := parseBroker(b); err != nil {
+			return nil, fmt.Errorf("uplink: %w", err)
+		}
+	}
+	for name, v := range map[string]string{"prefix": opts.Prefix, "site": opts.Site, "node": opts.Node} {
+		if v == "" || strings.ContainsAny(v, "+#\x00") {
+			return nil, fmt.Errorf("uplink: %s %q is not usable in a topic", name, v)
+		}
+	}
+	if opts.TelemetryQoS > 1 {
+		return nil, fmt.Errorf("uplink: telemetry QoS %d not supported (0 or 1)", opts.TelemetryQoS)
+	}
+	if opts.TelemetryQoS == 0 && !opts.TelemetryQoS0 {
+		opts.TelemetryQoS = 1
+	}
+	if opts.TelemetryQoS0 {
+		opts.TelemetryQoS = 0
+	}
+	if opts.ClientID == "" {
+		opts.ClientID = "rackwatch-" + opts.Site + "-" + opts.Node
+	}
+	if opts.QueueMaxBytes <= 0 {
+		opts.QueueMaxBytes = 256 << 20
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&opts.BackoffBase, time.Second)
+	def(&opts.BackoffMax, 60*time.Second)
+	def(&opts.ProbeInterval, 30*time.Second)
+	def(&opts.ConnectTimeout, 10*time.Second)
+	def(&opts.AckTimeout, 30*time.Second)
+	def(&opts.KeepAlive, 30*time.Second)
+	if opts.InFlight <= 0 {
+		opts.InFlight = 256
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.PasswordFile != "" {
+		if _, err := readPassword(opts.PasswordFile); err != nil {
+			return nil, fmt.Errorf("uplink: %w", err)
+		}
+	}
+	if _, err := tlsConfig(opts, "localhost"); err != nil {
+		return nil, fmt.Errorf("uplink: %w", err)
+	}
+	u := &Uplink{
+		db:        db,
+		opts:      opts,
+		log:       opts.Logger.With("component", "uplink"),
+		root:      opts.Prefix + "/" + opts.Site + "/" + opts.Node,
+		wake:      make(chan struct{}, 1),
+		retained:  map[string][]byte{},
+		retainGen: map[string]uint64{},
+	}
+	if err := u.openQueue(); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// Root is the root topic R.
+func (u *Uplink) Root() string { return u.root }
+
+// OnCommand sets the handler for validated commands from R/cmd. The reply is ok:true when it
+// returns nil, ok:false with the error's text otherwise. Without a handler every command is
+// refused. The handler runs on one goroutine, one command at a time.
+func (u *Uplink) OnCommand(h func(ctx context.Context, c Command) error) {
+	u.mu.Lock()
+	u.handler = h
+	u.mu.Unlock()
+}
+
+// Status returns the current state.
+func (u *Uplink) Status() Status {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	acked := len(u.acked[0]) + len(u.acked[1])
+	return Status{
+		Connected:   u.connected,
+		Broker:      u.broker,
+		Queued:      u.count[0] + u.count[1] - acked,
+		QueuedBytes: u.bytes[0] + u.bytes[1] - u.ackedB,
+		Incidents:   u.count[kindIncident] - len(u.acked[kindIncident]),
+		Dropped:     u.dropped.Load(),
+		Published:   u.published.Load(),
+		Reconnects:  u.reconnects.Load(),
+		LastError:   u.lastErr,
+	}
+}
+
+// Telemetry enqueues one telemetry message with these readings under the next telemetry seq.
+// It returns once the message is on disk.
+func (u *Uplink) Telemetry(rs []Reading) error {
+	if rs == nil {
+		rs = []Reading{}
+	}
+	ts := formatTime(time.Now())
+	return u.enqueue(kindTelemetry, func(seq uint64) ([]byte, error) {
+		return json.Marshal(struct {
+			Seq      uint64    `json:"seq"`
+			TS       string    `json:"ts"`
+			Readings []Reading `json:"readings"`
+		}{seq, ts, rs})
+	})
+}
+
+// Incident enqueues one incident event under the next incidents seq. It returns once the
+// message is on disk. Incidents are never dropped by the queue cap.
+func (u *Uplink) Incident(in Incident) error {
+	if in.TS == "" {
+		in.TS = formatTime(time.Now())
+	}
+	return u.enqueue(kindIncident, func(seq uint64) ([]byte, error) {
+		return json.Marshal(struct {
+			Seq uint64 `json:"seq"`
+			Incident
+		}{seq, in})
+	})
+}
+
+// reserved subtopics belong to the contract and cannot be used by Retain.
+var reserved = map[string]bool{"state": true, "telemetry": true, "incidents": true, "cmd": true}
+
+// Retain publishes payload (JSON-encoded) retained with QoS 1 on R/subtopic, now if connected
+// and again after every reconnect. Only the latest payload per subtopic is kept, in memory.
+func (u *Uplink) Retain(subtopic string, payload any) error {
+	first, _, _ := strings.Cut(subtopic, "/")
+	if subtopic == "" || reserved[first] || strings.ContainsAny(subtopic, "+#\x00") ||
+		strings.HasPrefix(subtopic, "/") || strings.HasSuffix(subtopic, "/") {
+		return fmt.Errorf("uplink: retain: subtopic %q not allowed", subtopic)
+	}
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return fmt.Errorf("uplink: retain %s: %w", subtopic, err)
+	}
+	u.mu.Lock()
+	u.gen++
+	u.retained[subtopic] = b
+	u.retainGen[subtopic] = u.gen
+	u.mu.Unlock()
+	u.poke()
+	return nil
+}
+
+func (u *Uplink) poke() {
+	select {
+	case u.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (u *Uplink) setErr(err error) {
+	u.mu.Lock()
+	u.lastErr = err.Error()
+	u.mu.Unlock()
+}
+
+// formatTime writes RFC 3339 UTC with milliseconds, as sensors.FormatTime does.
+func formatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+
+func readPassword(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read password file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimRight(line, "\r"), nil
+}

@@ -1,0 +1,276 @@
+package uplink
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rackwatch/rackwatch/internal/testpeer"
+	"go.etcd.io/bbolt"
+)
+
+const root = "rackwatch/site1/node1"
+
+func openDB(t testing.TB, path string) *bbolt.DB {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func testOptions(brokers ...string) Options {
+	return Options{
+		Brokers: brokers, Prefix: "rackwatch", Site: "site1", Node: "node1",
+		Version: "test", BootID: "boot-1",
+		BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+		ProbeInterval: 300 * time.Millisecond, ConnectTimeout: 5 * time.Second,
+		Logger: testLogger(),
+	}
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("UPLINK_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// running is an Uplink whose Run goroutine the test owns.
+type running struct {
+	*Uplink
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+func (r *running) stop(t testing.TB) {
+	t.Helper()
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return 30s after cancel")
+		}
+	})
+}
+
+func start(t testing.TB, db *bbolt.DB, o Options) *running {
+	t.Helper()
+	u, err := New(db, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{Uplink: u, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- u.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// seqs returns the seq of every message on R/suffix the subscriber saw, in arrival order.
+func seqs(t testing.TB, s *testpeer.Sub, suffix string) []uint64 {
+	t.Helper()
+	var out []uint64
+	for _, p := range s.Matching(root + "/" + suffix) {
+		var m struct {
+			Seq uint64 `json:"seq"`
+		}
+		if err := json.Unmarshal([]byte(p), &m); err != nil {
+			t.Fatalf("bad %s payload %q: %v", suffix, p, err)
+		}
+		out = append(out, m.Seq)
+	}
+	return out
+}
+
+// missing lists the seqs in 1..n that never arrived.
+func missing(got []uint64, n uint64) []uint64 {
+	seen := map[uint64]bool{}
+	for _, s := range got {
+		seen[s] = true
+	}
+	var out []uint64
+	for i := uint64(1); i <= n; i++ {
+		if !seen[i] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func distinct(got []uint64) int {
+	seen := map[uint64]bool{}
+	for _, s := range got {
+		seen[s] = true
+	}
+	return len(seen)
+}
+
+func reading(i int) []Reading {
+	return []Reading{{Device: "ups1", Metric: "input.voltage", Value: 230 + i%5, Unit: "V", Quality: "good", TS: "2026-11-25T06:00:00.000Z"}}
+}
+
+func TestBasics(t *testing.T) {
+	m := testpeer.StartMosquitto(t)
+	sub := m.Subscribe(t, root+"/#", "")
+	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+	defer db.Close()
+	u := start(t, db, testOptions(m.URL))
+
+	testpeer.Eventually(t, 20*time.Second, "state online", func() bool {
+		return len(sub.Matching(root+"/state", `"state":"online"`, `"version":"test"`, `"boot_id":"boot-1"`)) > 0
+	})
+	for i := 0; i < 3; i++ {
+		if err := u.Telemetry(reading(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.Incident(Incident{ID: "inc-1", Event: "opened", Severity: "critical", Rule: "ups1-on-battery",
+		Device: "ups1", Metric: "ups.status", Value: "OB", OpenedAt: "2026-11-25T06:00:00.000Z"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Incident(Incident{ID: "inc-1", Event: "acknowledged", Severity: "critical", By: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.Eventually(t, 20*time.Second, "3 telemetry and 2 incidents", func() bool {
+		return len(seqs(t, sub, "telemetry")) >= 3 && len(seqs(t, sub, "incidents")) >= 2
+	})
+	if got := seqs(t, sub, "telemetry"); fmt.Sprint(got) != "[1 2 3]" {
+		t.Errorf("telemetry seqs %v, want [1 2 3]", got)
+	}
+	if got := seqs(t, sub, "incidents"); fmt.Sprint(got) != "[1 2]" {
+		t.Errorf("incident seqs %v, want [1 2]", got)
+	}
+	tel := sub.Matching(root+"/telemetry", `"seq":1,`)[0]
+	for _, want := range []string{`"readings":[{"device":"ups1","metric":"input.voltage","value":230,"unit":"V","quality":"good","ts":"2026-11-25T06:00:00.000Z"}]`, `"ts":"20`} {
+		if !strings.Contains(tel, want) {
+			t.Errorf("telemetry %s lacks %s", tel, want)
+		}
+	}
+	inc := sub.Matching(root+"/incidents", `"seq":1,`)[0]
+	for _, want := range []string{`"id":"inc-1"`, `"event":"opened"`, `"severity":"critical"`, `"rule":"ups1-on-battery"`,
+		`"value":"OB"`, `"threshold":null`, `"opened_at":"2026-11-25T06:00:00.000Z"`} {
+		if !strings.Contains(inc, want) {
+			t.Errorf("incident %s lacks %s", inc, want)
+		}
+	}
+	if strings.Contains(inc, `"by"`) {
+		t.Errorf("incident %s has an empty by", inc)
+	}
+	if len(sub.Matching(root+"/incidents", `"by":"alice"`)) != 1 {
+		t.Errorf("acknowledged event without by: %v", sub.Matching(root+"/incidents"))
+	}
+	testpeer.Eventually(t, 20*time.Second, "queue empty", func() bool { return u.Status().Queued == 0 })
+	st := u.Status()
+	if !st.Connected || st.Broker != m.URL || st.Published != 5 {
+		t.Errorf("status %+v", st)
+	}
+
+	// Retained topics go out now and again on every connection.
+	if err := u.Retain("kpis", map[string]any{"mtta_s": 12}); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Retain("state", 1); err == nil {
+		t.Error("Retain on the reserved state topic accepted")
+	}
+	testpeer.Eventually(t, 20*time.Second, "kpis", func() bool { return len(sub.Matching(root+"/kpis", `"mtta_s":12`)) == 1 })
+
+	u.stop(t)
+	testpeer.Eventually(t, 20*time.Second, "state offline on clean stop", func() bool {
+		return len(sub.Matching(root+"/state", `"state":"offline"`)) > 0
+	})
+	if st := u.Status(); st.Connected {
+		t.Errorf("still connected after stop: %+v", st)
+	}
+}
+
+// TestSeqSurvivesReopen closes and reopens the database between messages: seq continues, and
+// messages queued while no broker was reachable go out, in order, once one is.
+func TestSeqSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rw.db")
+	m := testpeer.StartMosquitto(t)
+	sub := m.Subscribe(t, root+"/#", "")
+
+	db := openDB(t, path)
+	u, err := New(db, testOptions(m.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := u.Telemetry(reading(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.Incident(Incident{ID: "a", Event: "opened"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := u.Status(); st.Queued != 4 || st.Incidents != 1 || st.QueuedBytes == 0 {
+		t.Errorf("status after 4 enqueues without Run: %+v", st)
+	}
+	db.Close()
+
+	db = openDB(t, path)
+	defer db.Close()
+	r := start(t, db, testOptions(m.URL))
+	if st := r.Status(); st.Queued != 4 {
+		t.Errorf("reopened queue holds %d, want 4", st.Queued)
+	}
+	if err := r.Telemetry(reading(4)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Incident(Incident{ID: "a", Event: "resolved"}); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.Eventually(t, 20*time.Second, "4 telemetry, 2 incidents", func() bool {
+		return len(seqs(t, sub, "telemetry")) >= 4 && len(seqs(t, sub, "incidents")) >= 2
+	})
+	if got := seqs(t, sub, "telemetry"); fmt.Sprint(got) != "[1 2 3 4]" {
+		t.Errorf("telemetry seqs %v, want [1 2 3 4]", got)
+	}
+	if got := seqs(t, sub, "incidents"); fmt.Sprint(got) != "[1 2]" {
+		t.Errorf("incident seqs %v, want [1 2]", got)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+	defer db.Close()
+	for name, o := range map[string]Options{
+		"no broker":     {Prefix: "p", Site: "s", Node: "n"},
+		"bad scheme":    {Brokers: []string{"http://h:1"}, Prefix: "p", Site: "s", Node: "n"},
+		"no port":       {Brokers: []string{"tcp://h"}, Prefix: "p", Site: "s", Node: "n"},
+		"wildcard site": {Brokers: []string{"tcp://h:1"}, Prefix: "p", Site: "s+", Node: "n"},
+		"no node":       {Brokers: []string{"tcp://h:1"}, Prefix: "p", Site: "s"},
+		"qos 2":         {Brokers: []string{"tcp://h:1"}, Prefix: "p", Site: "s", Node: "n", TelemetryQoS: 2},
+		"no password":   {Brokers: []string{"tcp://h:1"}, Prefix: "p", Site: "s", Node: "n", PasswordFile: "/nonexistent"},
+		"no ca":         {Brokers: []string{"ssl://h:1"}, Prefix: "p", Site: "s", Node: "n", CAFile: "/nonexistent"},
+		"cert w/o key":  {Brokers: []string{"ssl://h:1"}, Prefix: "p", Site: "s", Node: "n", CertFile: "/x"},
+	} {
+		if _, err := New(db, o); err == nil {
+			t.Errorf("%s: New accepted %+v", name, o)
+		}
+	}
+	if _, err := New(nil, testOptions("tcp://h:1")); err == nil {
+		t.Error("New accepted a nil db")
+	}
+}
+
+func sorted(s []uint64) []uint64 {
+	s = append([]uint64(nil), s...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s
+}
