@@ -53,6 +53,9 @@ type SNMPv3 struct {
 	// AuthPass and PrivPass may be given inline for tests and demos; files are preferred.
 	AuthPass string `yaml:"auth_password"`
 	PrivPass string `yaml:"priv_password"`
+	// EngineID (hex) is the sending engine's id, for the trap receiver's v3 users: a trap's
+	// sender is the authoritative engine (snmptrapd's createUser -e).
+	EngineID string `yaml:"engine_id"`
 }
 
 // MetricSpec is one OID of a generic snmp device.

@@ -2,8 +2,10 @@ package site
 
 import (
 	"sync"
+	"time"
 
 	"github.com/rackwatch/rackwatch/daemon/web"
+	"github.com/rackwatch/rackwatch/drivers/snmptrap"
 )
 
 // hub fans events out to the page's server-sent-event streams. A slow reader loses events
@@ -39,4 +41,8 @@ func (h *hub) publish(e web.Event) {
 		default:
 		}
 	}
+}
+
+func (h *hub) publishTrap(t snmptrap.Trap, from string) {
+	h.publish(web.Event{Type: "trap", Data: map[string]any{"from": from, "trap": t.Name, "oid": t.TrapOID, "alarm": t.Alarm, "ts": t.Time.UTC().Format(time.RFC3339)}})
 }

@@ -74,6 +74,7 @@ type Site struct {
 	metrics  *metrics
 	kpis     *kpi.Log
 
+	traps   *trapState
 	webAddr net.Addr
 	nutAddr net.Addr
 	nut     nutServer
@@ -243,6 +244,10 @@ func (s *Site) run(ctx context.Context) error {
 		wl.Close()
 		return err
 	}
+	if err := s.startTraps(ctx); err != nil {
+		wl.Close()
+		return err
+	}
 
 	wg.Add(1)
 	go func() {
@@ -319,6 +324,7 @@ func (s *Site) housekeeping(ctx context.Context) {
 			s.inc.Tick(now)
 			s.mu.Lock()
 			s.policies.tick(now)
+			s.trapsTick(now)
 			s.mu.Unlock()
 		}
 	}
@@ -381,6 +387,7 @@ func (s *Site) ingest(res poll.Result) {
 		s.applyChange(c)
 	}
 	s.policies.observe(res)
+	s.trapsObserve(res.Device, res.Readings, res.At)
 	if len(res.Readings) > 0 {
 		s.hub.publish(web.Event{Type: "reading", Data: res.Readings})
 	}
