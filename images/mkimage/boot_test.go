@@ -185,6 +185,9 @@ func startVM(t *testing.T, qemu string, c vmConfig) *vm {
 		"-chardev", "socket,id=ups0,path=" + c.upsSock,
 		"-device", "virtio-serial-device",
 		"-device", "virtconsole,chardev=ups0,name=ups",
+		// A hardware watchdog (/dev/watchdog): /init arms and feeds it. Unfed, it resets the
+		// guest, and with -no-reboot QEMU would exit.
+		"-device", "i6300esb", "-action", "watchdog=reset",
 	}
 	cmd := exec.Command(qemu, args...)
 	v.proc = &testpeer.Proc{Cmd: cmd}
@@ -388,6 +391,9 @@ func TestBoot(t *testing.T) {
 	page := v.waitHTTP(t, "/", 60*time.Second)
 	t.Logf("status page answered %v after QEMU started (%d bytes)", time.Since(start).Round(100*time.Millisecond), len(page))
 
+	if v.consoleCount("hardware watchdog armed") != 1 {
+		t.Error("/init did not arm the i6300esb watchdog")
+	}
 	testpeer.Eventually(t, 30*time.Second, `state "online" on rackwatch/demo/qemu/state through guestfwd`, func() bool {
 		return len(sub.Matching("rackwatch/demo/qemu/state", `"online"`)) > 0
 	})

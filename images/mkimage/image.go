@@ -180,7 +180,7 @@ func kernelNotice(kernel string) (notice, license []byte, err error) {
 	if len(series) > 0 {
 		fmt.Fprintf(&b, "Patches applied (in the module's _build folder): %s\n", bytes.Join(bytes.Fields(series), []byte(", ")))
 	}
-	fmt.Fprintf(&b, "Configuration: upstream defconfig plus the module's _build/config.addendum.txt,\n"+
+	fmt.Fprintf(&b, "Configuration: gokrazy's base config plus the module's _build/config.addendum.txt,\n"+
 		"built by github.com/gokrazy/autoupdate/cmd/gokr-rebuild-kernel (-cross=arm64).\n"+
 		"Source and build files: https://github.com/gokrazy/kernel.arm64 at that version.\n")
 	return b.Bytes(), license, nil
