@@ -58,7 +58,24 @@ type rule struct {
 	level   Level
 	pending Level     // level the condition asks for, waiting out `for`
 	since   time.Time // when pending started
+
+	// Boxing a float64 or a string into an interface allocates. A Change carries its value and
+	// threshold as interfaces, so the thresholds are boxed once here, and the last two values
+	// a change carried are kept boxed: a contact, a status or a flapping reading goes back and
+	// forth between two values, and the hot path stays free of allocations (BenchmarkEval*).
+	fixed any    // StatusHas or Equals as published
+	thr   [4]any // CritAbove, CritBelow, WarnAbove, WarnBelow boxed (nil when unset)
+	vals  [2]any // the last two values carried, newest first
 }
+
+// Threshold slots in rule.thr.
+const (
+	thrCritAbove = iota
+	thrCritBelow
+	thrWarnAbove
+	thrWarnBelow
+	thrNone = -1
+)
 
 // Engine holds every rule's state.
 type Engine struct {
@@ -71,6 +88,17 @@ func New(rs []config.Rule) *Engine {
 	e := &Engine{by: map[[2]string][]*rule{}}
 	for _, r := range rs {
 		c := &rule{Rule: r}
+		switch {
+		case r.StatusHas != "":
+			c.fixed = r.StatusHas
+		case r.Equals != nil:
+			c.fixed = r.Equals.JSON()
+		}
+		for i, t := range []*float64{r.CritAbove, r.CritBelow, r.WarnAbove, r.WarnBelow} {
+			if t != nil {
+				c.thr[i] = *t
+			}
+		}
 		e.rules = append(e.rules, c)
 		k := [2]string{r.Device, r.Metric}
 		e.by[k] = append(e.by[k], c)
@@ -131,27 +159,53 @@ func (e *Engine) Eval(rd sensors.Reading, now time.Time, out []Change) []Change 
 	return out
 }
 
-func (r *rule) change(rd sensors.Reading, to Level, thr float64, now time.Time) Change {
-	var threshold any = thr
+func (r *rule) change(rd sensors.Reading, to Level, thr int, now time.Time) Change {
+	var threshold any = 0.0
 	switch {
-	case r.StatusHas != "":
-		threshold = r.StatusHas
-	case r.Equals != nil:
-		threshold = r.Equals.JSON()
+	case r.fixed != nil:
+		threshold = r.fixed
+	case thr != thrNone:
+		threshold = r.thr[thr]
 	}
-	c := Change{Rule: r.Name, Device: r.Device, Metric: r.Metric, From: r.level, To: to, Value: rd.JSONValue(), Threshold: threshold, At: now}
+	c := Change{Rule: r.Name, Device: r.Device, Metric: r.Metric, From: r.level, To: to, Value: r.value(rd), Threshold: threshold, At: now}
 	r.level, r.pending = to, to
 	return c
 }
 
-// want is the level the reading asks for, with hysteresis against the current level.
-func (r *rule) want(rd sensors.Reading) (Level, float64) {
+// value is rd.JSONValue(), reusing a boxed copy when the value is one of the last two.
+func (r *rule) value(rd sensors.Reading) any {
+	if rd.Quality == sensors.Error {
+		return nil
+	}
+	for i, v := range r.vals {
+		same := false
+		switch v := v.(type) {
+		case float64:
+			same = !rd.IsText && v == rd.Value
+		case string:
+			same = rd.IsText && v == rd.Text
+		}
+		if same {
+			if i == 1 {
+				r.vals[0], r.vals[1] = r.vals[1], r.vals[0]
+			}
+			return v
+		}
+	}
+	v := rd.JSONValue()
+	r.vals[0], r.vals[1] = v, r.vals[0]
+	return v
+}
+
+// want is the level the reading asks for, with hysteresis against the current level, and the
+// threshold (a slot of rule.thr) it was judged against.
+func (r *rule) want(rd sensors.Reading) (Level, int) {
 	switch {
 	case r.StatusHas != "":
 		if hasFlag(rd.Text, r.StatusHas) {
-			return sev(r.Severity), 0
+			return sev(r.Severity), thrNone
 		}
-		return None, 0
+		return None, thrNone
 	case r.Equals != nil:
 		eq := false
 		if r.Equals.IsText {
@@ -160,12 +214,12 @@ func (r *rule) want(rd sensors.Reading) (Level, float64) {
 			eq = !rd.IsText && rd.Value == r.Equals.Num
 		}
 		if eq {
-			return sev(r.Severity), 0
+			return sev(r.Severity), thrNone
 		}
-		return None, 0
+		return None, thrNone
 	}
 	if rd.IsText {
-		return r.level, 0
+		return r.level, thrNone
 	}
 	v, h := rd.Value, r.Hysteresis
 	// above: entering at > t; staying while > t - h (if already at or beyond that level).
@@ -189,25 +243,25 @@ func (r *rule) want(rd sensors.Reading) (Level, float64) {
 	}
 	switch {
 	case above(r.CritAbove, Critical):
-		return Critical, *r.CritAbove
+		return Critical, thrCritAbove
 	case below(r.CritBelow, Critical):
-		return Critical, *r.CritBelow
+		return Critical, thrCritBelow
 	case above(r.WarnAbove, Warning):
-		return Warning, *r.WarnAbove
+		return Warning, thrWarnAbove
 	case below(r.WarnBelow, Warning):
-		return Warning, *r.WarnBelow
+		return Warning, thrWarnBelow
 	}
 	switch {
 	case r.CritAbove != nil:
-		return None, *r.CritAbove
+		return None, thrCritAbove
 	case r.WarnAbove != nil:
-		return None, *r.WarnAbove
+		return None, thrWarnAbove
 	case r.CritBelow != nil:
-		return None, *r.CritBelow
+		return None, thrCritBelow
 	case r.WarnBelow != nil:
-		return None, *r.WarnBelow
+		return None, thrWarnBelow
 	}
-	return None, 0
+	return None, thrNone
 }
 
 func sev(s string) Level {
