@@ -28,6 +28,17 @@ func openDB(t testing.TB, path string) *bbolt.DB {
 	return db
 }
 
+// startMosquitto is testpeer.StartMosquitto that keeps its store across a restart: run as
+// root, mosquitto drops to its own user, which cannot write the test's 0700 temp folder, and
+// then loses every persistent session (and the messages queued in it) on Stop.
+func startMosquitto(t testing.TB, extra ...string) *testpeer.Mosquitto {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		extra = append([]string{"user root"}, extra...)
+	}
+	return testpeer.StartMosquitto(t, extra...)
+}
+
 func testOptions(brokers ...string) Options {
 	return Options{
 		Brokers: brokers, Prefix: "rackwatch", Site: "site1", Node: "node1",
@@ -125,7 +136,7 @@ func reading(i int) []Reading {
 }
 
 func TestBasics(t *testing.T) {
-	m := testpeer.StartMosquitto(t)
+	m := startMosquitto(t)
 	sub := m.Subscribe(t, root+"/#", "")
 	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
 	defer db.Close()
@@ -202,7 +213,7 @@ func TestBasics(t *testing.T) {
 // messages queued while no broker was reachable go out, in order, once one is.
 func TestSeqSurvivesReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rw.db")
-	m := testpeer.StartMosquitto(t)
+	m := startMosquitto(t)
 	sub := m.Subscribe(t, root+"/#", "")
 
 	db := openDB(t, path)

@@ -1,0 +1,322 @@
+package uplink
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rackwatch/rackwatch/internal/testpeer"
+	"go.etcd.io/bbolt"
+)
+
+// TestMain lets the test binary double as the publisher that TestSIGKILL kills.
+func TestMain(m *testing.M) {
+	if os.Getenv("UPLINK_CHILD_DB") != "" {
+		os.Exit(child())
+	}
+	os.Exit(m.Run())
+}
+
+// child publishes telemetry every 2 ms and an incident every 20 ms through an Uplink until it
+// is killed.
+func child() int {
+	db, err := bbolt.Open(os.Getenv("UPLINK_CHILD_DB"), 0o600, &bbolt.Options{Timeout: 10 * time.Second})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	u, err := New(db, testOptions(os.Getenv("UPLINK_CHILD_BROKER")))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	go u.Run(context.Background())
+	for i := 0; ; i++ {
+		if err := u.Telemetry(reading(i)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		if i%10 == 0 {
+			if err := u.Incident(Incident{ID: fmt.Sprint("inc-", i), Event: "opened", Severity: "warning"}); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 2
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// lastSeqs reads the highest seq ever assigned per topic from the database file.
+func lastSeqs(t testing.TB, db *bbolt.DB) (incidents, telemetry uint64) {
+	t.Helper()
+	err := db.View(func(tx *bbolt.Tx) error {
+		incidents = tx.Bucket(bucketNames[kindIncident]).Sequence()
+		telemetry = tx.Bucket(bucketNames[kindTelemetry]).Sequence()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return
+}
+
+// publisher calls Telemetry every 10 ms and Incident every 100 ms until stopped.
+type publisher struct {
+	stop chan struct{}
+	done chan struct{}
+	n    atomic.Int64
+}
+
+func publish(t testing.TB, u *Uplink) *publisher {
+	p := &publisher{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for i := 0; ; i++ {
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if err := u.Telemetry(reading(i)); err != nil {
+				t.Error(err)
+				return
+			}
+			if i%10 == 0 {
+				if err := u.Incident(Incident{ID: fmt.Sprint("inc-", i), Event: "opened", Severity: "warning"}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			p.n.Add(1)
+		}
+	}()
+	t.Cleanup(p.halt)
+	return p
+}
+
+func (p *publisher) halt() {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+	<-p.done
+}
+
+// checkComplete waits until the subscribers together saw every seq the database ever
+// assigned, on both topics.
+func checkComplete(t *testing.T, db *bbolt.DB, subs ...*testpeer.Sub) {
+	t.Helper()
+	ni, nt := lastSeqs(t, db)
+	if ni == 0 || nt == 0 {
+		t.Fatalf("nothing was published (incidents %d, telemetry %d)", ni, nt)
+	}
+	all := func(kind string) []uint64 {
+		var got []uint64
+		for _, s := range subs {
+			got = append(got, seqs(t, s, kind)...)
+		}
+		return got
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mi, mt := missing(all("incidents"), ni), missing(all("telemetry"), nt)
+		if len(mi) == 0 && len(mt) == 0 {
+			t.Logf("all %d telemetry and %d incident seqs arrived (%d and %d messages with duplicates)",
+				nt, ni, len(all("telemetry")), len(all("incidents")))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s, missing incidents %v, missing telemetry %v (of %d, %d)", head(mi), head(mt), ni, nt)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func head(s []uint64) string {
+	if len(s) > 20 {
+		return fmt.Sprint(s[:20], "... ", len(s), " in all")
+	}
+	return fmt.Sprint(s)
+}
+
+// TestBrokerOutage stops mosquitto for a few seconds during steady publishing: every seq
+// arrives at a persistent subscriber once the broker is back. UPLINK_OUTAGE=30s runs the
+// issue's full 30 s.
+func TestBrokerOutage(t *testing.T) {
+	outage := 3 * time.Second
+	if s := os.Getenv("UPLINK_OUTAGE"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outage = d
+	}
+	m := startMosquitto(t)
+	sub := m.Subscribe(t, root+"/#", "outage-sub")
+	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+	defer db.Close()
+	u := start(t, db, testOptions(m.URL))
+	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
+	p := publish(t, u.Uplink)
+	testpeer.Eventually(t, 20*time.Second, "telemetry flowing", func() bool { return len(seqs(t, sub, "telemetry")) > 20 })
+
+	m.Stop()
+	before := p.n.Load()
+	testpeer.Eventually(t, 20*time.Second, "uplink sees the outage", func() bool { return !u.Status().Connected })
+	time.Sleep(outage) // the outage itself, not a wait for a condition
+	if queued := u.Status().Queued; queued == 0 || p.n.Load() == before {
+		t.Fatalf("nothing queued during the outage (queued %d)", queued)
+	}
+	m.Start()
+	testpeer.Eventually(t, 30*time.Second, "reconnected", func() bool { return u.Status().Connected })
+	testpeer.Eventually(t, 20*time.Second, "more telemetry", func() bool { return len(seqs(t, sub, "telemetry")) > int(p.n.Load())/2 })
+	p.halt()
+	checkComplete(t, db, sub)
+	testpeer.Eventually(t, 20*time.Second, "queue empty", func() bool { return u.Status().Queued == 0 })
+	if n := len(sub.Matching(root+"/state", `"state":"online"`)); n < 2 {
+		t.Errorf("state online seen %d times, want it again after the reconnect", n)
+	}
+}
+
+// TestSIGKILL kills a publishing process 5 times at random moments; a last run delivers the
+// rest. No seq may be missing.
+func TestSIGKILL(t *testing.T) {
+	m := startMosquitto(t)
+	sub := m.Subscribe(t, root+"/#", "kill-sub")
+	path := filepath.Join(t.TempDir(), "rw.db")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		p := testpeer.StartEnv(t, []string{"UPLINK_CHILD_DB=" + path, "UPLINK_CHILD_BROKER=" + m.URL}, self)
+		n := len(seqs(t, sub, "telemetry"))
+		testpeer.Eventually(t, 30*time.Second, "child publishing", func() bool { return len(seqs(t, sub, "telemetry")) > n+10 })
+		time.Sleep(time.Duration(rand.IntN(500)) * time.Millisecond) // the random moment
+		if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		p.Cmd.Wait()
+		if out := p.Output(); out != "" {
+			t.Logf("child %d said: %s", i, out)
+		}
+	}
+	testpeer.Eventually(t, 20*time.Second, "offline will after a SIGKILL", func() bool {
+		return len(sub.Matching(root+"/state", `"state":"offline"`)) > 0
+	})
+	db := openDB(t, path)
+	defer db.Close()
+	u := start(t, db, testOptions(m.URL))
+	testpeer.Eventually(t, 30*time.Second, "queue drained", func() bool { return u.Status().Connected && u.Status().Queued == 0 })
+	checkComplete(t, db, sub)
+}
+
+// TestFailover: two brokers; the first stops, the second takes over; the first comes back,
+// traffic returns to it. No seq is lost on the way.
+func TestFailover(t *testing.T) {
+	m1, m2 := startMosquitto(t), startMosquitto(t)
+	sub1 := m1.Subscribe(t, root+"/#", "fo-sub1")
+	sub2 := m2.Subscribe(t, root+"/#", "fo-sub2")
+	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+	defer db.Close()
+	u := start(t, db, testOptions(m1.URL, m2.URL))
+	testpeer.Eventually(t, 20*time.Second, "on broker 1", func() bool { return u.Status().Connected && u.Status().Broker == m1.URL })
+	p := publish(t, u.Uplink)
+	testpeer.Eventually(t, 20*time.Second, "telemetry on broker 1", func() bool { return len(seqs(t, sub1, "telemetry")) > 10 })
+
+	m1.Stop()
+	testpeer.Eventually(t, 20*time.Second, "on broker 2", func() bool { return u.Status().Connected && u.Status().Broker == m2.URL })
+	testpeer.Eventually(t, 20*time.Second, "telemetry on broker 2", func() bool { return len(seqs(t, sub2, "telemetry")) > 10 })
+	if len(sub2.Matching(root+"/state", `"state":"online"`)) == 0 {
+		t.Error("no state online on broker 2")
+	}
+
+	m1.Start()
+	testpeer.Eventually(t, 20*time.Second, "back on broker 1", func() bool { return u.Status().Connected && u.Status().Broker == m1.URL })
+	n1 := len(seqs(t, sub1, "telemetry"))
+	testpeer.Eventually(t, 20*time.Second, "telemetry on broker 1 again", func() bool { return len(seqs(t, sub1, "telemetry")) > n1+10 })
+	testpeer.Eventually(t, 20*time.Second, "offline on broker 2 after leaving it", func() bool {
+		return len(sub2.Matching(root+"/state", `"state":"offline"`)) > 0
+	})
+	p.halt()
+	checkComplete(t, db, sub1, sub2)
+}
+
+// TestQueueCap fills a small queue while no broker is reachable: the oldest telemetry is
+// dropped, reported and counted; every incident is delivered.
+func TestQueueCap(t *testing.T) {
+	m := startMosquitto(t)
+	sub := m.Subscribe(t, root+"/#", "")
+	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+	defer db.Close()
+	o := testOptions(m.URL)
+	o.QueueMaxBytes = 12000
+	var (
+		mu    sync.Mutex
+		drops []Drop
+	)
+	o.OnDrop = func(d Drop) {
+		mu.Lock()
+		drops = append(drops, d)
+		mu.Unlock()
+	}
+	u, err := New(db, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const nt, ni = 200, 40
+	for i := 0; i < nt; i++ {
+		if err := u.Telemetry(reading(i)); err != nil {
+			t.Fatal(err)
+		}
+		if i%5 == 0 {
+			if err := u.Incident(Incident{ID: fmt.Sprint("inc-", i), Event: "opened", Severity: "critical", Note: strings.Repeat("x", 10)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st := u.Status()
+	if st.Dropped == 0 || st.Incidents != ni {
+		t.Fatalf("status after filling: %+v", st)
+	}
+	mu.Lock()
+	var reported uint64
+	for _, d := range drops {
+		reported += uint64(d.Messages)
+	}
+	last := drops[len(drops)-1]
+	mu.Unlock()
+	if reported != st.Dropped || last.Total != st.Dropped {
+		t.Errorf("OnDrop reported %d (total %d), status says %d", reported, last.Total, st.Dropped)
+	}
+	// The cap holds as long as there is telemetry to drop; incidents alone may exceed it.
+	if st.QueuedBytes > o.QueueMaxBytes {
+		t.Errorf("queue holds %d bytes, cap %d", st.QueuedBytes, o.QueueMaxBytes)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- u.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testpeer.Eventually(t, 20*time.Second, "queue drained", func() bool { return u.Status().Connected && u.Status().Queued == 0 })
+	testpeer.Eventually(t, 20*time.Second, "every incident", func() bool { return len(missing(seqs(t, sub, "incidents"), ni)) == 0 })
+	got := sorted(seqs(t, sub, "telemetry"))
+	if uint64(len(got))+st.Dropped != nt {
+		t.Errorf("%d telemetry delivered + %d dropped != %d", len(got), st.Dropped, nt)
+	}
+	// What survived is the newest telemetry, contiguous up to the last.
+	for i, s := range got {
+		if s != nt-uint64(len(got))+uint64(i)+1 {
+			t.Fatalf("delivered telemetry %v is not the newest contiguous run", got)
+		}
+	}
+}
