@@ -84,7 +84,7 @@ func main() {
 		defer close(done)
 		sup.run(ctx)
 	}()
-	go reap(ctx, sup)
+	go reap(context.Background(), sup)
 	go wd.feed(ctx, 5*time.Second)
 	go readConsole(ctx, os.Stdin, sup, reboot)
 	go handleSignals(ctx, reboot)

@@ -18,15 +18,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const (
-	backoffMin = time.Second
-	backoffMax = 30 * time.Second
-	// A run longer than this counts as healthy: the next failure starts the backoff afresh.
-	healthyRun = 60 * time.Second
-	// watchdogUsec is what rackwatch is told (WATCHDOG_USEC); go-systemd pings at half that.
-	watchdogInterval = 30 * time.Second
-	stopTimeout      = 20 * time.Second
-)
+// timing is how the supervisor paces restarts; tests shorten it.
+type timing struct {
+	backoffMin, backoffMax time.Duration
+	// A run longer than healthyRun counts as good: the next failure starts the backoff afresh.
+	healthyRun time.Duration
+	// watchdog is what rackwatch is told (WATCHDOG_USEC); go-systemd pings at half that, and
+	// a silence of this long after READY=1 gets it killed.
+	watchdog    time.Duration
+	stopTimeout time.Duration
+}
+
+var defaultTiming = timing{
+	backoffMin: time.Second, backoffMax: 30 * time.Second, healthyRun: 60 * time.Second,
+	watchdog: 30 * time.Second, stopTimeout: 20 * time.Second,
+}
 
 // supervisor runs one program and restarts it when it exits. PID 1 reaps every process, so
 // the program is started with ForkExec and its exit is delivered by reap, not by os/exec.
@@ -34,6 +40,8 @@ type supervisor struct {
 	path   string
 	argv   []string
 	notify string
+	dir    string // working folder and HOME
+	timing timing
 
 	kill   chan struct{} // console "kill": SIGKILL the program
 	exited chan syscall.WaitStatus
@@ -46,7 +54,7 @@ type supervisor struct {
 }
 
 func newSupervisor(path string, argv []string, notify string) *supervisor {
-	return &supervisor{path: path, argv: argv, notify: notify,
+	return &supervisor{path: path, argv: argv, notify: notify, dir: dataMount, timing: defaultTiming,
 		kill: make(chan struct{}, 1), exited: make(chan syscall.WaitStatus, 1)}
 }
 
@@ -69,7 +77,7 @@ func (s *supervisor) run(ctx context.Context) {
 		go func() { <-nctx.Done(); conn.Close() }()
 	}
 
-	backoff := backoffMin
+	backoff := s.timing.backoffMin
 	check := time.NewTicker(time.Second)
 	defer check.Stop()
 	for {
@@ -84,28 +92,28 @@ func (s *supervisor) run(ctx context.Context) {
 			}
 			slog.Error("rackwatch exited; restarting", "pid", pid, "status", describe(ws), "after", backoff)
 		}
-		if time.Since(started) > healthyRun {
-			backoff = backoffMin
+		if time.Since(started) > s.timing.healthyRun {
+			backoff = s.timing.backoffMin
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, backoffMax)
+		backoff = min(2*backoff, s.timing.backoffMax)
 	}
 }
 
 func (s *supervisor) start() (int, error) {
 	env := append(os.Environ(),
 		"NOTIFY_SOCKET="+s.notify,
-		"WATCHDOG_USEC="+itoa(watchdogInterval.Microseconds()),
-		"HOME=/data", "TZ=UTC")
+		"WATCHDOG_USEC="+itoa(s.timing.watchdog.Microseconds()),
+		"HOME="+s.dir, "TZ=UTC")
 	// Hold the lock across the fork so that reap cannot see the exit of a pid not yet recorded.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pid, err := syscall.ForkExec(s.path, s.argv, &syscall.ProcAttr{
-		Dir:   "/data",
+		Dir:   s.dir,
 		Env:   env,
 		Files: []uintptr{0, 1, 2},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
@@ -138,7 +146,7 @@ func (s *supervisor) wait(ctx context.Context, pid int, tick <-chan time.Time) s
 			unix.Kill(pid, unix.SIGKILL)
 		case <-tick:
 			s.mu.Lock()
-			overdue := s.ready && !s.lastPing.IsZero() && time.Since(s.lastPing) > watchdogInterval
+			overdue := s.ready && !s.lastPing.IsZero() && time.Since(s.lastPing) > s.timing.watchdog
 			s.mu.Unlock()
 			if overdue {
 				slog.Error("rackwatch stopped its watchdog pings: killing it", "pid", pid)
@@ -150,7 +158,7 @@ func (s *supervisor) wait(ctx context.Context, pid int, tick <-chan time.Time) s
 			case ws := <-s.exited:
 				slog.Info("rackwatch stopped", "status", describe(ws))
 				return ws
-			case <-time.After(stopTimeout):
+			case <-time.After(s.timing.stopTimeout):
 				slog.Error("rackwatch ignored SIGTERM: killing it")
 				unix.Kill(pid, unix.SIGKILL)
 				return <-s.exited
@@ -214,7 +222,8 @@ func parseNotify(b []byte) map[string]string {
 	return m
 }
 
-// reap collects every child that exits: as PID 1 we inherit every orphan in the system.
+// reap collects every child that exits until ctx ends: as PID 1 we inherit every orphan in
+// the system. main never ends it: stopping rackwatch at shutdown needs its exit reaped.
 func reap(ctx context.Context, s *supervisor) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, unix.SIGCHLD)
@@ -229,11 +238,11 @@ func reap(ctx context.Context, s *supervisor) {
 			s.exit(pid, ws)
 		}
 		select {
+		case <-ctx.Done():
+			return
 		case <-sig:
 		case <-time.After(time.Second): // a missed SIGCHLD costs at most a second
 		}
-		// ctx is not checked: reaping continues until the reboot.
-		_ = ctx
 	}
 }
 
