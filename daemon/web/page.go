@@ -439,7 +439,7 @@ func build(st Status, now time.Time) pageData {
 			if d.Error != "" {
 				msg += ": " + d.Error
 			}
-			reasons = append(reasons, reason{lvlWarn, msg})
+			reasons = append(reasons, reason{level: lvlWarn, text: msg})
 		}
 		switch kind(d, isRelay) {
 		case "ups":
@@ -477,9 +477,9 @@ func build(st Status, now time.Time) pageData {
 				u.Extra = append(u.Extra, kv{m, fmtValue(d.Readings[m]), rkey(d.ID, m)})
 			}
 			if strings.Contains(" "+u.Flags+" ", " LB ") || strings.Contains(" "+u.Flags+" ", " FSD ") {
-				reasons = append(reasons, reason{lvlCrit, fmt.Sprintf("%s: %s, %s left", d.ID, u.Words, orDash(u.Runtime))})
+				reasons = append(reasons, reason{level: lvlCrit, text: fmt.Sprintf("%s: %s, %s left", d.ID, u.Words, orDash(u.Runtime))})
 			} else if strings.Contains(" "+u.Flags+" ", " OB ") {
-				reasons = append(reasons, reason{lvlWarn, fmt.Sprintf("%s on battery, %s left", d.ID, orDash(u.Runtime))})
+				reasons = append(reasons, reason{level: lvlWarn, text: fmt.Sprintf("%s on battery, %s left", d.ID, orDash(u.Runtime))})
 			}
 			p.UPS = append(p.UPS, u)
 		case "feed":
@@ -559,13 +559,13 @@ func build(st Status, now time.Time) pageData {
 		if in.AckedBy != "" {
 			what += " (acknowledged by " + in.AckedBy + ")"
 		}
-		reasons = append(reasons, reason{sev, what})
+		reasons = append(reasons, reason{sev, what, in.AckedBy != ""})
 	}
 	if p.Power != nil && p.Power.Level != lvlOK {
-		reasons = append(reasons, reason{p.Power.Level, "Power: " + p.Power.Words})
+		reasons = append(reasons, reason{level: p.Power.Level, text: "Power: " + p.Power.Words})
 	}
 	if p.Cooling != nil && p.Cooling.Level != lvlOK {
-		reasons = append(reasons, reason{p.Cooling.Level, "Cooling: " + p.Cooling.Words})
+		reasons = append(reasons, reason{level: p.Cooling.Level, text: "Cooling: " + p.Cooling.Words})
 	}
 	p.Banner = mkBanner(reasons)
 	return p
@@ -606,12 +606,20 @@ func mkRelay(r Relay, role string) relayView {
 	return v
 }
 
-type reason struct{ level, text string }
+type reason struct {
+	level, text string
+	acked       bool // acknowledged: someone is on it, so it goes after the others
+}
 
 // mkBanner: the worst level wins; reasons are listed worst first, at most five.
 func mkBanner(rs []reason) banner {
 	b := banner{Level: lvlOK, Title: "OK"}
-	sort.SliceStable(rs, func(i, j int) bool { return rank(rs[i].level) > rank(rs[j].level) })
+	sort.SliceStable(rs, func(i, j int) bool {
+		if rank(rs[i].level) != rank(rs[j].level) {
+			return rank(rs[i].level) > rank(rs[j].level)
+		}
+		return !rs[i].acked && rs[j].acked
+	})
 	for _, r := range rs {
 		b.Level = worse(b.Level, r.level)
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,6 +39,7 @@ type testSite struct {
 type siteOpts struct {
 	mqtt         string // broker URL, "" for no uplink
 	requireLogin bool
+	listen       string // default 127.0.0.1:0
 }
 
 // siteYAML is the demo site's shape with short polls and no script: the tests drive the sim
@@ -57,6 +59,9 @@ func siteYAML(t *testing.T, o siteOpts) string {
 	if err := os.WriteFile(users, []byte("# test users\n"+strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if o.listen == "" {
+		o.listen = "127.0.0.1:0"
+	}
 	mqtt := "mqtt:\n  telemetry_interval: 1s\n"
 	if o.mqtt != "" {
 		mqtt += fmt.Sprintf("  brokers: [%q]\n", o.mqtt)
@@ -65,7 +70,7 @@ func siteYAML(t *testing.T, o siteOpts) string {
 node: rack1
 data_dir: %s
 web:
-  listen: 127.0.0.1:0
+  listen: %s
   users_file: %s
   require_login: %v
 %s
@@ -94,7 +99,7 @@ failover:
     backup_relay: crac2
     on_above: 28
     off_below: 26
-`, filepath.Join(dir, "data"), users, o.requireLogin, mqtt)
+`, filepath.Join(dir, "data"), o.listen, users, o.requireLogin, mqtt)
 }
 
 var deviceIDs = []string{"ups1", "inlet-a", "inlet-b", "feed-a", "door", "leak", "genset", "crac2"}
@@ -102,7 +107,15 @@ var deviceIDs = []string{"ups1", "inlet-a", "inlet-b", "feed-a", "door", "leak",
 // runSite runs a site in-process until the test ends.
 func runSite(t *testing.T, o siteOpts) *testSite {
 	t.Helper()
-	cfg, err := config.Parse("test.yaml", []byte(siteYAML(t, o)))
+	s, _ := startSite(t, siteYAML(t, o))
+	return s
+}
+
+// startSite runs the site that yaml describes; stop (also called when the test ends) stops
+// it and waits until it has.
+func startSite(t *testing.T, yaml string) (*testSite, func()) {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,26 +125,30 @@ func runSite(t *testing.T, o siteOpts) *testSite {
 	go func() {
 		done <- site.Run(ctx, cfg, site.Options{Version: "test", Ready: func(s *site.Site) { ready <- s }})
 	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("site: %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("site: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("site did not stop within 30 s")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("site did not stop within 30 s")
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case s := <-ready:
-		return &testSite{Site: s, URL: "http://" + s.WebAddr().String()}
+		return &testSite{Site: s, URL: "http://" + s.WebAddr().String()}, stop
 	case err := <-done:
 		t.Fatalf("site did not start: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("site did not start in 30 s")
 	}
-	return nil
+	return nil, nil
 }
 
 // client is a browser-like HTTP client: a cookie jar, no automatic redirects (the tests look
