@@ -53,12 +53,14 @@ func splitAddr(a string) (network, addr string, err error) {
 func run(listen, dial string, in io.Reader, out io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The serving goroutines end when ctx does: cancel first, then wait (defers run last
+	// first).
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	var e *upsemu.Emulator
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	switch {
 	case listen != "" && dial != "":
 		return errors.New("-listen and -dial exclude each other")
