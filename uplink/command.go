@@ -22,6 +22,9 @@ func parseCommand(b []byte) (Command, error) {
 	if len(b) > MaxCommandBytes {
 		return c, fmt.Errorf("command of %d bytes exceeds the limit of %d", len(b), MaxCommandBytes)
 	}
+	if err := checkKeys(b); err != nil {
+		return c, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
@@ -70,6 +73,38 @@ func parseCommand(b []byte) (Command, error) {
 		return c, errors.New(`missing "action"`)
 	}
 	return c, fmt.Errorf("unknown action %q", c.Action)
+}
+
+// checkKeys makes sure the payload is one JSON object whose keys are exactly (in case) the
+// Command's and none comes twice: encoding/json alone would accept "ID" for "id" and keep the
+// last of two "action"s.
+func checkKeys(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("malformed command: not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("malformed command: %w", err)
+		}
+		k, _ := t.(string)
+		switch k {
+		case "id", "action", "incident", "device", "state":
+		default:
+			return fmt.Errorf("malformed command: unknown field %q", k)
+		}
+		if seen[k] {
+			return fmt.Errorf("malformed command: field %q given twice", k)
+		}
+		seen[k] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return fmt.Errorf("malformed command: %w", err)
+		}
+	}
+	return nil
 }
 
 type reply struct {
