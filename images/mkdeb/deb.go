@@ -208,12 +208,24 @@ func checkELF(path string, want elf.Machine) error {
 	return nil
 }
 
-var debVersionRE = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
+var (
+	debVersionRE = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
+	// A bare commit from `git describe --always` in a repository without tags.
+	gitHashRE = regexp.MustCompile(`^([0-9a-f]{7,40})(-dirty)?$`)
+)
 
-// debVersion turns a git-describe version (v1.2.3, v1.2.3-4-gabcdef, v1.2.3-dirty) into a
-// Debian upstream version (1.2.3, 1.2.3+4.gabcdef, 1.2.3+dirty); anything else that is not
-// valid is refused rather than guessed.
+// debVersion turns a git-describe version (v1.2.3, v1.2.3-4-gabcdef, v1.2.3-dirty, or a bare
+// commit abcdef0 when there is no tag) into a Debian upstream version (1.2.3,
+// 1.2.3+4.gabcdef, 1.2.3+dirty, 0.0.0+gabcdef0); anything else that is not valid is refused
+// rather than guessed.
 func debVersion(v string) (string, error) {
+	if m := gitHashRE.FindStringSubmatch(v); m != nil {
+		s := "0.0.0+g" + m[1]
+		if m[2] != "" {
+			s += ".dirty"
+		}
+		return s, nil
+	}
 	s := strings.TrimPrefix(v, "v")
 	s = strings.ReplaceAll(s, "-", "+")
 	if i := strings.IndexByte(s, '+'); i >= 0 {

@@ -223,7 +223,10 @@ func TestDebVersion(t *testing.T) {
 		{"dev", ""},
 		{"", ""},
 		{"1.0 beta", ""},
-		{"abcdef0", ""},
+		{"abcdef0", "0.0.0+gabcdef0"},
+		{"71b64fc-dirty", "0.0.0+g71b64fc.dirty"},
+		{"71b64fc", "0.0.0+g71b64fc"},
+		{"abcdef", ""},
 	} {
 		got, err := debVersion(c.in)
 		if c.want == "" {
