@@ -42,6 +42,13 @@ func ReadReply(r io.Reader, deadline time.Time, complete func([]byte) bool) ([]b
 	var buf []byte
 	chunk := make([]byte, 64)
 	rd, canDeadline := r.(readDeadliner)
+	if canDeadline {
+		// An os.File that the poller does not take (a tty opened blocking) has the method
+		// but no deadlines.
+		if err := rd.SetReadDeadline(deadline); errors.Is(err, os.ErrNoDeadline) {
+			canDeadline = false
+		}
+	}
 	for {
 		now := time.Now()
 		if !now.Before(deadline) {

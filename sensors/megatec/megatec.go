@@ -31,7 +31,9 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tarm/serial"
@@ -129,12 +131,50 @@ func (d *Device) openLocked() error {
 		Name: d.port, Baud: d.baud, Size: 8, Parity: serial.ParityNone, StopBits: serial.Stop1,
 		ReadTimeout: readTick,
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, syscall.ENOTTY):
+		// Not a tty: a virtio-serial port (/dev/vportNpM, how a QEMU guest reaches the
+		// host's UPS) or another byte pipe, which has no line settings to make.
+		f, ferr := openPlain(d.port)
+		if ferr != nil {
+			return fmt.Errorf("%s: open %s: %w", d.id, d.port, ferr)
+		}
+		d.sp = f
+	case err != nil:
 		return fmt.Errorf("%s: open %s: %w", d.id, d.port, err)
+	default:
+		d.sp = p
 	}
-	d.sp = p
-	d.conn = drv.NewConn(p)
+	d.conn = drv.NewConn(d.sp)
 	return nil
+}
+
+// plainPort is a character device that is not a tty, read through Go's poller so that
+// read deadlines work.
+type plainPort struct{ *os.File }
+
+func openPlain(name string) (*plainPort, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|syscall.O_NOCTTY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &plainPort{f}, nil
+}
+
+// Flush drops what arrived before the command is sent (a late reply to an earlier one), as
+// tarm/serial's Flush does for a tty.
+func (p *plainPort) Flush() error {
+	buf := make([]byte, 256)
+	for i := 0; i < 64; i++ {
+		if err := p.SetReadDeadline(time.Now().Add(time.Millisecond)); err != nil {
+			return nil // no deadlines: nothing can be drained without blocking
+		}
+		n, err := p.Read(buf)
+		if n == 0 || err != nil {
+			break
+		}
+	}
+	return p.SetReadDeadline(time.Time{})
 }
 
 func (d *Device) closeLocked() {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -285,5 +287,28 @@ func TestConcurrentPollAndCommand(t *testing.T) {
 	}
 	if n := strings.Count(fmt.Sprint(e.Received()), "Q1"); n < 4 {
 		t.Fatalf("%d Q1 sent", n)
+	}
+}
+
+// TestNotATty: a port that is not a tty (a QEMU guest's virtio-serial /dev/vportNpM) is
+// opened as a plain file. A FIFO stands in for it here: what the driver writes comes back,
+// as from a line that echoes, and must be refused as an echo, not hang or be read as data.
+// /dev/null, which never answers, must time out.
+func TestNotATty(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "vport0p1")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		port string
+		err  error
+	}{{fifo, drv.ErrEcho}, {"/dev/null", drv.ErrTimeout}} {
+		dev := newDevice(t, tc.port)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := dev.Poll(ctx)
+		cancel()
+		if !errors.Is(err, tc.err) {
+			t.Errorf("%s: err %v, want %v", tc.port, err, tc.err)
+		}
 	}
 }
