@@ -216,9 +216,12 @@ var (
 
 // debVersion turns a git-describe version (v1.2.3, v1.2.3-4-gabcdef, v1.2.3-dirty, or a bare
 // commit abcdef0 when there is no tag) into a Debian upstream version (1.2.3,
-// 1.2.3+4.gabcdef, 1.2.3+dirty, 0.0.0+gabcdef0); anything else that is not valid is refused
+// 1.2.3+4.gabcdef, 1.2.3+dirty, 0.0.0+gabcdef0; dev is 0.0.0~dev); anything else that is not valid is refused
 // rather than guessed.
 func debVersion(v string) (string, error) {
+	if v == "dev" { // the Makefile's VERSION outside a git checkout
+		return "0.0.0~dev", nil
+	}
 	if m := gitHashRE.FindStringSubmatch(v); m != nil {
 		s := "0.0.0+g" + m[1]
 		if m[2] != "" {
