@@ -31,9 +31,19 @@ type chartView struct {
 	Path                 string
 	Lines                []chartLine
 	YMax, YMin           string
+	DotX, DotY           string // the newest point, so a young history is still visible
 	Last                 string
 	Empty                bool
 	TH                   string // thresholds as JSON for the script
+}
+
+// plot is a drawn chart.
+type plot struct {
+	Path       string
+	Lines      []chartLine
+	YMin, YMax float64
+	DotX, DotY string
+	OK         bool
 }
 
 type chartLine struct {
@@ -48,14 +58,14 @@ func gapFor(span time.Duration) time.Duration { return max(span/48, 150*time.Sec
 
 // drawChart lays points out over [now-span, now]. Values are averaged per pixel column so a
 // 24 h chart stays small.
-func drawChart(pts []state.Point, ths []threshold, now time.Time, span time.Duration) (path string, lines []chartLine, ymin, ymax float64, ok bool) {
+func drawChart(pts []state.Point, ths []threshold, now time.Time, span time.Duration) plot {
 	start := now.Add(-span)
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, p := range pts {
 		lo, hi = math.Min(lo, p.Value), math.Max(hi, p.Value)
 	}
 	if len(pts) == 0 {
-		return "", nil, 0, 0, false
+		return plot{}
 	}
 	for _, t := range ths {
 		// A threshold far from the data would squash the line flat; show it only when it is
@@ -111,13 +121,17 @@ func drawChart(pts []state.Point, ths []threshold, now time.Time, span time.Dura
 		prev = p.TS
 	}
 	flush(move)
+	p := plot{Path: b.String(), YMin: lo + pad, YMax: hi - pad, OK: b.Len() > 0}
 	for _, t := range ths {
 		if t.V < lo || t.V > hi {
 			continue
 		}
-		lines = append(lines, chartLine{Y: fmt.Sprintf("%.1f", y(t.V)), Level: t.Level, Label: t.Label})
+		p.Lines = append(p.Lines, chartLine{Y: fmt.Sprintf("%.1f", y(t.V)), Level: t.Level, Label: t.Label})
 	}
-	return b.String(), lines, lo + pad, hi - pad, b.Len() > 0
+	if last := pts[len(pts)-1]; p.OK && !last.TS.Before(start) {
+		p.DotX, p.DotY = fmt.Sprintf("%.1f", x(last.TS)), fmt.Sprintf("%.1f", y(last.Value))
+	}
+	return p
 }
 
 func (s *Server) charts(st Status, now time.Time, span time.Duration) []chartGroup {
@@ -137,10 +151,10 @@ func (s *Server) charts(st Status, now time.Time, span time.Duration) []chartGro
 			}
 			bs, _ := json.Marshal(thJSON)
 			c.TH = string(bs)
-			path, lines, lo, hi, ok := drawChart(s.b.History(d.ID, m, now.Add(-span)), ths, now, span)
-			c.Path, c.Lines, c.Empty = path, lines, !ok
-			if ok {
-				c.YMin, c.YMax = fmtNum(lo), fmtNum(hi)
+			p := drawChart(s.b.History(d.ID, m, now.Add(-span)), ths, now, span)
+			c.Path, c.Lines, c.Empty, c.DotX, c.DotY = p.Path, p.Lines, !p.OK, p.DotX, p.DotY
+			if p.OK {
+				c.YMin, c.YMax = fmtNum(p.YMin), fmtNum(p.YMax)
 			}
 			g.Charts = append(g.Charts, c)
 		}
