@@ -62,7 +62,9 @@ func f(v float64) *float64 { return &v }
 func TestBuild(t *testing.T) {
 	now := time.Date(2026, 11, 25, 3, 0, 0, 0, time.UTC)
 	ts := "2026-11-25T02:59:58.000Z"
-	num := func(v float64, unit string) ReadingStatus { return ReadingStatus{Value: v, Unit: unit, Quality: "good", TS: ts} }
+	num := func(v float64, unit string) ReadingStatus {
+		return ReadingStatus{Value: v, Unit: unit, Quality: "good", TS: ts}
+	}
 	st := Status{
 		Site: "dc1", Node: "rack12",
 		Devices: []DeviceStatus{
