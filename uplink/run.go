@@ -209,6 +209,22 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 			nc.Close()
 			return nil, explainTLS(err, u.opts.CAFile)
 		}
+		// Under TLS 1.3 the broker judges our certificate after our side of the handshake
+		// finished; its refusal is an alert we only see on the next read. An MQTT broker
+		// sends nothing before CONNECT, so a short read either times out (accepted) or
+		// returns that alert, which we can then name instead of a later "connection reset".
+		tc.SetReadDeadline(time.Now().Add(150 * time.Millisecond))
+		var one [1]byte
+		_, err = tc.Read(one[:])
+		var ne net.Error
+		if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+			nc.Close()
+			if err == nil {
+				err = errors.New("broker sent data before CONNECT")
+			}
+			return nil, explainTLS(err, u.opts.CAFile)
+		}
+		tc.SetReadDeadline(time.Time{})
 		return tc, nil
 	})
 	c.client = mqtt.NewClient(o)
@@ -224,6 +240,11 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 		return nil, ctx.Err()
 	}
 	if err := tok.Error(); err != nil {
+		if useTLS && strings.Contains(err.Error(), "remote error: tls:") {
+			// Under TLS 1.3 the broker's verdict on our certificate arrives after our side
+			// of the handshake is done, so it surfaces here, while reading CONNACK.
+			err = fmt.Errorf("TLS: broker refused our client certificate (tls.cert_file/key_file, signed by a CA the broker trusts?): %w", err)
+		}
 		return nil, fmt.Errorf("connect %s: %w", broker, err)
 	}
 	return c, nil
@@ -454,7 +475,7 @@ func explainTLS(err error, caFile string) error {
 		return fmt.Errorf("TLS: broker certificate not signed by the CA in %s: %w", caFile, err)
 	case errors.As(err, &hostname):
 		return fmt.Errorf("TLS: broker certificate does not match its host name: %w", err)
-	case strings.Contains(msg, "certificate required"), strings.Contains(msg, "bad certificate"):
+	case strings.Contains(msg, "remote error: tls:"):
 		return fmt.Errorf("TLS: broker refused our client certificate (tls.cert_file/key_file): %w", err)
 	case errors.As(err, &invalid):
 		return fmt.Errorf("TLS: broker certificate invalid (expired or not for a server?): %w", err)

@@ -93,7 +93,9 @@ func start(t testing.TB, db *bbolt.DB, o Options) *running {
 }
 
 // seqs returns the seq of every message on R/suffix the subscriber saw, in arrival order.
-func seqs(t testing.TB, s *testpeer.Sub, suffix string) []uint64 {
+func seqs(t testing.TB, s interface {
+	Matching(suffix string, has ...string) []string
+}, suffix string) []uint64 {
 	t.Helper()
 	var out []uint64
 	for _, p := range s.Matching(root + "/" + suffix) {
