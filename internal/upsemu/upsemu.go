@@ -115,6 +115,7 @@ type Emulator struct {
 	mu       sync.Mutex
 	f        Fields
 	fault    Fault
+	cmdFault map[string]Fault
 	received []string
 	queries  int
 
@@ -298,6 +299,18 @@ func (e *Emulator) SetFault(f Fault) {
 	e.fault = f
 }
 
+// SetCommandFault makes the emulator misbehave on one command only ("Q1", "F", "I", …),
+// overriding SetFault for it: a unit that NAKs I, or ignores F. FaultNone makes that
+// command behave even while SetFault is in force.
+func (e *Emulator) SetCommandFault(cmd string, f Fault) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cmdFault == nil {
+		e.cmdFault = map[string]Fault{}
+	}
+	e.cmdFault[cmd] = f
+}
+
 // Received returns the last commands received (without CR), oldest first.
 func (e *Emulator) Received() []string {
 	e.mu.Lock()
@@ -386,7 +399,11 @@ func (e *Emulator) answer(cmd string) []byte {
 		// Unknown command: echoed back, as real units do.
 		reply = cmd + "\r"
 	}
-	switch e.fault {
+	fault := e.fault
+	if f, ok := e.cmdFault[cmd]; ok {
+		fault = f
+	}
+	switch fault {
 	case FaultSilent:
 		return nil
 	case FaultEcho:
@@ -395,7 +412,7 @@ func (e *Emulator) answer(cmd string) []byte {
 	if reply == "" {
 		return nil
 	}
-	switch e.fault {
+	switch fault {
 	case FaultGarbage:
 		return []byte("(2#9.?\xff\xfe garbage !!\r")
 	case FaultTruncated:

@@ -238,3 +238,23 @@ func TestAddPTY(t *testing.T) {
 		t.Fatal("AddPTY on New(): no error")
 	}
 }
+
+func TestCommandFault(t *testing.T) {
+	e := StartT(t)
+	p := open(t, e)
+	e.SetCommandFault("I", FaultNAK)
+	if got := ask(t, p, "I"); got != "NAK\r" {
+		t.Errorf("I -> %q", got)
+	}
+	if got := ask(t, p, "F"); got != FormatF(Defaults) {
+		t.Errorf("F -> %q", got)
+	}
+	e.SetFault(FaultEcho)
+	e.SetCommandFault("Q1", FaultNone)
+	if got := ask(t, p, "F"); got != "F\r" {
+		t.Errorf("F -> %q", got)
+	}
+	if got := ask(t, p, "Q1"); got != e.Q1Frame() {
+		t.Errorf("Q1 -> %q", got)
+	}
+}

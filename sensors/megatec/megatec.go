@@ -245,14 +245,24 @@ func (d *Device) pollQ1Locked(ctx context.Context) (drv.Q1, error) {
 	return q, nil
 }
 
+// staticWait bounds the wait for an F or I reply (nutdrv_qx waits a second): a unit that
+// ignores I must not hold the poll, whose status reading is already in hand, to its deadline.
+const staticWait = time.Second
+
 // refreshStaticLocked asks F and I when due, within what is left of the poll's time. Their
 // failures are logged but do not fail the poll: the status is what matters.
 func (d *Device) refreshStaticLocked(ctx context.Context, now time.Time) {
 	if d.conn == nil {
 		return
 	}
+	wait := staticWait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)/3)
+	}
 	if !now.Before(d.nextF) && ctx.Err() == nil {
-		r, err := d.conn.Ratings(ctx)
+		fctx, cancel := context.WithTimeout(ctx, wait)
+		r, err := d.conn.Ratings(fctx)
+		cancel()
 		if err != nil {
 			d.log.Info("no ratings (F) from the UPS", "err", err)
 			d.nextF = now.Add(retryStatic)
@@ -262,7 +272,9 @@ func (d *Device) refreshStaticLocked(ctx context.Context, now time.Time) {
 		}
 	}
 	if !now.Before(d.nextI) && ctx.Err() == nil {
-		in, err := d.conn.Info(ctx)
+		ictx, cancel := context.WithTimeout(ctx, wait)
+		in, err := d.conn.Info(ictx)
+		cancel()
 		if err != nil {
 			d.log.Info("no identity (I) from the UPS", "err", err)
 			d.nextI = now.Add(retryStatic)

@@ -312,3 +312,34 @@ func TestNotATty(t *testing.T) {
 		}
 	}
 }
+
+// TestNoRatingsNoIdentity: a unit that NAKs F and ignores I (both seen in the captures)
+// still gives its status at once; without a nominal voltage there is no charge guess and
+// the battery voltage is as sent.
+func TestNoRatingsNoIdentity(t *testing.T) {
+	e := upsemu.StartT(t)
+	e.SetCommandFault("F", upsemu.FaultNAK)
+	e.SetCommandFault("I", upsemu.FaultSilent)
+	e.Update(func(f *upsemu.Fields) { f.BatteryVoltage = 2.26 })
+	dev := newDevice(t, e.Path())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	rs, err := dev.Poll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("poll took %v: the silent I held it", d)
+	}
+	got := map[string]sensors.Reading{}
+	for _, r := range rs {
+		got[r.Metric] = r
+	}
+	expect(t, got, map[string]any{"ups.status": "OL", "battery.voltage": 2.26})
+	for _, m := range []string{"battery.charge", "device.mfr", "input.voltage.nominal"} {
+		if r, ok := got[m]; ok {
+			t.Errorf("%s present: %+v", m, r)
+		}
+	}
+}

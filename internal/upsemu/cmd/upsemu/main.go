@@ -9,7 +9,8 @@
 // The first line on stdout is the pty path or the socket address. Commands on stdin, one a
 // line: ob, ol (utility fail on/off), lb, nolb (battery low on/off), input V, load N,
 // battery V, status BITS (8 binary digits, b7 first), fault none|silent|garbage|echo|
-// truncated|nocr|nak, show, quit. When stdin ends it keeps serving until SIGINT/SIGTERM.
+// truncated|nocr|nak [COMMAND] (all commands, or only that one, e.g. "fault nak I"), show,
+// quit. When stdin ends it keeps serving until SIGINT/SIGTERM.
 package main
 
 import (
@@ -210,19 +211,23 @@ func command(e *upsemu.Emulator, line string, out io.Writer) (quit bool, err err
 		}
 		e.SetStatus(upsemu.Status(b))
 	case "fault":
-		if len(f) != 2 {
-			return false, errors.New("fault needs a name")
+		if len(f) != 2 && len(f) != 3 {
+			return false, errors.New("fault needs a name, and optionally a command (fault nak I)")
 		}
 		ft, err := upsemu.ParseFault(f[1])
 		if err != nil {
 			return false, err
 		}
-		e.SetFault(ft)
+		if len(f) == 3 {
+			e.SetCommandFault(f[2], ft)
+		} else {
+			e.SetFault(ft)
+		}
 	case "show":
 		fmt.Fprintf(out, "%q\n", e.Q1Frame())
 		return false, nil
 	default:
-		return false, fmt.Errorf("unknown command %q (ob, ol, lb, nolb, input V, load N, battery V, status BITS, fault NAME, show, quit)", f[0])
+		return false, fmt.Errorf("unknown command %q (ob, ol, lb, nolb, input V, load N, battery V, status BITS, fault NAME [CMD], show, quit)", f[0])
 	}
 	fmt.Fprintln(out, "ok")
 	return false, nil

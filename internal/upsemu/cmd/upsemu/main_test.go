@@ -125,6 +125,10 @@ func TestPty(t *testing.T) {
 		t.Fatalf("fault nak: %q", got)
 	}
 	s.say(t, "fault none")
+	s.say(t, "fault echo F")
+	if got := query(t, p, "F"); got != "F\r" {
+		t.Fatalf("fault echo F: %q", got)
+	}
 	if got := query(t, p, "Q1"); !strings.HasPrefix(got, "(199.5 ") {
 		t.Fatalf("input 199.5: %q", got)
 	}
