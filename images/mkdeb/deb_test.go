@@ -27,10 +27,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// payload cross-builds a small static program as the package's binary, once per
+// payload cross-builds a tiny static program as the package's binary, once per
 // architecture: the packaging does not depend on what the binary does, and a daemon build
-// per architecture would double the test's time. `make deb` packages the real daemon with
-// the same code.
+// per architecture would take a minute. `make deb` packages the real daemon with the same
+// code; the boot test of images/mkimage runs the real daemon.
 func payload(t *testing.T, goarch string) string {
 	t.Helper()
 	payloadMu.Lock()
@@ -48,7 +48,7 @@ func payload(t *testing.T, goarch string) string {
 		}
 	}
 	out := filepath.Join(payloadDir, "rackwatch."+goarch)
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./images/standin")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./images/mkdeb/testdata/hello")
 	cmd.Dir = strings.TrimSpace(string(root))
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch, "GOARM=7")
 	if b, err := cmd.CombinedOutput(); err != nil {
