@@ -19,6 +19,7 @@ const (
 	chartH   = 100
 	chartTop = 12 // room for the max label
 	chartBot = 88 // room for the min label
+	plotW    = chartW - 4 // room for the newest point's dot
 )
 
 type chartGroup struct {
@@ -75,13 +76,16 @@ func drawChart(pts []state.Point, ths []threshold, now time.Time, span time.Dura
 			lo, hi = math.Min(lo, t.V), math.Max(hi, t.V)
 		}
 	}
+	if lo >= 0 && hi <= 1 {
+		lo, hi = 0, 1 // a contact or relay: off and on
+	}
 	if hi-lo < 1e-9 {
 		lo, hi = lo-1, hi+1
 	}
 	pad := (hi - lo) * 0.08
 	lo, hi = lo-pad, hi+pad
 	y := func(v float64) float64 { return chartBot - (v-lo)/(hi-lo)*(chartBot-chartTop) }
-	x := func(t time.Time) float64 { return float64(t.Sub(start)) / float64(span) * chartW }
+	x := func(t time.Time) float64 { return float64(t.Sub(start)) / float64(span) * plotW }
 
 	var b strings.Builder
 	gap := gapFor(span)

@@ -541,7 +541,12 @@ func build(st Status, now time.Time) pageData {
 	}
 
 	incs := append([]incident.Incident(nil), st.Incidents...)
-	sort.SliceStable(incs, func(i, j int) bool { return incs[i].OpenedAt.After(incs[j].OpenedAt) })
+	sort.SliceStable(incs, func(i, j int) bool {
+		if !incs[i].OpenedAt.Equal(incs[j].OpenedAt) {
+			return incs[i].OpenedAt.After(incs[j].OpenedAt)
+		}
+		return rank(incs[i].Severity) > rank(incs[j].Severity)
+	})
 	for _, in := range incs {
 		iv := incidentView{Incident: in, Opened: clock(in.OpenedAt), OpenedTS: in.OpenedAt.UTC().Format(time.RFC3339), For: fmtDur(now.Sub(in.OpenedAt))}
 		if in.AckedAt != nil {

@@ -167,8 +167,8 @@ func TestDrawChart(t *testing.T) {
 	if p.YMin != 24 || p.YMax != 32 {
 		t.Errorf("range %v..%v, want 24..32", p.YMin, p.YMax)
 	}
-	if p.DotX != "300.0" {
-		t.Errorf("newest point at x=%s, want 300.0", p.DotX)
+	if p.DotX != "296.0" {
+		t.Errorf("newest point at x=%s, want 296.0", p.DotX)
 	}
 	// A hole of 10 minutes (a device that did not answer) is not bridged.
 	gap := append(pts(1, 2), state.Point{TS: now.Add(10 * time.Minute), Value: 3}, state.Point{TS: now.Add(11 * time.Minute), Value: 3})
@@ -186,6 +186,9 @@ func TestDrawChart(t *testing.T) {
 	// A flat line still has a range.
 	if p := drawChart(pts(5, 5, 5), nil, now, time.Hour); p.YMin != 4 || p.YMax != 6 {
 		t.Errorf("flat line range %v..%v", p.YMin, p.YMax)
+	}
+	if p := drawChart(pts(0, 0), nil, now, time.Hour); p.YMin != 0 || p.YMax != 1 {
+		t.Errorf("contact range %v..%v, want 0..1", p.YMin, p.YMax)
 	}
 	// 24 h of points every 2 s fold into at most one point per pixel column.
 	var many []state.Point

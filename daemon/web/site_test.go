@@ -40,6 +40,8 @@ type siteOpts struct {
 	mqtt         string // broker URL, "" for no uplink
 	requireLogin bool
 	listen       string // default 127.0.0.1:0
+	tlsCert      string
+	tlsKey       string
 }
 
 // siteYAML is the demo site's shape with short polls and no script: the tests drive the sim
@@ -73,6 +75,8 @@ web:
   listen: %s
   users_file: %s
   require_login: %v
+  tls_cert: %q
+  tls_key: %q
 %s
 devices:
   - {id: ups1, driver: sim.ups, description: "UPS A", poll: 200ms}
@@ -99,7 +103,7 @@ failover:
     backup_relay: crac2
     on_above: 28
     off_below: 26
-`, filepath.Join(dir, "data"), o.listen, users, o.requireLogin, mqtt)
+`, filepath.Join(dir, "data"), o.listen, users, o.requireLogin, o.tlsCert, o.tlsKey, mqtt)
 }
 
 var deviceIDs = []string{"ups1", "inlet-a", "inlet-b", "feed-a", "door", "leak", "genset", "crac2"}

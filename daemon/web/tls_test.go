@@ -1,0 +1,90 @@
+package web_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// selfSigned writes a certificate for 127.0.0.1 and its key, and returns a pool that trusts it.
+func selfSigned(t *testing.T) (cert, key string, pool *x509.CertPool) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rackwatch test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	c, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(c)
+	return cert, key, pool
+}
+
+// TestTLS: with web.tls_cert and web.tls_key the page is served over HTTPS and the session
+// cookie is Secure.
+func TestTLS(t *testing.T) {
+	cert, key, pool := selfSigned(t)
+	s := runSite(t, siteOpts{tlsCert: cert, tlsKey: key})
+	base := strings.Replace(s.URL, "http://", "https://", 1)
+	c := newClient(t, base, true)
+	c.c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	resp, body := c.get("/login")
+	if resp.StatusCode != 200 || resp.TLS == nil {
+		t.Fatalf("GET /login over TLS: %d", resp.StatusCode)
+	}
+	if !strings.Contains(resp.Header.Get("Set-Cookie"), "Secure") {
+		t.Errorf("login form cookie %q is not Secure", resp.Header.Get("Set-Cookie"))
+	}
+	resp, _ = c.postForm("/login", url.Values{"csrf": {csrfRE.FindStringSubmatch(body)[1]}, "user": {operator}, "password": {password}}, nil)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login over TLS: %d", resp.StatusCode)
+	}
+	var sc string
+	for _, v := range resp.Header.Values("Set-Cookie") {
+		if strings.HasPrefix(v, "rw_session=") {
+			sc = v
+		}
+	}
+	for _, want := range []string{"Secure", "HttpOnly", "SameSite=Strict"} {
+		if !strings.Contains(sc, want) {
+			t.Errorf("session cookie %q lacks %s", sc, want)
+		}
+	}
+	// Plain HTTP on the TLS port gets nothing useful.
+	jar, _ := cookiejar.New(nil)
+	plain := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	if r, err := plain.Get(s.URL + "/api/v1/status"); err == nil {
+		r.Body.Close()
+		if r.StatusCode == 200 {
+			t.Error("plain HTTP answered on the TLS port")
+		}
+	}
+}
