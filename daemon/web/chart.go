@@ -17,8 +17,8 @@ import (
 const (
 	chartW   = 300
 	chartH   = 100
-	chartTop = 12 // room for the max label
-	chartBot = 88 // room for the min label
+	chartTop = 12         // room for the max label
+	chartBot = 88         // room for the min label
 	plotW    = chartW - 4 // room for the newest point's dot
 )
 
