@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -318,5 +319,106 @@ func TestQueueCap(t *testing.T) {
 		if s != nt-uint64(len(got))+uint64(i)+1 {
 			t.Fatalf("delivered telemetry %v is not the newest contiguous run", got)
 		}
+	}
+}
+
+// TestIncidentOvertakesBacklog: an incident raised while a telemetry backlog drains goes
+// out ahead of the old telemetry still queued.
+func TestIncidentOvertakesBacklog(t *testing.T) {
+	m := startMosquitto(t)
+	sub := m.Subscribe(t, root+"/#", "")
+	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+	defer db.Close()
+	o := testOptions(m.URL)
+	o.InFlight = 32
+	u, err := New(db, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const backlog = 1000
+	rs := make([]Reading, 20)
+	for i := range rs {
+		rs[i] = reading(i)[0]
+	}
+	for i := 0; i < backlog; i++ {
+		if err := u.Telemetry(rs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- u.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testpeer.Eventually(t, 20*time.Second, "backlog draining", func() bool { return u.Status().Published > 0 })
+	if err := u.Incident(Incident{ID: "live", Event: "opened", Severity: "critical"}); err != nil {
+		t.Fatal(err)
+	}
+	// Of the telemetry not yet acknowledged now, at most one window's worth can already be on
+	// the wire; everything else must come after the incident.
+	waiting := u.Status().Queued - 1 - o.InFlight
+	if waiting < 100 {
+		t.Fatalf("backlog drained too far before the incident (%d left) for the test to mean anything", waiting)
+	}
+	testpeer.Eventually(t, 30*time.Second, "backlog drained", func() bool { return len(missing(seqs(t, sub, "telemetry"), backlog)) == 0 })
+	at, after := -1, 0
+	for i, l := range sub.Lines() {
+		if strings.Contains(l, `"id":"live"`) {
+			at = i
+		}
+	}
+	for _, l := range sub.Lines()[at+1:] {
+		if strings.Contains(l, "/telemetry ") {
+			after++
+		}
+	}
+	if at < 0 || after < waiting {
+		t.Errorf("the live incident came at line %d, with %d telemetry behind it; %d were waiting", at, after, waiting)
+	}
+	t.Logf("live incident overtook %d queued telemetry messages", after)
+}
+
+// TestPassword: a broker that wants a user name and password accepts ours from the file, and
+// refuses a wrong one with the queue kept.
+func TestPassword(t *testing.T) {
+	passwd := testpeer.Require(t, "mosquitto_passwd", "mosquitto")
+	dir, err := os.MkdirTemp("", "uplink-pw-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	users := filepath.Join(dir, "users")
+	if out, err := exec.Command(passwd, "-b", "-c", users, "rack", "s3cret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v %s", err, out)
+	}
+	os.Chmod(users, 0o644)
+	m := startMosquitto(t, "allow_anonymous false", "password_file "+users)
+	good, bad := filepath.Join(dir, "good"), filepath.Join(dir, "bad")
+	os.WriteFile(good, []byte("s3cret\n"), 0o600)
+	os.WriteFile(bad, []byte("guess\n"), 0o600)
+
+	for _, c := range []struct {
+		file string
+		ok   bool
+	}{{bad, false}, {good, true}} {
+		db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+		o := testOptions(m.URL)
+		o.Username, o.PasswordFile = "rack", c.file
+		u := start(t, db, o)
+		if err := u.Telemetry(reading(0)); err != nil {
+			t.Fatal(err)
+		}
+		if c.ok {
+			testpeer.Eventually(t, 20*time.Second, "delivered with the right password", func() bool {
+				return u.Status().Connected && u.Status().Queued == 0
+			})
+		} else {
+			testpeer.Eventually(t, 20*time.Second, "refused", func() bool { return strings.Contains(u.Status().LastError, "not Authorized") })
+			if st := u.Status(); st.Connected || st.Queued != 1 {
+				t.Errorf("wrong password: status %+v", st)
+			}
+		}
+		u.stop(t)
+		db.Close()
 	}
 }

@@ -121,6 +121,7 @@ type conn struct {
 	client mqtt.Client
 	broker string
 	lost   chan struct{}
+	closed chan struct{} // serve is over: nobody reads cmds any more
 	cmds   chan mqtt.Message
 	once   sync.Once
 	why    error
@@ -149,7 +150,7 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{broker: broker, lost: make(chan struct{}), cmds: make(chan mqtt.Message, 16)}
+	c := &conn{broker: broker, lost: make(chan struct{}), closed: make(chan struct{}), cmds: make(chan mqtt.Message, 16)}
 	o := mqtt.NewClientOptions()
 	o.AddBroker(broker)
 	o.SetClientID(u.opts.ClientID)
@@ -183,6 +184,7 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 			select {
 			case c.cmds <- m:
 			case <-c.lost:
+			case <-c.closed:
 			}
 		}
 	})
@@ -266,6 +268,7 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
+		close(c.closed)
 		wg.Wait()
 		u.mu.Lock()
 		u.connected = false
@@ -291,7 +294,7 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 		select {
 		case c.cmds <- m:
 		case <-c.lost:
-		case <-sctx.Done():
+		case <-c.closed:
 		}
 	})
 	if err := u.wait(sctx, c, st); err != nil {
