@@ -398,7 +398,7 @@ func (v Var) Value() string {
 	switch v.Name {
 	case "ups.load", "input.voltage.nominal", "input.frequency.nominal", "battery.charge":
 		return strconv.FormatFloat(v.Num, 'f', 0, 64)
-	case "battery.voltage", "battery.packs":
+	case "battery.voltage":
 		return strconv.FormatFloat(v.Num, 'f', 2, 64)
 	}
 	return strconv.FormatFloat(v.Num, 'f', 1, 64)

@@ -14,6 +14,10 @@
 // echo the emulator's replies back to it and turn CR into LF. The emulator keeps the slave
 // side open itself, so a driver may close and reopen the port at will.
 //
+// AddPTY gives the same UPS a second line, so that two drivers (rackwatch's and NUT's
+// nutdrv_qx) can read it side by side; New and Serve answer on a socket instead (QEMU's
+// chardev); cmd/upsemu does all this from a shell, driven by lines on stdin.
+//
 // It formats frames on its own, independently of drivers/megatec, so that a test comparing
 // the two proves something. It must not import daemon/, sensors/ or drivers/.
 package upsemu
