@@ -108,7 +108,7 @@ func drawChart(pts []state.Point, ths []threshold, now time.Time, span time.Dura
 		if p.TS.Before(start) {
 			continue
 		}
-		c := int(x(p.TS))
+		c := int(x(p.TS)) / 2
 		if !prev.IsZero() && p.TS.Sub(prev) > gap {
 			flush(move)
 			move = true
@@ -139,6 +139,11 @@ func drawChart(pts []state.Point, ths []threshold, now time.Time, span time.Dura
 }
 
 func (s *Server) charts(st Status, now time.Time, span time.Duration) []chartGroup {
+	return charts(st, now, span, s.b.History)
+}
+
+// charts draws a chart for every numeric metric of every device.
+func charts(st Status, now time.Time, span time.Duration, history func(device, metric string, since time.Time) []state.Point) []chartGroup {
 	var out []chartGroup
 	for _, d := range sortedDevices(st.Devices) {
 		g := chartGroup{Device: d.ID}
@@ -155,7 +160,7 @@ func (s *Server) charts(st Status, now time.Time, span time.Duration) []chartGro
 			}
 			bs, _ := json.Marshal(thJSON)
 			c.TH = string(bs)
-			p := drawChart(s.b.History(d.ID, m, now.Add(-span)), ths, now, span)
+			p := drawChart(history(d.ID, m, now.Add(-span)), ths, now, span)
 			c.Path, c.Lines, c.Empty, c.DotX, c.DotY = p.Path, p.Lines, !p.OK, p.DotX, p.DotY
 			if p.OK {
 				c.YMin, c.YMax = fmtNum(p.YMin), fmtNum(p.YMax)

@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -115,6 +116,19 @@ func TestPage(t *testing.T) {
 			t.Errorf("Content-Security-Policy = %q", csp)
 		}
 	}
+	// Browsers get it gzipped.
+	req, _ := http.NewRequest("GET", s.URL+"/", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	gz, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zipped, _ := io.ReadAll(gz.Body)
+	gz.Body.Close()
+	if gz.Header.Get("Content-Encoding") != "gzip" || len(zipped) > 30_000 {
+		t.Errorf("gzipped page: %q, %d bytes", gz.Header.Get("Content-Encoding"), len(zipped))
+	}
+	t.Logf("page gzipped: %d bytes", len(zipped))
 	// The live fragment the script swaps in is the same rendering.
 	resp, body := c.get("/?part=live")
 	if resp.StatusCode != 200 || !strings.Contains(body, `id="banner"`) || strings.Contains(body, "<html") {
