@@ -22,6 +22,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -57,6 +58,11 @@ func main() {
 		log.Error("read kernel command line", "err", err)
 	}
 	opts := parseCmdline(string(cmdline))
+	if h, err := os.ReadFile("/etc/hostname"); err == nil {
+		if err := unix.Sethostname(bytes.TrimSpace(h)); err != nil {
+			log.Error("set hostname", "err", err)
+		}
+	}
 	log.Info("starting", "ip", opts.IP, "gw", opts.GW, "data", opts.DataPartition)
 
 	if err := setupNetwork(opts); err != nil {
@@ -79,6 +85,9 @@ func main() {
 	sup := newSupervisor(rackwatchBin, []string{"rackwatch", "-config", siteConfig}, notifySocket)
 	reboot := make(chan rebootKind, 1)
 
+	// These goroutines live as long as the system: PID 1 never returns, it reboots (finish).
+	// Only the supervisor is waited for, because rackwatch must be stopped before /data is
+	// unmounted.
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
