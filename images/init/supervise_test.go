@@ -111,12 +111,16 @@ func notify(t *testing.T, s *supervisor, msg string) {
 
 func TestSupervisorWatchdog(t *testing.T) {
 	sleep := testpeer.Require(t, "sleep", "coreutils")
-	s := startSupervisor(t, []string{sleep, "1000"}, fast)
+	// Pings every 300 ms against a 3 s watchdog: a loaded machine delays a goroutine by far
+	// less than the 2.7 s slack.
+	tm := fast
+	tm.watchdog = 3 * time.Second
+	s := startSupervisor(t, []string{sleep, "1000"}, tm)
 	testpeer.Eventually(t, 10*time.Second, "start", func() bool { return s.currentPID() != 0 })
 	first := s.currentPID()
 
 	// Before READY=1 there is no watchdog: a slow start is not a hang.
-	time.Sleep(3 * fast.watchdog / 2)
+	time.Sleep(3 * tm.watchdog / 2)
 	if s.currentPID() != first {
 		t.Fatal("killed before it said READY=1")
 	}
@@ -127,7 +131,7 @@ func TestSupervisorWatchdog(t *testing.T) {
 		defer s.mu.Unlock()
 		return s.ready
 	})
-	for end := time.Now().Add(3 * fast.watchdog / 2); time.Now().Before(end); time.Sleep(fast.watchdog / 4) {
+	for end := time.Now().Add(3 * tm.watchdog / 2); time.Now().Before(end); time.Sleep(300 * time.Millisecond) {
 		notify(t, s, "WATCHDOG=1")
 	}
 	if s.currentPID() != first {
