@@ -1,6 +1,11 @@
 // Package web serves the local status page, the JSON API, server-sent events, /metrics and
-// /healthz (CONTRACT.md §5). It talks to the site only through Backend, so it can be tested
-// on its own and knows nothing of drivers or MQTT.
+// /healthz (CONTRACT.md §5), and the browser login that guards control actions.
+//
+// It talks to the site only through Backend, so it knows nothing of drivers or MQTT: it must
+// not import drivers/, uplink/ or daemon/site (the site imports web, not the other way), and
+// of sensors/ only the reading types. The page is one html/template (assets/), rendered on the
+// server so it works without JavaScript; a small inline script keeps it live from /events by
+// fetching the server's own rendering of the live part again, so there is one renderer.
 package web
 
 import (

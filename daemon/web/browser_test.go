@@ -167,6 +167,13 @@ func TestBrowser(t *testing.T) {
 	b.wait(20*time.Second, "the UPS shows on battery", `document.querySelector("#ups-ups1").textContent.includes("On battery")`)
 	in := openIncident(t, s, "leak")
 
+	// A refresh of the live part keeps what the operator opened.
+	eval[chromedp.Void](b, `document.querySelector('details[data-k="ups-ups1"]').open = true; document.querySelector("#banner").dataset.old = "1"`)
+	b.wait(20*time.Second, "the live part refreshed", `!document.querySelector("#banner").dataset.old`)
+	if !eval[bool](b, `document.querySelector('details[data-k="ups-ups1"]').open`) {
+		t.Error("a refresh closed the UPS's readings the operator had opened")
+	}
+
 	// Log in through the form.
 	b.do("log in",
 		chromedp.Navigate(s.URL+"/login?next=/"),
