@@ -91,10 +91,19 @@ func TestDifferentialUpsd(t *testing.T) {
 
 	// Wait for the driver's data, then give this server exactly the same UPS.
 	ref := dial(t, upsdAddr)
+	// FreePort's port was free a moment ago; make sure it is our upsd that answers on it.
+	if got := ref.answer("GET UPSDESC ups1"); got != `UPSDESC ups1 "Rack 12 \"A\" feed"` {
+		t.Fatalf("something else answers on %s: %q", upsdAddr, got)
+	}
 	var list string
-	testpeer.Eventually(t, 20*time.Second, "upsd to have ups1's data and commands", func() bool {
+	// dummy-ups starts with ups.status "WAIT" and adds its variables and commands over its
+	// first polls: wait until the dump is complete and the same twice in a row.
+	testpeer.Eventually(t, 20*time.Second, "upsd to have all of ups1's data and commands", func() bool {
+		prev := list
 		list = ref.answer("LIST VAR ups1")
-		return strings.HasPrefix(list, "BEGIN LIST VAR") && strings.Contains(ref.answer("LIST CMD ups1"), "CMD ups1 load.off")
+		return list == prev && strings.Contains(list, `VAR ups1 ups.status "OL"`) &&
+			strings.Contains(list, "VAR ups1 ups.model ") &&
+			strings.Contains(ref.answer("LIST CMD ups1"), "CMD ups1 load.off")
 	})
 	src := newSource()
 	vars := map[string]string{}
