@@ -9,8 +9,8 @@ import (
 )
 
 // The disk queue: one bucket per topic, key = 8-byte big-endian seq, value = the complete
-// payload as published (seq included), so a message goes out byte for byte the same every
-// time it is sent. The seq comes from the bucket's own sequence counter (bbolt keeps it in
+// payload as published (seq included), packed (compress.go), so a message goes out byte for
+// byte the same every time it is sent. The seq comes from the bucket's own sequence counter (bbolt keeps it in
 // the bucket header), bumped in the same transaction that stores the message: a seq is never
 // reused, and a seq exists only for a message that was stored (or dropped and reported).
 //
@@ -76,73 +76,85 @@ func deleteAckedTx(tx *bbolt.Tx, acked [2][]uint64) (n [2]int, size [2]int64, er
 	return n, size, nil
 }
 
-// enqueue stores one message of kind under the bucket's next seq, in one transaction that
-// also deletes the acknowledged messages waiting for a commit and, for telemetry over the cap,
+// item is one message to enqueue: build makes its payload once its seq is known.
+type item struct {
+	kind  int
+	build func(seq uint64) ([]byte, error)
+}
+
+// enqueue stores items, each under its bucket's next seq, in one transaction that also
+// deletes the acknowledged messages waiting for a commit and, for telemetry over the cap,
 // the oldest telemetry.
-func (u *Uplink) enqueue(kind int, build func(seq uint64) ([]byte, error)) error {
+func (u *Uplink) enqueue(items ...item) error {
 	u.mu.Lock()
 	acked, ackedB := u.acked, u.ackedB
 	u.acked, u.ackedB = [2][]uint64{}, 0
 	var (
-		seq     uint64
-		drop    Drop
-		delN    [2]int
-		delSize [2]int64
-		stored  bool
-		size    int64
+		drop  Drop
+		count [2]int // changes to u.count and u.bytes, applied once committed
+		size  [2]int64
 	)
 	err := u.db.Update(func(tx *bbolt.Tx) error {
-		drop, stored, size = Drop{}, false, 0
-		var err error
-		delN, delSize, err = deleteAckedTx(tx, acked)
+		drop, count, size = Drop{}, [2]int{}, [2]int64{}
+		delN, delSize, err := deleteAckedTx(tx, acked)
 		if err != nil {
 			return err
 		}
-		b := tx.Bucket(bucketNames[kind])
-		seq, err = b.NextSequence()
-		if err != nil {
-			return err
+		for k := range delN {
+			count[k] -= delN[k]
+			size[k] -= delSize[k]
 		}
-		payload, err := build(seq)
-		if err != nil {
-			return err
+		dropped := func(seq uint64, n int64) {
+			if drop.Messages == 0 {
+				drop.FirstSeq = seq
+			}
+			drop.LastSeq = seq
+			drop.Messages++
+			drop.Bytes += n
 		}
-		size = int64(len(payload))
-		if kind == kindTelemetry {
-			// Make room by dropping the oldest telemetry; incidents are never dropped, so a
-			// queue full of incidents may exceed the cap (they are rare and small).
-			total := u.bytes[0] + u.bytes[1] - delSize[0] - delSize[1]
-			c := b.Cursor()
-			for total+size > u.opts.QueueMaxBytes {
-				k, v := c.First()
-				if k == nil {
-					break
+		for _, it := range items {
+			b := tx.Bucket(bucketNames[it.kind])
+			seq, err := b.NextSequence()
+			if err != nil {
+				return err
+			}
+			payload, err := it.build(seq)
+			if err != nil {
+				return err
+			}
+			payload = pack(payload)
+			n := int64(len(payload))
+			if it.kind == kindTelemetry {
+				// Make room by dropping the oldest telemetry; incidents are never dropped, so
+				// a queue full of incidents may exceed the cap (they are rare and small).
+				total := u.bytes[0] + u.bytes[1] + size[0] + size[1]
+				c := b.Cursor()
+				for total+n > u.opts.QueueMaxBytes {
+					k, v := c.First()
+					if k == nil {
+						break
+					}
+					dropped(binary.BigEndian.Uint64(k), int64(len(v)))
+					total -= int64(len(v))
+					count[kindTelemetry]--
+					size[kindTelemetry] -= int64(len(v))
+					if err := c.Delete(); err != nil {
+						return err
+					}
 				}
-				s := binary.BigEndian.Uint64(k)
-				if drop.Messages == 0 {
-					drop.FirstSeq = s
-				}
-				drop.LastSeq = s
-				drop.Messages++
-				drop.Bytes += int64(len(v))
-				total -= int64(len(v))
-				if err := c.Delete(); err != nil {
-					return err
+				if total+n > u.opts.QueueMaxBytes {
+					// Even an empty telemetry queue cannot hold it: this message is the drop.
+					dropped(seq, n)
+					continue
 				}
 			}
-			if total+size > u.opts.QueueMaxBytes {
-				// Even an empty telemetry queue cannot hold it: this message is the drop.
-				if drop.Messages == 0 {
-					drop.FirstSeq = seq
-				}
-				drop.LastSeq = seq
-				drop.Messages++
-				drop.Bytes += size
-				return nil
+			if err := b.Put(seqKey(seq), payload); err != nil {
+				return err
 			}
+			count[it.kind]++
+			size[it.kind] += n
 		}
-		stored = true
-		return b.Put(seqKey(seq), payload)
+		return nil
 	})
 	if err != nil {
 		// Nothing of the transaction happened: the acknowledged messages still wait.
@@ -150,19 +162,12 @@ func (u *Uplink) enqueue(kind int, build func(seq uint64) ([]byte, error)) error
 		u.acked[1] = append(acked[1], u.acked[1]...)
 		u.ackedB += ackedB
 		u.mu.Unlock()
-		return fmt.Errorf("uplink: enqueue %s: %w", kindName[kind], err)
+		return fmt.Errorf("uplink: enqueue: %w", err)
 	}
-	for k := range delN {
-		u.count[k] -= delN[k]
-		u.bytes[k] -= delSize[k]
+	for k := range count {
+		u.count[k] += count[k]
+		u.bytes[k] += size[k]
 	}
-	if stored {
-		u.count[kind]++
-		u.bytes[kind] += size
-	}
-	dropped := drop.Messages - btoi(!stored)
-	u.count[kindTelemetry] -= dropped
-	u.bytes[kindTelemetry] -= drop.Bytes - size*int64(btoi(!stored))
 	onDrop := u.opts.OnDrop
 	u.mu.Unlock()
 	u.poke()
@@ -177,13 +182,6 @@ func (u *Uplink) enqueue(kind int, build func(seq uint64) ([]byte, error)) error
 		}
 	}
 	return nil
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // ack records that the broker acknowledged seq of kind; the delete is committed later.
@@ -232,6 +230,7 @@ type queued struct {
 	kind    int
 	seq     uint64
 	payload []byte
+	size    int // bytes on disk
 }
 
 // readFrom returns up to max messages of kind with seq > after, oldest first, skipping those
@@ -253,7 +252,14 @@ func (u *Uplink) readFrom(kind int, after uint64, max int) ([]queued, error) {
 			if skip[s] {
 				continue
 			}
-			out = append(out, queued{kind: kind, seq: s, payload: append([]byte(nil), v...)})
+			p, err := unpack(v)
+			if err != nil {
+				// A value we cannot read would block its topic for ever; say so loudly and
+				// skip it (its seq will show as a gap, which is the truth).
+				u.log.Error("unreadable queued message skipped", "topic", kindName[kind], "seq", s, "err", err)
+				continue
+			}
+			out = append(out, queued{kind: kind, seq: s, payload: p, size: len(v)})
 		}
 		return nil
 	})

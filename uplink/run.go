@@ -62,6 +62,22 @@ func (u *Uplink) Run(ctx context.Context) error {
 			u.log.Error("stop", "err", err)
 		}
 	}()
+	if u.opts.TelemetryFlush > 0 {
+		fctx, stop := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u.flusher(fctx)
+		}()
+		defer func() {
+			stop()
+			wg.Wait()
+			if err := u.Flush(); err != nil {
+				u.log.Error("stop: commit held telemetry", "err", err)
+			}
+		}()
+	}
 	attempt := 0
 	for ctx.Err() == nil {
 		served := false
@@ -103,6 +119,22 @@ func (u *Uplink) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// flusher commits held telemetry once it is due, until ctx ends.
+func (u *Uplink) flusher(ctx context.Context) {
+	t := time.NewTicker(max(u.opts.TelemetryFlush/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := u.flushDue(); err != nil {
+				u.log.Error("commit held telemetry", "err", err)
+			}
+		}
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -395,7 +427,7 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 			if err := h.tok.Error(); err != nil {
 				return end(fmt.Errorf("publish %s seq %d: %w", kindName[h.q.kind], h.q.seq, err))
 			}
-			u.ack(h.q.kind, h.q.seq, len(h.q.payload))
+			u.ack(h.q.kind, h.q.seq, h.q.size)
 			window = window[1:]
 		}
 		var head <-chan struct{}

@@ -58,6 +58,12 @@ type Options struct {
 	KeepAlive time.Duration
 	// InFlight is how many messages may await their PUBACK at once. Default 256.
 	InFlight int
+	// TelemetryFlush, when set, holds telemetry in memory and commits it to disk at most
+	// this often (and with every incident), to cut the flash pages written per reading: each
+	// bbolt commit writes about five 4 KiB pages however little it carries. The price: a
+	// crash loses the telemetry of the last period (it never got a seq, so no gap shows, and
+	// it was never published). Default 0: every Telemetry call is committed at once.
+	TelemetryFlush time.Duration
 	// OnDrop is called (outside any lock, after the drop is on disk) when the queue cap made
 	// the uplink drop telemetry; the daemon turns it into an incident.
 	OnDrop func(Drop)
@@ -115,6 +121,7 @@ type Status struct {
 	Connected   bool   `json:"connected"`
 	Broker      string `json:"broker"` // the broker connected to, or last tried
 	Queued      int    `json:"queued"` // messages not yet acknowledged by a broker
+	Held        int    `json:"held"`   // telemetry messages held in memory by TelemetryFlush
 	QueuedBytes int64  `json:"queued_bytes"`
 	Incidents   int    `json:"queued_incidents"`
 	Dropped     uint64 `json:"dropped"`   // telemetry messages dropped by the cap since start
@@ -145,6 +152,12 @@ type Uplink struct {
 	broker    string
 	lastErr   string
 	handler   func(ctx context.Context, c Command) error
+
+	fmu          sync.Mutex // serialises flushes
+	pmu          sync.Mutex // guards the three below
+	pending      []item     // telemetry held by TelemetryFlush
+	pendingN     int
+	pendingSince time.Time
 
 	dropped    atomic.Uint64
 	published  atomic.Uint64
@@ -247,10 +260,14 @@ func (u *Uplink) OnCommand(h func(ctx context.Context, c Command) error) {
 
 // Status returns the current state.
 func (u *Uplink) Status() Status {
+	u.pmu.Lock()
+	held := len(u.pending)
+	u.pmu.Unlock()
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	acked := len(u.acked[0]) + len(u.acked[1])
 	return Status{
+		Held:        held,
 		Connected:   u.connected,
 		Broker:      u.broker,
 		Queued:      u.count[0] + u.count[1] - acked,
@@ -264,33 +281,94 @@ func (u *Uplink) Status() Status {
 }
 
 // Telemetry enqueues one telemetry message with these readings under the next telemetry seq.
-// It returns once the message is on disk.
+// Without TelemetryFlush it returns once the message is on disk. With TelemetryFlush the
+// message waits in memory (without a seq, unpublished) and is committed with the others of
+// that period, with the next incident, or when Run ends, whichever comes first.
 func (u *Uplink) Telemetry(rs []Reading) error {
 	if rs == nil {
 		rs = []Reading{}
 	}
 	ts := formatTime(time.Now())
-	return u.enqueue(kindTelemetry, func(seq uint64) ([]byte, error) {
+	if u.opts.TelemetryFlush <= 0 {
+		return u.enqueue(telemetryItem(ts, rs))
+	}
+	u.pmu.Lock()
+	if len(u.pending) == 0 {
+		u.pendingSince = time.Now()
+	}
+	u.pending = append(u.pending, telemetryItem(ts, rs))
+	u.pendingN += len(rs)
+	full := u.pendingN >= maxPendingReadings
+	u.pmu.Unlock()
+	if full {
+		return u.Flush()
+	}
+	return nil
+}
+
+// maxPendingReadings bounds the memory TelemetryFlush may hold.
+const maxPendingReadings = 20000
+
+func telemetryItem(ts string, rs []Reading) item {
+	return item{kindTelemetry, func(seq uint64) ([]byte, error) {
 		return json.Marshal(struct {
 			Seq      uint64    `json:"seq"`
 			TS       string    `json:"ts"`
 			Readings []Reading `json:"readings"`
 		}{seq, ts, rs})
-	})
+	}}
 }
 
-// Incident enqueues one incident event under the next incidents seq. It returns once the
-// message is on disk. Incidents are never dropped by the queue cap.
+// Flush commits the telemetry TelemetryFlush holds in memory, with extra items in the same
+// transaction.
+func (u *Uplink) Flush() error { return u.flush() }
+
+func (u *Uplink) flush(extra ...item) error {
+	u.fmu.Lock() // one flush at a time, so that seqs follow the order of the calls
+	defer u.fmu.Unlock()
+	u.pmu.Lock()
+	items := append(u.pending, extra...)
+	u.pending, u.pendingN = nil, 0
+	u.pmu.Unlock()
+	if len(items) == 0 {
+		return nil
+	}
+	err := u.enqueue(items...)
+	if err != nil && len(items) > len(extra) {
+		// Not committed: keep the telemetry for the next try, ahead of newer messages.
+		held := items[:len(items)-len(extra)]
+		u.pmu.Lock()
+		u.pending = append(held, u.pending...)
+		u.pendingN += len(held) // approximate (messages, not readings): it only bounds memory
+		u.pmu.Unlock()
+	}
+	return err
+}
+
+// flushDue commits held telemetry when the oldest has waited TelemetryFlush.
+func (u *Uplink) flushDue() error {
+	u.pmu.Lock()
+	due := len(u.pending) > 0 && time.Since(u.pendingSince) >= u.opts.TelemetryFlush
+	u.pmu.Unlock()
+	if !due {
+		return nil
+	}
+	return u.flush()
+}
+
+// Incident enqueues one incident event under the next incidents seq, together with any
+// telemetry TelemetryFlush holds. It returns once the message is on disk. Incidents are never
+// dropped by the queue cap.
 func (u *Uplink) Incident(in Incident) error {
 	if in.TS == "" {
 		in.TS = formatTime(time.Now())
 	}
-	return u.enqueue(kindIncident, func(seq uint64) ([]byte, error) {
+	return u.flush(item{kindIncident, func(seq uint64) ([]byte, error) {
 		return json.Marshal(struct {
 			Seq uint64 `json:"seq"`
 			Incident
 		}{seq, in})
-	})
+	}})
 }
 
 // reserved subtopics belong to the contract and cannot be used by Retain.

@@ -287,3 +287,48 @@ func sorted(s []uint64) []uint64 {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s
 }
+
+// TestTelemetryFlush: with TelemetryFlush, telemetry waits in memory without a seq, then goes
+// to disk and out in order, in one commit per period or with the next incident.
+func TestTelemetryFlush(t *testing.T) {
+	m := startMosquitto(t)
+	sub := m.Subscribe(t, root+"/#", "")
+	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+	defer db.Close()
+	o := testOptions(m.URL)
+	o.TelemetryFlush = time.Hour // only the incident and the stop commit in this test
+	u := start(t, db, o)
+	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
+	for i := 0; i < 5; i++ {
+		if err := u.Telemetry(reading(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := u.Status(); st.Held != 5 || st.Queued != 0 {
+		t.Fatalf("status with 5 held: %+v", st)
+	}
+	if a, _ := lastSeqs(t, db); a != 0 {
+		t.Fatal("held telemetry got a seq")
+	}
+	if err := u.Incident(Incident{ID: "x", Event: "opened"}); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.Eventually(t, 20*time.Second, "held telemetry out with the incident", func() bool {
+		return len(missing(seqs(t, sub, "telemetry"), 5)) == 0 && len(seqs(t, sub, "incidents")) == 1
+	})
+	for i := 0; i < 3; i++ {
+		if err := u.Telemetry(reading(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u.stop(t)
+	if _, tel := lastSeqs(t, db); tel != 8 {
+		t.Errorf("after stop the last telemetry seq is %d, want 8 (held telemetry committed)", tel)
+	}
+	if st := u.Status(); st.Held != 0 || st.Queued != 3 {
+		t.Errorf("after stop: %+v", st)
+	}
+	if got := seqs(t, sub, "telemetry"); fmt.Sprint(got) != "[1 2 3 4 5]" {
+		t.Errorf("telemetry seqs %v", got)
+	}
+}
