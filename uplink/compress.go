@@ -30,6 +30,9 @@ var deflaters = sync.Pool{New: func() any {
 	return w
 }}
 
+// inflaters keeps flate readers (about 40 KB each) for reuse across a backlog drain.
+var inflaters sync.Pool
+
 // pack turns a payload into its stored form.
 func pack(payload []byte) []byte {
 	var b bytes.Buffer
@@ -55,8 +58,13 @@ func unpack(v []byte) ([]byte, error) {
 	case storedRaw:
 		return append([]byte(nil), v[1:]...), nil
 	case storedDeflate:
-		r := flate.NewReaderDict(bytes.NewReader(v[1:]), dictV1)
-		defer r.Close()
+		r, _ := inflaters.Get().(io.ReadCloser)
+		if r == nil {
+			r = flate.NewReaderDict(bytes.NewReader(v[1:]), dictV1)
+		} else if err := r.(flate.Resetter).Reset(bytes.NewReader(v[1:]), dictV1); err != nil {
+			return nil, fmt.Errorf("inflate stored message: %w", err)
+		}
+		defer inflaters.Put(r)
 		out, err := io.ReadAll(io.LimitReader(r, 64<<20))
 		if err != nil {
 			return nil, fmt.Errorf("inflate stored message: %w", err)
