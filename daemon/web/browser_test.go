@@ -141,14 +141,14 @@ func TestBrowser(t *testing.T) {
 	mq := testpeer.StartMosquitto(t)
 	sub := mq.Subscribe(t, "rackwatch/#", "")
 	listen := fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t))
-	yaml := siteYAML(t, siteOpts{mqtt: mq.URL, listen: listen})
+	yaml, ids := demoYAML(t, siteOpts{mqtt: mq.URL, listen: listen})
 	s, stop := startSite(t, yaml)
-	waitPolled(t, s)
+	waitPolledIDs(t, s, ids)
 
 	// The page shows every device, and its script connects to /events.
 	b.do("open the page", chromedp.Navigate(s.URL), chromedp.WaitVisible(chromedp.CSS("#banner")))
 	shown := eval[[]string](b, `Array.from(document.querySelectorAll("tr.dev")).map(e => e.dataset.device)`)
-	for _, id := range deviceIDs {
+	for _, id := range ids {
 		if !slices.Contains(shown, id) {
 			t.Errorf("the page does not show device %s (it shows %v)", id, shown)
 		}

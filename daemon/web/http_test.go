@@ -36,6 +36,11 @@ func getJSON(t *testing.T, url string, v any) {
 
 func waitPolled(t *testing.T, s *testSite) web.Status {
 	t.Helper()
+	return waitPolledIDs(t, s, deviceIDs)
+}
+
+func waitPolledIDs(t *testing.T, s *testSite, ids []string) web.Status {
+	t.Helper()
 	var st web.Status
 	testpeer.Eventually(t, 20*time.Second, "every device polled", func() bool {
 		st = web.Status{}
@@ -46,7 +51,7 @@ func waitPolled(t *testing.T, s *testSite) web.Status {
 				n++
 			}
 		}
-		return n == len(deviceIDs)
+		return n == len(ids)
 	})
 	return st
 }

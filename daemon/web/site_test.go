@@ -15,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/site"
+	"github.com/rackwatch/rackwatch/internal/testpeer"
 	_ "github.com/rackwatch/rackwatch/sensors/sim"
 )
 
@@ -228,4 +230,40 @@ func (c *client) login(user, pass string) string {
 		c.t.Fatalf("after login, GET / gave %d and no CSRF token", resp.StatusCode)
 	}
 	return m[1]
+}
+
+// demoYAML is the built-in demo site (daemon/demo.yaml) made fit for a test: the same
+// devices, rules and policies, but no story (the test drives the sim devices), short polls,
+// private ports and folders, and the uplink pointed at the test's broker.
+func demoYAML(t *testing.T, o siteOpts) (yml string, ids []string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("demo.yaml: %v", err)
+	}
+	// The users file and data folder of the test's own config.
+	var own map[string]any
+	if err := yaml.Unmarshal([]byte(siteYAML(t, o)), &own); err != nil {
+		t.Fatal(err)
+	}
+	doc["data_dir"] = own["data_dir"]
+	doc["web"] = own["web"]
+	doc["mqtt"] = own["mqtt"]
+	doc["nut"].(map[string]any)["listen"] = fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t))
+	for _, d := range doc["devices"].([]any) {
+		dm := d.(map[string]any)
+		delete(dm, "script")
+		delete(dm, "loop")
+		dm["poll"] = "200ms"
+		ids = append(ids, dm["id"].(string))
+	}
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), ids
 }
