@@ -1,6 +1,9 @@
 package main
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // options are the rackwatch.* settings of the kernel command line.
 type options struct {
@@ -8,13 +11,15 @@ type options struct {
 	GW            string
 	DNS           string
 	DataPartition string // GPT partition name
+	// Watchdog is the hardware watchdog's timeout, in seconds.
+	Watchdog int
 }
 
 // parseCmdline reads the rackwatch.* keys of a kernel command line. Unknown keys are ignored:
 // the line also carries the kernel's own parameters. Quoting (key="a b") follows the kernel's
 // rules closely enough for the values we take, which never contain spaces.
 func parseCmdline(s string) options {
-	o := options{IP: "10.0.2.15/24", GW: "10.0.2.2", DataPartition: "rackwatch-data"}
+	o := options{IP: "10.0.2.15/24", GW: "10.0.2.2", DataPartition: "rackwatch-data", Watchdog: 30}
 	for _, f := range strings.Fields(s) {
 		k, v, ok := strings.Cut(f, "=")
 		if !ok {
@@ -31,6 +36,11 @@ func parseCmdline(s string) options {
 		case "rackwatch.data":
 			if v != "" {
 				o.DataPartition = v
+			}
+		case "rackwatch.watchdog":
+			// Out-of-range values keep the default: a typo must not disarm the watchdog.
+			if n, err := strconv.Atoi(v); err == nil && n >= 1 && n <= 600 {
+				o.Watchdog = n
 			}
 		}
 	}

@@ -30,6 +30,7 @@ const (
 	cmdKill
 	cmdReboot
 	cmdPowerOff
+	cmdWatchdogTest
 	cmdUnknown
 )
 
@@ -52,11 +53,13 @@ func parseConsole(line string) consoleCommand {
 		return cmdReboot
 	case "poweroff":
 		return cmdPowerOff
+	case "watchdog-test":
+		return cmdWatchdogTest
 	}
 	return cmdUnknown
 }
 
-func readConsole(ctx context.Context, r io.Reader, s *supervisor, reboot chan<- rebootKind) {
+func readConsole(ctx context.Context, r io.Reader, s *supervisor, wd *watchdog, reboot chan<- rebootKind) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() && ctx.Err() == nil {
 		switch parseConsole(sc.Text()) {
@@ -75,8 +78,10 @@ func readConsole(ctx context.Context, r io.Reader, s *supervisor, reboot chan<- 
 		case cmdPowerOff:
 			slog.Warn("console: poweroff")
 			trySend(reboot, doPowerOff)
+		case cmdWatchdogTest:
+			wd.stopFeeding()
 		case cmdUnknown:
-			slog.Warn("console: unknown command; try rwinit status|kill|reboot|poweroff", "line", sc.Text())
+			slog.Warn("console: unknown command; try rwinit status|kill|reboot|poweroff|watchdog-test", "line", sc.Text())
 		}
 	}
 }

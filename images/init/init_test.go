@@ -10,7 +10,7 @@ import (
 )
 
 func TestParseCmdline(t *testing.T) {
-	def := options{IP: "10.0.2.15/24", GW: "10.0.2.2", DataPartition: "rackwatch-data"}
+	def := options{IP: "10.0.2.15/24", GW: "10.0.2.2", DataPartition: "rackwatch-data", Watchdog: 30}
 	for _, c := range []struct {
 		line string
 		want options
@@ -18,9 +18,14 @@ func TestParseCmdline(t *testing.T) {
 		{"", def},
 		{"console=ttyAMA0,115200 panic=10 rw quiet", def},
 		{"console=ttyAMA0 rackwatch.ip=192.168.1.50/24 rackwatch.gw=192.168.1.1 rackwatch.dns=192.168.1.1\n",
-			options{IP: "192.168.1.50/24", GW: "192.168.1.1", DNS: "192.168.1.1", DataPartition: "rackwatch-data"}},
-		{"rackwatch.ip=off rackwatch.gw=", options{IP: "off", DataPartition: "rackwatch-data"}},
-		{`rackwatch.data="site-data" rackwatch.ip`, options{IP: "10.0.2.15/24", GW: "10.0.2.2", DataPartition: "site-data"}},
+			options{IP: "192.168.1.50/24", GW: "192.168.1.1", DNS: "192.168.1.1", DataPartition: "rackwatch-data", Watchdog: 30}},
+		{"rackwatch.ip=off rackwatch.gw=", options{IP: "off", DataPartition: "rackwatch-data", Watchdog: 30}},
+		{`rackwatch.data="site-data" rackwatch.ip`, options{IP: "10.0.2.15/24", GW: "10.0.2.2", DataPartition: "site-data", Watchdog: 30}},
+		{"rackwatch.watchdog=5", options{IP: "10.0.2.15/24", GW: "10.0.2.2", DataPartition: "rackwatch-data", Watchdog: 5}},
+		{"rackwatch.watchdog=0", def},
+		{"rackwatch.watchdog=-3", def},
+		{"rackwatch.watchdog=601", def},
+		{"rackwatch.watchdog=5s", def},
 		{"rackwatch.data=", def},
 		{"rackwatch.ipx=1.2.3.4/8 xrackwatch.gw=1.1.1.1", def},
 	} {
@@ -35,8 +40,8 @@ func FuzzParseCmdline(f *testing.F) {
 	f.Add(`rackwatch.data="x" rackwatch.dns==`)
 	f.Add("\x00=\xff rackwatch.ip=\"")
 	f.Fuzz(func(t *testing.T, s string) {
-		if o := parseCmdline(s); o.DataPartition == "" {
-			t.Fatalf("parseCmdline(%q): empty data partition name", s)
+		if o := parseCmdline(s); o.DataPartition == "" || o.Watchdog < 1 || o.Watchdog > 600 {
+			t.Fatalf("parseCmdline(%q) = %+v", s, o)
 		}
 	})
 }
@@ -80,6 +85,7 @@ func TestParseConsole(t *testing.T) {
 		{"rwinit status", cmdStatus},
 		{"rwinit reboot", cmdReboot},
 		{"rwinit poweroff", cmdPowerOff},
+		{"rwinit watchdog-test", cmdWatchdogTest},
 		{"rwinit", cmdUnknown},
 		{"rwinit kill now", cmdUnknown},
 		{"rwinit format", cmdUnknown},

@@ -12,10 +12,13 @@
 //	rackwatch.gw=10.0.2.2       default gateway ("" for none)
 //	rackwatch.dns=10.0.2.3      written to /etc/resolv.conf when set
 //	rackwatch.data=rackwatch-data  GPT partition name of the data partition
+//	rackwatch.watchdog=30       hardware watchdog timeout in seconds (1-600)
 //
-// The serial console accepts three commands, one a line, for tests and for an operator with a
-// cable: "rwinit status", "rwinit kill" (SIGKILL rackwatch, to prove the restart), and
-// "rwinit reboot" (orderly: rackwatch stopped with SIGTERM, data unmounted, then reboot).
+// The serial console accepts commands, one a line, for tests and for an operator with a
+// cable: "rwinit status", "rwinit kill" (SIGKILL rackwatch, to prove the restart),
+// "rwinit reboot" and "rwinit poweroff" (orderly: rackwatch stopped with SIGTERM, data
+// unmounted, then reboot), and "rwinit watchdog-test" (stop feeding the hardware watchdog,
+// to prove that it resets the board).
 //
 // It is a separate static program: it must not import the daemon, sensors or uplink packages,
 // so that the firmware's PID 1 stays small and cannot be broken by the application.
@@ -81,7 +84,7 @@ func main() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	wd := openWatchdog("/dev/watchdog", 30*time.Second)
+	wd := openWatchdog("/dev/watchdog", time.Duration(opts.Watchdog)*time.Second)
 	sup := newSupervisor(rackwatchBin, []string{"rackwatch", "-config", siteConfig}, notifySocket)
 	reboot := make(chan rebootKind, 1)
 
@@ -95,7 +98,7 @@ func main() {
 	}()
 	go reap(context.Background(), sup)
 	go wd.feed(ctx, 5*time.Second)
-	go readConsole(ctx, os.Stdin, sup, reboot)
+	go readConsole(ctx, os.Stdin, sup, wd, reboot)
 	go handleSignals(ctx, reboot)
 
 	kind := <-reboot

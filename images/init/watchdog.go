@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -19,7 +20,12 @@ const (
 )
 
 // watchdog is the hardware watchdog, or nothing when the board has none.
-type watchdog struct{ f *os.File }
+type watchdog struct {
+	f       *os.File
+	timeout time.Duration
+	starve  chan struct{} // closed by the console's watchdog-test
+	once    sync.Once
+}
 
 // openWatchdog opens the watchdog and sets its timeout. Once opened it must be fed for as
 // long as the system runs: the device is never closed (closing may disarm it, which would
@@ -32,21 +38,38 @@ func openWatchdog(path string, timeout time.Duration) *watchdog {
 		} else {
 			slog.Info("no hardware watchdog", "path", path)
 		}
-		return &watchdog{}
+		return &watchdog{starve: make(chan struct{})}
 	}
 	secs := int32(timeout.Seconds())
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), wdiocSetTimeout, uintptr(unsafe.Pointer(&secs))); e != 0 {
 		slog.Warn("set watchdog timeout; keeping the driver's", "err", e)
 	}
 	slog.Info("hardware watchdog armed", "path", path, "timeout_s", secs)
-	return &watchdog{f: f}
+	return &watchdog{f: f, timeout: time.Duration(secs) * time.Second, starve: make(chan struct{})}
 }
 
-// feed pets the watchdog every interval until ctx ends. After that, finish reboots within
+// stopFeeding makes feed stop for good: the board must then reset within the timeout. It is
+// how an operator (or the boot test) proves that the watchdog works.
+func (w *watchdog) stopFeeding() {
+	if w.f == nil {
+		slog.Warn("console: watchdog-test: there is no hardware watchdog")
+		return
+	}
+	w.once.Do(func() {
+		slog.Warn("console: watchdog-test: no longer feeding the watchdog; the board resets", "within", w.timeout)
+		close(w.starve)
+	})
+}
+
+// feed pets the watchdog every interval (at most a third of the timeout) until ctx ends. After that, finish reboots within
 // the watchdog timeout anyway, and a hang there is exactly what the watchdog is for.
 func (w *watchdog) feed(ctx context.Context, every time.Duration) {
 	if w.f == nil {
 		return
+	}
+	// Several feeds per timeout, whatever the command line set it to.
+	if w.timeout > 0 && every > w.timeout/3 {
+		every = w.timeout / 3
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -57,6 +80,8 @@ func (w *watchdog) feed(ctx context.Context, every time.Duration) {
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-w.starve:
 			return
 		case <-t.C:
 		}
