@@ -48,6 +48,26 @@ func newSessions(now func() time.Time) *sessions {
 	return &sessions{m: map[string]*session{}, ttl: sessionTTL, now: now}
 }
 
+// A config reload (SIGHUP, or "reload" over MQTT) makes a new Server; the operator who is
+// logged in in the middle of an incident must stay logged in. Servers with the same listen
+// address and users file share their sessions; a user removed from the file loses them
+// (Server.session checks).
+var (
+	sharedMu       sync.Mutex
+	sharedSessions = map[string]*sessions{}
+)
+
+func sessionsFor(key string) *sessions {
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	ss, ok := sharedSessions[key]
+	if !ok {
+		ss = newSessions(time.Now)
+		sharedSessions[key] = ss
+	}
+	return ss
+}
+
 func randToken() string {
 	b := make([]byte, 32)
 	rand.Read(b) // never fails (crypto/rand, Go ≥ 1.24)
@@ -212,7 +232,11 @@ func (s *Server) session(r *http.Request) (session, bool) {
 	if err != nil || c.Value == "" {
 		return session{}, false
 	}
-	return s.sess.get(c.Value)
+	ses, ok := s.sess.get(c.Value)
+	if !ok || !s.users.Has(ses.user) {
+		return session{}, false
+	}
+	return ses, true
 }
 
 // basicUser checks HTTP Basic credentials of a non-browser client, rate-limited like the

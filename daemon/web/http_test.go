@@ -2,9 +2,11 @@ package web_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -454,5 +456,52 @@ func TestHistory(t *testing.T) {
 				t.Errorf("history?%s: %T, want a JSON array", tc.q, v)
 			}
 		}
+	}
+}
+
+// TestSessionSurvivesReload: a config reload restarts the web server; the operator stays
+// logged in, unless the new users file no longer has them.
+func TestSessionSurvivesReload(t *testing.T) {
+	listen := fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t))
+	yml := siteYAML(t, siteOpts{listen: listen})
+	s, stop := startSite(t, yml)
+	c := newClient(t, s.URL, true)
+	csrf := c.login(operator, password)
+	relay := func(state string) int {
+		resp, _ := c.do("POST", "/api/v1/relays/crac2", strings.NewReader(`{"state":"`+state+`"}`), map[string]string{"X-CSRF-Token": csrf})
+		return resp.StatusCode
+	}
+	if code := relay("on"); code != 200 {
+		t.Fatalf("before the reload: %d", code)
+	}
+	stop()
+	s, stop = startSite(t, yml)
+	if code := relay("auto"); code != 200 {
+		t.Errorf("after a reload: %d, want 200", code)
+	}
+	stop()
+	// The users file loses the operator.
+	var usersFile string
+	for _, l := range strings.Split(yml, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "users_file: "); ok {
+			usersFile = v
+		}
+	}
+	b, err := os.ReadFile(usersFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, operator+":") {
+			keep = append(keep, l)
+		}
+	}
+	if err := os.WriteFile(usersFile, []byte(strings.Join(keep, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startSite(t, yml)
+	if code := relay("on"); code != http.StatusUnauthorized {
+		t.Errorf("a removed user's session: %d, want 401", code)
 	}
 }

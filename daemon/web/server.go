@@ -58,7 +58,7 @@ func New(opt Options, b Backend) (*Server, error) {
 		opt.Log = slog.Default()
 	}
 	s := &Server{opt: opt, b: b, log: opt.Log, mux: http.NewServeMux(), now: time.Now}
-	s.sess = newSessions(s.now)
+	s.sess = sessionsFor(opt.Listen + "\x00" + opt.UsersFile)
 	s.userLimit = newLimiter(5, s.now)
 	s.ipLimit = newLimiter(20, s.now)
 	if opt.UsersFile != "" {

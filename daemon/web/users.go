@@ -61,6 +61,15 @@ func (u *Users) Len() int {
 	return len(u.hashes)
 }
 
+// Has reports whether name is a user.
+func (u *Users) Has(name string) bool {
+	if u == nil {
+		return false
+	}
+	_, ok := u.hashes[name]
+	return ok
+}
+
 // dummy keeps the time of a check for an unknown user like that of a known one; made on
 // first use so that starting the daemon does not pay for it.
 var dummy = sync.OnceValue(func() []byte {
