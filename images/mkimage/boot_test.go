@@ -550,7 +550,7 @@ func TestWatchdog(t *testing.T) {
 	select {
 	case <-v.exited:
 		t.Fatal("the guest reset although /init feeds the watchdog")
-	case <-time.After(8 * time.Second):
+	case <-time.After(6 * time.Second):
 	}
 	v.waitHTTP(t, "/", 10*time.Second)
 
