@@ -22,7 +22,7 @@ import (
 var bucketNames = [2][]byte{[]byte("uplink.incidents"), []byte("uplink.telemetry")}
 
 const (
-	deleteBatch = 512
+	deleteBatch = 2048
 	deleteDelay = 30 * time.Second
 )
 

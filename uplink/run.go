@@ -388,13 +388,15 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 
 		// Fill the window: incidents first, so that a live incident overtakes an old
 		// telemetry backlog; each topic oldest first.
-		if free := u.opts.InFlight - len(window); free > 0 {
+		// During a backlog drain the window is refilled in chunks of a quarter, not one
+		// slot per PUBACK, so that reading the queue costs one transaction per chunk.
+		if free := u.opts.InFlight - len(window); free > 0 && len(window) <= u.opts.InFlight*3/4 {
 			var batch []queued
 			for _, kind := range []int{kindIncident, kindTelemetry} {
 				if free-len(batch) <= 0 {
 					break
 				}
-				qs, err := u.readFrom(kind, sent[kind], min(free-len(batch), 64))
+				qs, err := u.readFrom(kind, sent[kind], free-len(batch))
 				if err != nil {
 					return end(err)
 				}

@@ -265,14 +265,16 @@ func (u *Uplink) Status() Status {
 	u.pmu.Unlock()
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	// Acknowledged messages wait for their delete commit; one the cap dropped meanwhile is
+	// no longer counted on disk, hence the clamps.
 	acked := len(u.acked[0]) + len(u.acked[1])
 	return Status{
 		Held:        held,
 		Connected:   u.connected,
 		Broker:      u.broker,
-		Queued:      u.count[0] + u.count[1] - acked,
-		QueuedBytes: u.bytes[0] + u.bytes[1] - u.ackedB,
-		Incidents:   u.count[kindIncident] - len(u.acked[kindIncident]),
+		Queued:      max(0, u.count[0]+u.count[1]-acked),
+		QueuedBytes: max(0, u.bytes[0]+u.bytes[1]-u.ackedB),
+		Incidents:   max(0, u.count[kindIncident]-len(u.acked[kindIncident])),
 		Dropped:     u.dropped.Load(),
 		Published:   u.published.Load(),
 		Reconnects:  u.reconnects.Load(),
