@@ -294,7 +294,7 @@ type inflight struct {
 // serve runs one connection until it is lost, ctx ends, or (idx > 0) an earlier broker is
 // reachable again. It returns why it ended.
 func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
-	u.reconnects.Add(1)
+	u.connects.Add(1)
 	u.log.Info("connected", "broker", c.broker, "client_id", u.opts.ClientID)
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup

@@ -126,7 +126,7 @@ type Status struct {
 	Incidents   int    `json:"queued_incidents"`
 	Dropped     uint64 `json:"dropped"`   // telemetry messages dropped by the cap since start
 	Published   uint64 `json:"published"` // messages acknowledged since start
-	Reconnects  uint64 `json:"reconnects"`
+	Connects    uint64 `json:"connects"`  // connections made since start
 	LastError   string `json:"last_error,omitempty"`
 }
 
@@ -159,10 +159,10 @@ type Uplink struct {
 	pendingN     int
 	pendingSince time.Time
 
-	dropped    atomic.Uint64
-	published  atomic.Uint64
-	reconnects atomic.Uint64
-	running    atomic.Bool
+	dropped   atomic.Uint64
+	published atomic.Uint64
+	connects  atomic.Uint64
+	running   atomic.Bool
 }
 
 const (
@@ -277,7 +277,7 @@ func (u *Uplink) Status() Status {
 		Incidents:   max(0, u.count[kindIncident]-len(u.acked[kindIncident])),
 		Dropped:     u.dropped.Load(),
 		Published:   u.published.Load(),
-		Reconnects:  u.reconnects.Load(),
+		Connects:    u.connects.Load(),
 		LastError:   u.lastErr,
 	}
 }
