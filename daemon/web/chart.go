@@ -79,8 +79,11 @@ func drawChart(pts []state.Point, ths []threshold, now time.Time, span time.Dura
 	if lo >= 0 && hi <= 1 {
 		lo, hi = 0, 1 // a contact or relay: off and on
 	}
-	if hi-lo < 1e-9 {
-		lo, hi = lo-1, hi+1
+	// A steady value must look steady: float32 rounding in the history (23.39999 next to
+	// 23.4) must not fill the chart as if it were a jump.
+	if minSpan := math.Max(math.Abs(hi+lo)/2*0.02, 1); hi-lo < minSpan {
+		mid := (hi + lo) / 2
+		lo, hi = mid-minSpan/2, mid+minSpan/2
 	}
 	pad := (hi - lo) * 0.08
 	lo, hi = lo-pad, hi+pad

@@ -184,8 +184,12 @@ func TestDrawChart(t *testing.T) {
 		t.Error("an empty history drawn")
 	}
 	// A flat line still has a range.
-	if p := drawChart(pts(5, 5, 5), nil, now, time.Hour); p.YMin != 4 || p.YMax != 6 {
-		t.Errorf("flat line range %v..%v", p.YMin, p.YMax)
+	if p := drawChart(pts(5, 5, 5), nil, now, time.Hour); p.YMin != 4.5 || p.YMax != 5.5 {
+		t.Errorf("flat line range %v..%v, want 4.5..5.5", p.YMin, p.YMax)
+	}
+	// float32 noise in the history is not a jump: the line stays in the middle.
+	if p := drawChart(pts(23.399999618530273, 23.4), nil, now, time.Hour); p.YMax-p.YMin < 0.9 {
+		t.Errorf("float32 noise fills the chart: %v..%v", p.YMin, p.YMax)
 	}
 	if p := drawChart(pts(0, 0), nil, now, time.Hour); p.YMin != 0 || p.YMax != 1 {
 		t.Errorf("contact range %v..%v, want 0..1", p.YMin, p.YMax)
