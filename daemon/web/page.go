@@ -200,14 +200,10 @@ func fmtValue(r ReadingStatus) string {
 	}
 	switch v := r.Value.(type) {
 	case float64:
-		u := r.Unit
-		if u == "" {
+		if r.Unit == "" {
 			return fmtNum(v)
 		}
-		if u == "%" || u == "°C" {
-			return fmtNum(v) + " " + u
-		}
-		return fmtNum(v) + " " + u
+		return fmtNum(v) + " " + r.Unit
 	default:
 		return fmt.Sprint(v)
 	}
@@ -284,12 +280,11 @@ func kind(d DeviceStatus, relays map[string]bool) string {
 	return "other"
 }
 
+// deviceLevel: a device that is not answering is a warning (its readings are stale); its
+// readings' own rules say whether that is critical.
 func deviceLevel(state string) string {
-	switch state {
-	case "ok":
+	if state == "ok" {
 		return lvlOK
-	case "":
-		return lvlWarn
 	}
 	return lvlWarn
 }
