@@ -79,6 +79,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 		}()
 	}
 	attempt := 0
+	var pause time.Duration
 	for ctx.Err() == nil {
 		served := false
 		for i, b := range u.opts.Brokers {
@@ -95,18 +96,28 @@ func (u *Uplink) Run(ctx context.Context) error {
 				continue
 			}
 			served = true
-			attempt = 0
+			began := time.Now()
 			why := u.serve(ctx, c, i)
 			if ctx.Err() != nil {
 				return nil
 			}
 			u.log.Info("connection ended", "broker", b, "why", why)
+			switch {
+			case errors.Is(why, errSwitch):
+				attempt, pause = 0, 0 // straight back to the first broker
+			case time.Since(began) < stableAfter:
+				// Accepted and dropped at once (a client id taken over, a broker that
+				// refuses us after CONNACK): back off as if it had not answered.
+				pause = backoff(u.opts.BackoffBase, u.opts.BackoffMax, attempt)
+				attempt++
+			default:
+				attempt = 0
+				pause = backoff(u.opts.BackoffBase, u.opts.BackoffMax, 0)
+			}
 			break
 		}
 		if served {
-			// Start again from the first broker, after a short jittered pause so that a
-			// broker that accepts and drops us at once is not hammered.
-			if !sleep(ctx, backoff(u.opts.BackoffBase, u.opts.BackoffMax, 0)) {
+			if !sleep(ctx, pause) {
 				return nil
 			}
 			continue
@@ -120,6 +131,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// stableAfter is how long a connection must last to reset the backoff.
+const stableAfter = 10 * time.Second
 
 // flusher commits held telemetry once it is due, until ctx ends.
 func (u *Uplink) flusher(ctx context.Context) {
@@ -312,10 +326,23 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 		u.log.Error("flush", "err", err)
 	}
 	root := u.root
+	// end closes the connection; when Run is stopping it first replaces the retained online
+	// with offline (the will only fires on an unclean loss).
+	end := func(why error) error {
+		if ctx.Err() != nil || errors.Is(why, errSwitch) {
+			t := c.client.Publish(root+"/state", 1, true, u.statePayload("offline"))
+			t.WaitTimeout(2 * time.Second)
+		}
+		if ctx.Err() != nil {
+			c.client.Disconnect(500)
+			return ctx.Err()
+		}
+		c.client.Disconnect(0)
+		return why
+	}
 	t := c.client.Publish(root+"/state", 1, true, u.statePayload("online"))
 	if err := u.wait(sctx, c, t); err != nil {
-		c.client.Disconnect(0)
-		return fmt.Errorf("publish online: %w", err)
+		return end(fmt.Errorf("publish online: %w", err))
 	}
 	wg.Add(1)
 	go func() {
@@ -330,8 +357,7 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 		}
 	})
 	if err := u.wait(sctx, c, st); err != nil {
-		c.client.Disconnect(0)
-		return fmt.Errorf("subscribe %s/cmd: %w", root, err)
+		return end(fmt.Errorf("subscribe %s/cmd: %w", root, err))
 	}
 	u.mu.Lock()
 	u.connected, u.broker, u.lastErr = true, c.broker, ""
@@ -349,21 +375,6 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 		pt := time.NewTicker(u.opts.ProbeInterval)
 		defer pt.Stop()
 		probe = pt.C
-	}
-	end := func(why error) error {
-		if ctx.Err() != nil {
-			// Shutting down: say offline (the will only fires on an unclean loss) and leave.
-			t := c.client.Publish(root+"/state", 1, true, u.statePayload("offline"))
-			t.WaitTimeout(2 * time.Second)
-			c.client.Disconnect(500)
-			return ctx.Err()
-		}
-		if errors.Is(why, errSwitch) {
-			t := c.client.Publish(root+"/state", 1, true, u.statePayload("offline"))
-			t.WaitTimeout(2 * time.Second)
-		}
-		c.client.Disconnect(0)
-		return why
 	}
 	for {
 		// Retained topics whose latest value this connection has not sent yet.
