@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/daemon/state"
 )
@@ -336,4 +338,29 @@ func FuzzParseUsers(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestUsersCheck: hashes from Go's bcrypt and from Apache's htpasswd -B ($2y$) both work.
+func TestUsersCheck(t *testing.T) {
+	h, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := strings.Replace(string(h), "$2a$", "$2y$", 1)
+	u, err := ParseUsers("users", strings.NewReader("go:"+string(h)+"\nhtpasswd:"+y+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		user, pass string
+		ok         bool
+	}{{"go", "s3cret", true}, {"htpasswd", "s3cret", true}, {"go", "S3cret", false}, {"nobody", "s3cret", false}, {"go", "", false}} {
+		if got := u.Check(tc.user, tc.pass); got != tc.ok {
+			t.Errorf("Check(%q, %q) = %v", tc.user, tc.pass, got)
+		}
+	}
+	var none *Users
+	if none.Check("go", "s3cret") || none.Has("go") {
+		t.Error("no users file lets someone in")
+	}
 }
