@@ -471,7 +471,7 @@ func build(st Status, now time.Time) pageData {
 				}
 				u.Extra = append(u.Extra, kv{m, fmtValue(d.Readings[m]), rkey(d.ID, m)})
 			}
-			if strings.Contains(" "+u.Flags+" ", " LB ") || strings.Contains(" "+u.Flags+" ", " FSD ") {
+			if u.Flags != "" && u.Level == lvlCrit {
 				reasons = append(reasons, reason{level: lvlCrit, text: fmt.Sprintf("%s: %s, %s left", d.ID, u.Words, orDash(u.Runtime))})
 			} else if strings.Contains(" "+u.Flags+" ", " OB ") {
 				reasons = append(reasons, reason{level: lvlWarn, text: fmt.Sprintf("%s on battery, %s left", d.ID, orDash(u.Runtime))})
@@ -523,6 +523,16 @@ func build(st Status, now time.Time) pageData {
 	for _, r := range st.Relays {
 		if !seenRelay[r.ID] {
 			p.Relays = append(p.Relays, mkRelay(r, role[r.ID]))
+		}
+	}
+	for _, r := range p.Relays {
+		if r.Mode == "on" || r.Mode == "off" {
+			// An override left behind is how a rack ends up without backup cooling.
+			by := ""
+			if r.ChangedBy != "" {
+				by = " by " + r.ChangedBy
+			}
+			reasons = append(reasons, reason{level: lvlWarn, text: fmt.Sprintf("relay %s forced %s%s: the policies do not drive it", r.ID, r.Mode, by)})
 		}
 	}
 

@@ -130,6 +130,10 @@ func TestBuild(t *testing.T) {
 	if p.Power == nil || p.Power.Level != lvlCrit || p.Power.RelayOn == nil || !*p.Power.RelayOn || p.Power.Decisions[0].Action != "second" {
 		t.Errorf("power policy %+v", p.Power)
 	}
+	if b := build(Status{Relays: []Relay{{ID: "crac2", Mode: "off", ChangedBy: "ann"}}}, now); b.Banner.Level != lvlWarn ||
+		!strings.Contains(strings.Join(b.Banner.Reasons, "\n"), "relay crac2 forced off by ann") {
+		t.Errorf("an override is not in the banner: %q", b.Banner.Reasons)
+	}
 	if len(p.Devices) != len(st.Devices) {
 		t.Errorf("%d devices in the table, want %d", len(p.Devices), len(st.Devices))
 	}
