@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -42,6 +43,7 @@ type supervisor struct {
 	notify string
 	dir    string // working folder and HOME
 	timing timing
+	logs   *logSink
 
 	kill   chan struct{} // console "kill": SIGKILL the program
 	exited chan syscall.WaitStatus
@@ -55,6 +57,7 @@ type supervisor struct {
 
 func newSupervisor(path string, argv []string, notify string) *supervisor {
 	return &supervisor{path: path, argv: argv, notify: notify, dir: dataMount, timing: defaultTiming,
+		logs: newLogSink(os.Stderr, 4096),
 		kill: make(chan struct{}, 1), exited: make(chan syscall.WaitStatus, 1)}
 }
 
@@ -71,6 +74,8 @@ func (s *supervisor) run(ctx context.Context) {
 	defer wg.Wait()
 	nctx, ncancel := context.WithCancel(ctx)
 	defer ncancel()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.logs.run(nctx) }()
 	if conn := s.listenNotify(); conn != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.readNotify(nctx, conn) }()
@@ -109,17 +114,28 @@ func (s *supervisor) start() (int, error) {
 		"NOTIFY_SOCKET="+s.notify,
 		"WATCHDOG_USEC="+itoa(s.timing.watchdog.Microseconds()),
 		"HOME="+s.dir, "TZ=UTC")
+	// stdin is /dev/null: the console's input is for /init's commands.
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	defer null.Close()
+	out, err := s.logs.pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer out.Close() // the child has its own copy
 	// Hold the lock across the fork so that reap cannot see the exit of a pid not yet recorded.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pid, err := syscall.ForkExec(s.path, s.argv, &syscall.ProcAttr{
 		Dir:   s.dir,
 		Env:   env,
-		Files: []uintptr{0, 1, 2},
+		Files: []uintptr{null.Fd(), out.Fd(), out.Fd()},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("start %s: %w", s.path, err)
 	}
 	select { // a kill asked for during the backoff was for the previous run
 	case <-s.kill:
