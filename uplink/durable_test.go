@@ -422,3 +422,53 @@ func TestPassword(t *testing.T) {
 		db.Close()
 	}
 }
+
+// TestDropReportedAsIncident: OnDrop may call Incident (the daemon turns a drop into an
+// incident) from either commit path without a deadlock, and that incident is queued.
+func TestDropReportedAsIncident(t *testing.T) {
+	for _, flush := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprint("flush=", flush), func(t *testing.T) {
+			db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+			defer db.Close()
+			o := testOptions("tcp://127.0.0.1:1")
+			o.QueueMaxBytes, o.TelemetryFlush = 2000, flush
+			var u *Uplink
+			var drops atomic.Int64
+			o.OnDrop = func(d Drop) {
+				drops.Add(int64(d.Messages))
+				if err := u.Incident(Incident{ID: "uplink-drop", Event: "opened", Severity: "warning", Note: fmt.Sprint(d.Messages, " dropped")}); err != nil {
+					t.Error(err)
+				}
+			}
+			var err error
+			if u, err = New(db, o); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for i := 0; i < 50; i++ {
+					if err := u.Telemetry(reading(i)); err != nil {
+						t.Error(err)
+						return
+					}
+					if i%10 == 9 {
+						if err := u.Flush(); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}
+			}()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("Telemetry with an OnDrop that calls Incident did not return in 30s")
+			}
+			st := u.Status()
+			if drops.Load() == 0 || st.Incidents == 0 || uint64(drops.Load()) != st.Dropped {
+				t.Errorf("drops %d, status %+v", drops.Load(), st)
+			}
+		})
+	}
+}

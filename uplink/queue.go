@@ -85,7 +85,7 @@ type item struct {
 // enqueue stores items, each under its bucket's next seq, in one transaction that also
 // deletes the acknowledged messages waiting for a commit and, for telemetry over the cap,
 // the oldest telemetry.
-func (u *Uplink) enqueue(items ...item) error {
+func (u *Uplink) enqueue(items ...item) (Drop, error) {
 	u.mu.Lock()
 	acked, ackedB := u.acked, u.ackedB
 	u.acked, u.ackedB = [2][]uint64{}, 0
@@ -162,26 +162,30 @@ func (u *Uplink) enqueue(items ...item) error {
 		u.acked[1] = append(acked[1], u.acked[1]...)
 		u.ackedB += ackedB
 		u.mu.Unlock()
-		return fmt.Errorf("uplink: enqueue: %w", err)
+		return Drop{}, fmt.Errorf("uplink: enqueue: %w", err)
 	}
 	for k := range count {
 		u.count[k] += count[k]
 		u.bytes[k] += size[k]
 	}
-	onDrop := u.opts.OnDrop
 	u.mu.Unlock()
 	u.poke()
+	return drop, nil
+}
 
-	if drop.Messages > 0 {
-		drop.Total = u.dropped.Add(uint64(drop.Messages))
-		u.log.Warn("queue full: dropped oldest telemetry", "messages", drop.Messages,
-			"bytes", drop.Bytes, "first_seq", drop.FirstSeq, "last_seq", drop.LastSeq,
-			"queue_max_bytes", u.opts.QueueMaxBytes)
-		if onDrop != nil {
-			onDrop(drop)
-		}
+// reportDrop counts, logs and reports a drop. Callers hold no lock: OnDrop may well call
+// Incident.
+func (u *Uplink) reportDrop(drop Drop) {
+	if drop.Messages == 0 {
+		return
 	}
-	return nil
+	drop.Total = u.dropped.Add(uint64(drop.Messages))
+	u.log.Warn("queue full: dropped oldest telemetry", "messages", drop.Messages,
+		"bytes", drop.Bytes, "first_seq", drop.FirstSeq, "last_seq", drop.LastSeq,
+		"queue_max_bytes", u.opts.QueueMaxBytes)
+	if u.opts.OnDrop != nil {
+		u.opts.OnDrop(drop)
+	}
 }
 
 // ack records that the broker acknowledged seq of kind; the delete is committed later.

@@ -292,7 +292,9 @@ func (u *Uplink) Telemetry(rs []Reading) error {
 	}
 	ts := formatTime(time.Now())
 	if u.opts.TelemetryFlush <= 0 {
-		return u.enqueue(telemetryItem(ts, rs))
+		drop, err := u.enqueue(telemetryItem(ts, rs))
+		u.reportDrop(drop)
+		return err
 	}
 	u.pmu.Lock()
 	if len(u.pending) == 0 {
@@ -326,6 +328,12 @@ func telemetryItem(ts string, rs []Reading) item {
 func (u *Uplink) Flush() error { return u.flush() }
 
 func (u *Uplink) flush(extra ...item) error {
+	drop, err := u.flushLocked(extra...)
+	u.reportDrop(drop) // outside fmu: OnDrop may call Incident, which flushes
+	return err
+}
+
+func (u *Uplink) flushLocked(extra ...item) (Drop, error) {
 	u.fmu.Lock() // one flush at a time, so that seqs follow the order of the calls
 	defer u.fmu.Unlock()
 	u.pmu.Lock()
@@ -333,9 +341,9 @@ func (u *Uplink) flush(extra ...item) error {
 	u.pending, u.pendingN = nil, 0
 	u.pmu.Unlock()
 	if len(items) == 0 {
-		return nil
+		return Drop{}, nil
 	}
-	err := u.enqueue(items...)
+	drop, err := u.enqueue(items...)
 	if err != nil && len(items) > len(extra) {
 		// Not committed: keep the telemetry for the next try, ahead of newer messages.
 		held := items[:len(items)-len(extra)]
@@ -344,7 +352,7 @@ func (u *Uplink) flush(extra ...item) error {
 		u.pendingN += len(held) // approximate (messages, not readings): it only bounds memory
 		u.pmu.Unlock()
 	}
-	return err
+	return drop, err
 }
 
 // flushDue commits held telemetry when the oldest has waited TelemetryFlush.
