@@ -94,6 +94,11 @@ type PolicyState struct {
 	// sensors), so the page can put them next to the policy. Added for the page.
 	Relay   string   `json:"relay,omitempty"`
 	Devices []string `json:"devices,omitempty"`
+	// Metric, OnAbove and OffBelow are the cooling policy's (failover.cooling.metric,
+	// on_above, off_below), drawn on its sensors' charts. Added for the page.
+	Metric   string   `json:"metric,omitempty"`
+	OnAbove  *float64 `json:"on_above,omitempty"`
+	OffBelow *float64 `json:"off_below,omitempty"`
 }
 
 // Decision is one thing a policy decided.

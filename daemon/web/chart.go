@@ -155,7 +155,7 @@ func charts(st Status, now time.Time, span time.Duration, history func(device, m
 			if _, isText := r.Value.(string); isText {
 				continue
 			}
-			ths := thresholdsFor(st.Rules, d.ID, m)
+			ths := thresholds(st, d.ID, m)
 			c := chartView{Device: d.ID, Metric: m, Unit: r.Unit, Last: fmtValue(r)}
 			thJSON := make([]map[string]any, 0, len(ths))
 			for _, t := range ths {

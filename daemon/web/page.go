@@ -114,6 +114,7 @@ type policyView struct {
 	Decisions                                []Decision
 	Relay                                    string
 	RelayOn                                  *bool
+	Switch                                   string
 	Devices                                  string
 }
 
@@ -318,6 +319,30 @@ type threshold struct {
 	Label string
 }
 
+// thresholds are the rule thresholds on one metric, plus the cooling policy's switch points
+// on its sensors.
+func thresholds(st Status, dev, metric string) []threshold {
+	out := thresholdsFor(st.Rules, dev, metric)
+	if c := st.Failover.Cooling; c != nil {
+		m := c.Metric
+		if m == "" {
+			m = "temperature"
+		}
+		for _, d := range c.Devices {
+			if d != dev || m != metric {
+				continue
+			}
+			if c.OnAbove != nil {
+				out = append(out, threshold{*c.OnAbove, "policy", "backup on > " + fmtNum(*c.OnAbove)})
+			}
+			if c.OffBelow != nil {
+				out = append(out, threshold{*c.OffBelow, "policy", "off < " + fmtNum(*c.OffBelow)})
+			}
+		}
+	}
+	return out
+}
+
 func thresholdsFor(rules []RuleView, dev, metric string) []threshold {
 	var out []threshold
 	for _, r := range rules {
@@ -386,6 +411,9 @@ func mkPolicy(name string, p *PolicyState, words map[string]string, relays map[s
 	}
 	if t, ok := parseTS(p.Since); ok {
 		v.Since = clock(t)
+	}
+	if p.OnAbove != nil && p.OffBelow != nil {
+		v.Switch = fmt.Sprintf("backup on above %s, off below %s", fmtNum(*p.OnAbove), fmtNum(*p.OffBelow))
 	}
 	if r, ok := relays[p.Relay]; ok {
 		on := r.On
@@ -484,7 +512,7 @@ func build(st Status, now time.Time) pageData {
 				r := d.Readings[m]
 				row := sensorRow{Device: d.ID, Metric: m, Value: fmtValue(r), Key: rkey(d.ID, m), Quality: r.Quality, State: d.State, Level: lvlOK}
 				var ts []string
-				for _, t := range thresholdsFor(st.Rules, d.ID, m) {
+				for _, t := range thresholds(st, d.ID, m) {
 					ts = append(ts, t.Label)
 				}
 				row.Thresholds = strings.Join(ts, ", ")

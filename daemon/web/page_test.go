@@ -127,6 +127,16 @@ func TestBuild(t *testing.T) {
 	if len(p.Incidents) != 2 || p.Incidents[0].ID != "b" || p.Incidents[1].For != "10 min" {
 		t.Errorf("incidents not newest first: %+v", p.Incidents)
 	}
+	st.Failover.Cooling = &PolicyState{State: "normal", Relay: "crac2", Devices: []string{"inlet-a", "inlet-b"}, OnAbove: f(28), OffBelow: f(26)}
+	if th := thresholds(st, "inlet-a", "temperature"); len(th) != 4 || th[2].Label != "backup on > 28" || th[3].Label != "off < 26" {
+		t.Errorf("inlet-a thresholds %+v", th)
+	}
+	if th := thresholds(st, "inlet-a", "humidity"); len(th) != 0 {
+		t.Errorf("inlet-a humidity thresholds %+v", th)
+	}
+	if c := build(st, now).Cooling; c == nil || c.Switch != "backup on above 28, off below 26" {
+		t.Errorf("cooling policy view %+v", c)
+	}
 	if p.Power == nil || p.Power.Level != lvlCrit || p.Power.RelayOn == nil || !*p.Power.RelayOn || p.Power.Decisions[0].Action != "second" {
 		t.Errorf("power policy %+v", p.Power)
 	}
