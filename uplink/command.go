@@ -130,12 +130,52 @@ func (u *Uplink) commands(ctx context.Context, c *conn) {
 	}
 }
 
+// recentCommands remembers the replies to the last commands by id: QoS 1 may deliver a
+// command twice (a PUBACK lost with the connection), and the second delivery must get the
+// same answer without acting again.
+type recentCommands struct {
+	replies map[string]reply
+	order   []string
+}
+
+const rememberCommands = 256
+
+func (r *recentCommands) get(id string) (reply, bool) {
+	rep, ok := r.replies[id]
+	return rep, ok
+}
+
+func (r *recentCommands) put(id string, rep reply) {
+	if r.replies == nil {
+		r.replies = map[string]reply{}
+	}
+	if _, ok := r.replies[id]; !ok {
+		r.order = append(r.order, id)
+	}
+	r.replies[id] = rep
+	if len(r.order) > rememberCommands {
+		delete(r.replies, r.order[0])
+		r.order = r.order[1:]
+	}
+}
+
 func (u *Uplink) command(ctx context.Context, payload []byte) reply {
 	cmd, err := parseCommand(payload)
 	if err != nil {
 		u.log.Warn("command refused", "id", cmd.ID, "err", err)
 		return reply{ID: cmd.ID, Error: err.Error()}
 	}
+	// Only the commands goroutine of the current connection runs this, one at a time.
+	if rep, ok := u.recent.get(cmd.ID); ok {
+		u.log.Info("command repeated, not run again", "id", cmd.ID, "action", cmd.Action)
+		return rep
+	}
+	rep := u.run(ctx, cmd)
+	u.recent.put(cmd.ID, rep)
+	return rep
+}
+
+func (u *Uplink) run(ctx context.Context, cmd Command) reply {
 	u.mu.Lock()
 	h := u.handler
 	u.mu.Unlock()

@@ -147,6 +147,15 @@ func TestCommands(t *testing.T) {
 	testpeer.Eventually(t, 20*time.Second, "handler error reply", func() bool {
 		return len(sub.Matching(root+"/cmd/reply", `"id":"h1","ok":false,"error":"no relay named nosuch"`)) == 1
 	})
+	// The same command id again (as a QoS 1 redelivery would bring it): same reply, not run.
+	cmd = exec.Command(pub, "-h", "127.0.0.1", "-p", fmt.Sprint(m.Port), "-q", "1", "-t", root+"/cmd", "-s")
+	cmd.Stdin = strings.NewReader(commandCases[0].payload)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+	testpeer.Eventually(t, 20*time.Second, "reply to the repeated command", func() bool {
+		return len(sub.Matching(root+"/cmd/reply", `"id":"c1","ok":true`)) == 2
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if fmt.Sprint(got) != fmt.Sprint(want) {

@@ -152,6 +152,7 @@ type Uplink struct {
 	broker    string
 	lastErr   string
 	handler   func(ctx context.Context, c Command) error
+	recent    recentCommands // used by one commands goroutine at a time (serve waits for it)
 
 	fmu          sync.Mutex // serialises flushes
 	pmu          sync.Mutex // guards the three below
