@@ -236,6 +236,19 @@ func TestLoginAckCSRF(t *testing.T) {
 		t.Error("the page does not show who changed the relay")
 	}
 
+	// The page's relay buttons without JavaScript: a form post, then back to the page.
+	resp, body = c.postForm("/api/v1/relays/genset", url.Values{"csrf": {csrf}, "state": {"off"}}, nil)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("relay form post: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ = c.postForm("/api/v1/relays/genset", url.Values{"csrf": {csrf}, "state": {"sideways"}}, nil); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("relay form post with a bad state: %d, want 400", resp.StatusCode)
+	}
+	_, body = c.get("/")
+	if !strings.Contains(body, "relay genset forced off by "+operator) {
+		t.Error("the banner does not say that genset is forced off")
+	}
+
 	// Logout ends the session: the old cookie no longer works.
 	if resp, _ := c.postForm("/logout", url.Values{"csrf": {csrf}}, nil); resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("logout: %d", resp.StatusCode)
