@@ -204,28 +204,39 @@ func (u *Uplink) ack(kind int, seq uint64, size int) {
 // waiting, or when the oldest has waited deleteDelay.
 func (u *Uplink) flushAcked(force bool) error {
 	u.mu.Lock()
-	defer u.mu.Unlock()
 	n := len(u.acked[0]) + len(u.acked[1])
 	if n == 0 || !force && n < deleteBatch && time.Since(u.ackedAt) < deleteDelay {
+		u.mu.Unlock()
 		return nil
 	}
+	// Take the list and commit without holding mu: a commit with an fsync must not stall the
+	// PUBACK bookkeeping of a backlog drain.
+	acked, ackedB := u.acked, u.ackedB
+	u.acked, u.ackedB = [2][]uint64{}, 0
+	u.deletingN, u.deletingB = n, ackedB
+	u.mu.Unlock()
 	var (
 		delN    [2]int
 		delSize [2]int64
 	)
 	err := u.db.Update(func(tx *bbolt.Tx) error {
 		var err error
-		delN, delSize, err = deleteAckedTx(tx, u.acked)
+		delN, delSize, err = deleteAckedTx(tx, acked)
 		return err
 	})
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.deletingN, u.deletingB = 0, 0
 	if err != nil {
+		u.acked[0] = append(acked[0], u.acked[0]...)
+		u.acked[1] = append(acked[1], u.acked[1]...)
+		u.ackedB += ackedB
 		return fmt.Errorf("uplink: delete acknowledged messages: %w", err)
 	}
 	for k := range delN {
 		u.count[k] -= delN[k]
 		u.bytes[k] -= delSize[k]
 	}
-	u.acked, u.ackedB = [2][]uint64{}, 0
 	return nil
 }
 

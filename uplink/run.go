@@ -298,6 +298,23 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 	return c, nil
 }
 
+// chunk is a read-ahead result.
+type chunk struct {
+	qs  []queued
+	err error
+}
+
+// readNext reads up to max messages sent after the seqs in after: incidents first, so that
+// a live incident overtakes an old telemetry backlog; each topic oldest first.
+func (u *Uplink) readNext(after [2]uint64, max int) ([]queued, error) {
+	qs, err := u.readFrom(kindIncident, after[kindIncident], max)
+	if err != nil || len(qs) >= max {
+		return qs, err
+	}
+	ts, err := u.readFrom(kindTelemetry, after[kindTelemetry], max-len(qs))
+	return append(qs, ts...), err
+}
+
 // inflight is a message sent on this connection and not yet acknowledged.
 type inflight struct {
 	q   queued
@@ -344,10 +361,26 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 	if err := u.wait(sctx, c, t); err != nil {
 		return end(fmt.Errorf("publish online: %w", err))
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		u.commands(sctx, c)
+	}()
+	go func() {
+		// Deletes of acknowledged messages are committed off the send path.
+		defer wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+				if err := u.flushAcked(false); err != nil {
+					u.log.Error("flush", "err", err)
+				}
+			}
+		}
 	}()
 	st := c.client.Subscribe(root+"/cmd", 1, func(_ mqtt.Client, m mqtt.Message) {
 		select {
@@ -364,7 +397,8 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 	u.mu.Unlock()
 
 	var (
-		sent     [2]uint64 // highest seq sent per kind on this connection
+		sent     [2]uint64  // highest seq sent per kind on this connection
+		pre      chan chunk // the next chunk, being read ahead; nil if none
 		window   []inflight
 		retained = map[string]uint64{}
 		tick     = time.NewTicker(time.Second)
@@ -403,15 +437,20 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 		// slot per PUBACK, so that reading the queue costs one transaction per chunk.
 		if free := u.opts.InFlight - len(window); free > 0 && len(window) <= u.opts.InFlight*3/4 {
 			var batch []queued
-			for _, kind := range []int{kindIncident, kindTelemetry} {
-				if free-len(batch) <= 0 {
-					break
+			if pre != nil {
+				r := <-pre
+				pre = nil
+				if r.err != nil {
+					return end(r.err)
 				}
-				qs, err := u.readFrom(kind, sent[kind], free-len(batch))
+				batch = r.qs
+			}
+			if len(batch) == 0 {
+				b, err := u.readNext(sent, free)
 				if err != nil {
 					return end(err)
 				}
-				batch = append(batch, qs...)
+				batch = b
 			}
 			for _, q := range batch {
 				qos := byte(1)
@@ -423,8 +462,20 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 				sent[q.kind] = q.seq
 				window = append(window, inflight{q: q, tok: tok, at: time.Now()})
 			}
-			if len(batch) > 0 && len(window) < u.opts.InFlight {
-				continue // maybe more queued
+			if len(batch) > 0 {
+				// More may be queued: read and inflate the next chunk while this one is on
+				// the wire. (An incident enqueued meanwhile waits at most for this chunk.)
+				from, ch := sent, make(chan chunk, 1)
+				pre = ch
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					qs, err := u.readNext(from, max(1, u.opts.InFlight/4))
+					ch <- chunk{qs, err}
+				}()
+				if len(window) < u.opts.InFlight {
+					continue
+				}
 			}
 		}
 
@@ -457,10 +508,7 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 			return end(fmt.Errorf("connection lost: %w", c.why))
 		case <-head:
 		case <-u.wake:
-		case <-tick.C:
-			if err := u.flushAcked(false); err != nil {
-				u.log.Error("flush", "err", err)
-			}
+		case <-tick.C: // wake up to check the PUBACK deadline
 		case <-probe:
 			for _, b := range u.opts.Brokers[:idx] {
 				if reachable(ctx, b, u.opts.ConnectTimeout) {

@@ -145,6 +145,8 @@ type Uplink struct {
 	acked     [2][]uint64
 	ackedB    int64 // bytes of acked-not-yet-deleted messages
 	ackedAt   time.Time
+	deletingN int   // acknowledged messages whose delete is being committed
+	deletingB int64 // and their bytes
 	retained  map[string][]byte
 	retainGen map[string]uint64
 	gen       uint64
@@ -268,13 +270,13 @@ func (u *Uplink) Status() Status {
 	defer u.mu.Unlock()
 	// Acknowledged messages wait for their delete commit; one the cap dropped meanwhile is
 	// no longer counted on disk, hence the clamps.
-	acked := len(u.acked[0]) + len(u.acked[1])
+	acked := len(u.acked[0]) + len(u.acked[1]) + u.deletingN
 	return Status{
 		Held:        held,
 		Connected:   u.connected,
 		Broker:      u.broker,
 		Queued:      max(0, u.count[0]+u.count[1]-acked),
-		QueuedBytes: max(0, u.bytes[0]+u.bytes[1]-u.ackedB),
+		QueuedBytes: max(0, u.bytes[0]+u.bytes[1]-u.ackedB-u.deletingB),
 		Incidents:   max(0, u.count[kindIncident]-len(u.acked[kindIncident])),
 		Dropped:     u.dropped.Load(),
 		Published:   u.published.Load(),
