@@ -453,6 +453,15 @@ func build(st Status, now time.Time) pageData {
 	devs := append([]DeviceStatus(nil), st.Devices...)
 	sort.Slice(devs, func(i, j int) bool { return devs[i].ID < devs[j].ID })
 	seenRelay := map[string]bool{}
+	// An open incident on a metric colours its value even where the page does not know the
+	// rule's thresholds (a trap, a policy, a rule the status does not list).
+	incLevel := map[string]string{}
+	for _, in := range st.Incidents {
+		if in.Device != "" && in.Metric != "" {
+			k := rkey(in.Device, in.Metric)
+			incLevel[k] = worse(incLevel[k], in.Severity)
+		}
+	}
 	onBattery, onMains := []string{}, 0
 	var reasons []reason
 	for _, d := range devs {
@@ -519,6 +528,7 @@ func build(st Status, now time.Time) pageData {
 				if v, ok := num(r); ok {
 					row.Level = levelOf(st.Rules, d.ID, m, v)
 				}
+				row.Level = worse(row.Level, incLevel[row.Key])
 				if r.Quality != "good" || d.State != "ok" {
 					row.Level = worse(row.Level, lvlWarn)
 				}
@@ -528,7 +538,7 @@ func build(st Status, now time.Time) pageData {
 			c := contactView{ID: d.ID, Description: d.Description, State: d.State, Text: "—", Level: lvlWarn}
 			if v, ok := num(d.Readings["contact"]); ok {
 				if v != 0 {
-					c.Text, c.Level = "Active", levelForContact(st.Rules, d.ID, v)
+					c.Text, c.Level = "Active", worse(levelForContact(st.Rules, d.ID, v), incLevel[rkey(d.ID, "contact")])
 				} else {
 					c.Text, c.Level = "Inactive", lvlOK
 				}

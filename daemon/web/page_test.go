@@ -115,6 +115,15 @@ func TestBuild(t *testing.T) {
 	if lv["inlet-a/temperature"] != "warning warn > 27, crit > 32" || lv["inlet-b/temperature"] != "critical warn > 27, crit > 32" || lv["inlet-a/humidity"] != "ok " {
 		t.Errorf("sensor levels %v", lv)
 	}
+	// Without the rules, an open incident on the metric still colours it.
+	noRules := st
+	noRules.Rules = nil
+	noRules.Incidents = append(noRules.Incidents, incident.Incident{ID: "c", Rule: "x", Device: "inlet-b", Metric: "temperature", Severity: "critical", OpenedAt: now})
+	for _, r := range build(noRules, now).Sensors {
+		if want := map[bool]string{true: lvlCrit, false: lvlOK}[r.Device == "inlet-b"]; r.Level != want {
+			t.Errorf("without rules %s/%s is %s, want %s", r.Device, r.Metric, r.Level, want)
+		}
+	}
 	if len(p.Contacts) != 1 || p.Contacts[0].Text != "Active" || p.Contacts[0].Level != lvlWarn {
 		t.Errorf("contacts %+v", p.Contacts)
 	}
