@@ -450,6 +450,17 @@ func TestHistory(t *testing.T) {
 		getJSON(t, s.URL+"/api/v1/history?device=inlet-a&metric=temperature&since=1h", &pts)
 		return len(pts) > 0 && pts[len(pts)-1].Value != nil && *pts[len(pts)-1].Value == 25.5
 	})
+	// Compressed for clients that ask.
+	req, _ := http.NewRequest("GET", s.URL+"/api/v1/history?device=inlet-a&metric=temperature&since=24h", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	if resp, err := http.DefaultTransport.RoundTrip(req); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if resp.Header.Get("Content-Encoding") != "gzip" {
+			t.Errorf("history not gzipped: %q", resp.Header.Get("Content-Encoding"))
+		}
+	}
 	var prev time.Time
 	for i, p := range pts {
 		ts, err := time.Parse(time.RFC3339Nano, p.TS)
