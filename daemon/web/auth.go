@@ -224,7 +224,7 @@ func tokenEqual(a, b string) bool {
 	return a != "" && len(a) == len(b) && subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
-func (s *Server) secure(r *http.Request) bool { return r.TLS != nil || s.opt.TLSCert != "" }
+func (s *Server) secure(r *http.Request) bool { return r.TLS != nil || s.tls != nil }
 
 // session returns the request's valid session, if any.
 func (s *Server) session(r *http.Request) (session, bool) {

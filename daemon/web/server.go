@@ -3,6 +3,7 @@ package web
 import (
 	"compress/gzip"
 	"context"
+	"crypto/tls"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,7 @@ type Server struct {
 	users   *Users
 	page    *template.Template
 	now     func() time.Time
+	tls     *tls.Config // nil: plain HTTP
 
 	sess      *sessions
 	userLimit *limiter // failed logins per user name
@@ -67,6 +69,15 @@ func New(opt Options, b Backend) (*Server, error) {
 			return nil, err
 		}
 		s.users = u
+	}
+	if opt.TLSCert != "" || opt.TLSKey != "" {
+		// Read the certificate now, so that a bad one stops the start with the reason
+		// instead of leaving a site without its page.
+		cert, err := tls.LoadX509KeyPair(opt.TLSCert, opt.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("web: tls_cert/tls_key: %w", err)
+		}
+		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	t, err := template.New("page").Funcs(funcs).ParseFS(assets, "assets/*.html")
 	if err != nil {
@@ -104,24 +115,27 @@ func New(opt Options, b Backend) (*Server, error) {
 // Handler is the server's handler (tests use it with httptest).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve serves on l until ctx ends.
+// Serve serves on l until ctx ends, or until the server fails.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
-	done := make(chan struct{})
+	errc := make(chan error, 1)
 	go func() {
-		defer close(done)
-		<-ctx.Done()
+		if s.tls != nil {
+			srv.TLSConfig = s.tls
+			errc <- srv.ServeTLS(l, "", "")
+		} else {
+			errc <- srv.Serve(l)
+		}
+	}()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
-	}()
-	var err error
-	if s.opt.TLSCert != "" {
-		err = srv.ServeTLS(l, s.opt.TLSCert, s.opt.TLSKey)
-	} else {
-		err = srv.Serve(l)
+		err = <-errc
 	}
-	<-done
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rackwatch/rackwatch/daemon/web"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key, and returns a pool that trusts it.
@@ -46,6 +48,15 @@ func selfSigned(t *testing.T) (cert, key string, pool *x509.CertPool) {
 	pool = x509.NewCertPool()
 	pool.AddCert(c)
 	return cert, key, pool
+}
+
+// TestBadCertificate: a certificate that cannot be read stops the start with the reason.
+func TestBadCertificate(t *testing.T) {
+	cert, _, _ := selfSigned(t)
+	_, err := web.New(web.Options{TLSCert: cert, TLSKey: cert}, nil)
+	if err == nil || !strings.Contains(err.Error(), "tls_cert") {
+		t.Errorf("New with a certificate as its own key: %v", err)
+	}
 }
 
 // TestTLS: with web.tls_cert and web.tls_key the page is served over HTTPS and the session
