@@ -300,19 +300,41 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 
 // chunk is a read-ahead result.
 type chunk struct {
-	qs  []queued
-	err error
+	qs   []queued
+	more bool // the read stopped before the end of the queue
+	err  error
 }
 
-// readNext reads up to max messages sent after the seqs in after: incidents first, so that
-// a live incident overtakes an old telemetry backlog; each topic oldest first.
-func (u *Uplink) readNext(after [2]uint64, max int) ([]queued, error) {
-	qs, err := u.readFrom(kindIncident, after[kindIncident], max)
+// readNext reads up to max messages (and about maxBytes of payload) queued after the seqs in
+// after: incidents first, then telemetry, each oldest first. more tells whether it stopped
+// before the end of the queue.
+func (u *Uplink) readNext(after [2]uint64, max, maxBytes int) (qs []queued, more bool, err error) {
+	qs, err = u.readFrom(kindIncident, after[kindIncident], max)
 	if err != nil || len(qs) >= max {
-		return qs, err
+		return qs, true, err
 	}
 	ts, err := u.readFrom(kindTelemetry, after[kindTelemetry], max-len(qs))
-	return append(qs, ts...), err
+	more = len(ts) == max-len(qs)
+	qs = append(qs, ts...)
+	n := 0
+	for i, q := range qs {
+		if n += len(q.payload); n > maxBytes && i > 0 {
+			return qs[:i], true, err
+		}
+	}
+	return qs, more, err
+}
+
+// maxInflightBytes bounds the payload bytes held in the window and in the read-ahead buffer,
+// so that a backlog of large messages (1,000 readings is about 130 KB) stays small in RAM.
+const maxInflightBytes = 4 << 20
+
+func aheadBytes(qs []queued) int {
+	n := 0
+	for _, q := range qs {
+		n += len(q.payload)
+	}
+	return n
 }
 
 // inflight is a message sent on this connection and not yet acknowledged.
@@ -397,12 +419,17 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 	u.mu.Unlock()
 
 	var (
-		sent     [2]uint64  // highest seq sent per kind on this connection
-		pre      chan chunk // the next chunk, being read ahead; nil if none
-		window   []inflight
-		retained = map[string]uint64{}
-		tick     = time.NewTicker(time.Second)
-		probe    <-chan time.Time
+		read          [2]uint64  // highest seq read (into ahead or sent) per kind on this connection
+		ahead         []queued   // read, not yet sent
+		pre           chan chunk // the next chunk, being read in the background; nil if none
+		more          = true     // the last read did not reach the end of the queue
+		woken         = true     // something was enqueued: look for incidents
+		got           *chunk     // a finished background read, to be taken in
+		window        []inflight
+		inflightBytes int
+		retained      = map[string]uint64{}
+		tick          = time.NewTicker(time.Second)
+		probe         <-chan time.Time
 	)
 	defer tick.Stop()
 	if idx > 0 {
@@ -431,54 +458,6 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 			c.client.Publish(root+"/"+k, 1, true, payloads[i])
 		}
 
-		// Fill the window: incidents first, so that a live incident overtakes an old
-		// telemetry backlog; each topic oldest first.
-		// During a backlog drain the window is refilled in chunks of a quarter, not one
-		// slot per PUBACK, so that reading the queue costs one transaction per chunk.
-		if free := u.opts.InFlight - len(window); free > 0 && len(window) <= u.opts.InFlight*3/4 {
-			var batch []queued
-			if pre != nil {
-				r := <-pre
-				pre = nil
-				if r.err != nil {
-					return end(r.err)
-				}
-				batch = r.qs
-			}
-			if len(batch) == 0 {
-				b, err := u.readNext(sent, free)
-				if err != nil {
-					return end(err)
-				}
-				batch = b
-			}
-			for _, q := range batch {
-				qos := byte(1)
-				topic := root + "/incidents"
-				if q.kind == kindTelemetry {
-					qos, topic = u.opts.TelemetryQoS, root+"/telemetry"
-				}
-				tok := c.client.Publish(topic, qos, false, q.payload)
-				sent[q.kind] = q.seq
-				window = append(window, inflight{q: q, tok: tok, at: time.Now()})
-			}
-			if len(batch) > 0 {
-				// More may be queued: read and inflate the next chunk while this one is on
-				// the wire. (An incident enqueued meanwhile waits at most for this chunk.)
-				from, ch := sent, make(chan chunk, 1)
-				pre = ch
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					qs, err := u.readNext(from, max(1, u.opts.InFlight/4))
-					ch <- chunk{qs, err}
-				}()
-				if len(window) < u.opts.InFlight {
-					continue
-				}
-			}
-		}
-
 		// Retire acknowledged messages in order.
 	retire:
 		for len(window) > 0 {
@@ -492,8 +471,74 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 				return end(fmt.Errorf("publish %s seq %d: %w", kindName[h.q.kind], h.q.seq, err))
 			}
 			u.ack(h.q.kind, h.q.seq, h.q.size)
+			inflightBytes -= len(h.q.payload)
 			window = window[1:]
 		}
+
+		// Fill the window from the read-ahead buffer, which a background read keeps filled
+		// a chunk at a time, so that the send path does no disk reads of its own. Incidents
+		// are looked up whenever something was enqueued and go to the front, so that a live
+		// incident overtakes an old telemetry backlog; each topic goes oldest first.
+		if pre != nil && got == nil {
+			select {
+			case r := <-pre:
+				got = &r
+			default:
+			}
+		}
+		if got != nil {
+			pre = nil
+			if got.err != nil {
+				return end(got.err)
+			}
+			for _, q := range got.qs {
+				if q.seq > read[q.kind] {
+					ahead = append(ahead, q)
+					read[q.kind] = q.seq
+				}
+			}
+			more = more || got.more
+			got = nil
+		}
+		select {
+		case <-u.wake: // an incident enqueued just now must not wait for the select below
+			woken = true
+		default:
+		}
+		if woken {
+			woken, more = false, true
+			inc, err := u.readFrom(kindIncident, read[kindIncident], u.opts.InFlight)
+			if err != nil {
+				return end(err)
+			}
+			if len(inc) > 0 {
+				read[kindIncident] = inc[len(inc)-1].seq
+				ahead = append(inc, ahead...)
+			}
+		}
+		for len(ahead) > 0 && len(window) < u.opts.InFlight && inflightBytes < maxInflightBytes {
+			q := ahead[0]
+			ahead = ahead[1:]
+			qos := byte(1)
+			topic := root + "/incidents"
+			if q.kind == kindTelemetry {
+				qos, topic = u.opts.TelemetryQoS, root+"/telemetry"
+			}
+			tok := c.client.Publish(topic, qos, false, q.payload)
+			window = append(window, inflight{q: q, tok: tok, at: time.Now()})
+			inflightBytes += len(q.payload)
+		}
+		if pre == nil && more && len(ahead) < u.opts.InFlight/2 && aheadBytes(ahead) < maxInflightBytes {
+			from, ch, n := read, make(chan chunk, 1), u.opts.InFlight
+			pre, more = ch, false
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				qs, more, err := u.readNext(from, n, maxInflightBytes)
+				ch <- chunk{qs: qs, more: more, err: err}
+			}()
+		}
+
 		var head <-chan struct{}
 		if len(window) > 0 {
 			head = window[0].tok.Done()
@@ -508,6 +553,9 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 			return end(fmt.Errorf("connection lost: %w", c.why))
 		case <-head:
 		case <-u.wake:
+			woken = true
+		case r := <-pre:
+			got = &r
 		case <-tick.C: // wake up to check the PUBACK deadline
 		case <-probe:
 			for _, b := range u.opts.Brokers[:idx] {
