@@ -10,19 +10,20 @@ import (
 
 // The disk queue: one bucket per topic, key = 8-byte big-endian seq, value = the complete
 // payload as published (seq included), packed (compress.go), so a message goes out byte for
-// byte the same every time it is sent. The seq comes from the bucket's own sequence counter (bbolt keeps it in
-// the bucket header), bumped in the same transaction that stores the message: a seq is never
-// reused, and a seq exists only for a message that was stored (or dropped and reported).
+// byte the same every time it is sent. The seq comes from the bucket's own sequence counter
+// (bbolt keeps it in the bucket header), bumped in the same transaction that stores the
+// message: a seq is never reused, and a seq exists only for a message that was stored (or
+// dropped and reported).
 //
-// Flash wear: each enqueue is one bbolt commit (a few 4 KiB pages). Deletes of acknowledged
-// messages are not committed one by one: they wait in memory and ride along with the next
-// enqueue's commit, or are committed in bulk when many piled up (a backlog drain) or when
-// they have waited deleteDelay. A crash before that commit only means those messages are sent
-// once more: at-least-once, consumers dedupe by seq.
+// Flash wear: each enqueue is one bbolt commit (three to five 4 KiB pages, whatever it
+// carries). Deletes of acknowledged messages are not committed one by one: they wait in
+// memory and ride along with the next enqueue's commit, or are committed in bulk when many
+// piled up (a backlog drain) or when they have waited deleteDelay. A crash before that commit
+// only means those messages are sent once more: at-least-once, consumers dedupe by seq.
 var bucketNames = [2][]byte{[]byte("uplink.incidents"), []byte("uplink.telemetry")}
 
 const (
-	deleteBatch = 2048
+	deleteBatch = 16384
 	deleteDelay = 30 * time.Second
 )
 
