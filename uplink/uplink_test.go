@@ -332,3 +332,27 @@ func TestTelemetryFlush(t *testing.T) {
 		t.Errorf("telemetry seqs %v", got)
 	}
 }
+
+// TestTelemetryQoS0: with QoS 0 telemetry leaves the queue once written to the connection;
+// incidents stay QoS 1.
+func TestTelemetryQoS0(t *testing.T) {
+	m := startMosquitto(t)
+	sub := m.Subscribe(t, root+"/#", "")
+	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+	defer db.Close()
+	o := testOptions(m.URL)
+	o.TelemetryQoS0 = true
+	u := start(t, db, o)
+	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
+	for i := 0; i < 5; i++ {
+		if err := u.Telemetry(reading(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.Incident(Incident{ID: "q0", Event: "opened"}); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.Eventually(t, 20*time.Second, "all out", func() bool {
+		return len(missing(seqs(t, sub, "telemetry"), 5)) == 0 && len(seqs(t, sub, "incidents")) == 1 && u.Status().Queued == 0
+	})
+}
