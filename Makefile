@@ -34,8 +34,14 @@ cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/rackwatch-linux-arm64 ./daemon
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/rackwatch-linux-armv7 ./daemon
 
+# Measurements (issue 9), not tests: rewrites docs/BENCHMARKS.md. BENCH_SHORT=1 for a quick run.
 bench: deps
-	bash scripts/bench.sh
+	N=$(N) bash scripts/bench.sh
+
+# N sites in one process against one mosquitto: `make fleet N=500`.
+N ?= 500
+fleet:
+	$(GO) run ./bench/fleet -n $(N)
 
 clean:
 	rm -rf bin images/out

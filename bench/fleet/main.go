@@ -1,0 +1,330 @@
+// Command fleet is issue 9's fleet benchmark (`make fleet N=500`): it runs N whole sites in
+// this one process (site.Run, the daemon as a library), each with its own MQTT client, sim
+// devices, web server on 127.0.0.1:0 and data dir, against one mosquitto it starts itself, and
+// measures: the time until all N have said `online` (retained R/state), the messages per second
+// the broker delivers to one subscriber of rackwatch/#, and, after the broker is restarted,
+// how the reconnects spread out in time (the uplink's backoff jitter) and whether any
+// telemetry `seq` went missing. Targets: all online ≤ 10 s; no gap.
+//
+// It imports the daemon's site package and the sensor drivers; nothing imports it.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/daemon/site"
+	_ "github.com/rackwatch/rackwatch/sensors/all"
+)
+
+func main() {
+	n := flag.Int("n", 500, "sites to run")
+	telemetry := flag.Duration("telemetry", 2*time.Second, "each site's telemetry_interval")
+	measure := flag.Duration("measure", 10*time.Second, "how long to count messages once all are online")
+	down := flag.Duration("down", 5*time.Second, "how long the broker stays down")
+	flag.Parse()
+	if err := run(*n, *telemetry, *measure, *down); err != nil {
+		fmt.Fprintln(os.Stderr, "fleet:", err)
+		os.Exit(1)
+	}
+}
+
+// broker is a mosquitto with persistence, so the subscriber's session survives its restart.
+type broker struct {
+	bin, conf, addr string
+	cmd             *exec.Cmd
+}
+
+func startBroker(dir string) (*broker, error) {
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if bin, err = exec.LookPath("/usr/sbin/mosquitto"); err != nil {
+			return nil, fmt.Errorf("mosquitto not found (Debian package mosquitto): %w", err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	b := &broker{bin: bin, conf: filepath.Join(dir, "mosquitto.conf"), addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest none\nmax_queued_messages 0\nmax_connections -1\n", port, dir)
+	if err := os.WriteFile(b.conf, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	return b, b.start()
+}
+
+func (b *broker) start() error {
+	b.cmd = exec.Command(b.bin, "-c", b.conf)
+	b.cmd.Stderr = os.Stderr
+	if err := b.cmd.Start(); err != nil {
+		return fmt.Errorf("start mosquitto: %w", err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", b.addr); err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("mosquitto does not listen on %s", b.addr)
+		}
+	}
+}
+
+func (b *broker) stop() {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return
+	}
+	b.cmd.Process.Signal(os.Interrupt)
+	b.cmd.Wait()
+	b.cmd = nil
+}
+
+// watcher is the subscriber: per node, when it came online (after a given time) and every
+// telemetry seq it saw.
+type watcher struct {
+	mu       sync.Mutex
+	since    time.Time            // online messages with a ts before this are old news
+	online   map[string]time.Time // node → arrival of its first fresh online
+	seqs     map[string][]uint64  // node → telemetry seqs in arrival order
+	messages atomic.Int64
+}
+
+func (w *watcher) handle(_ mqtt.Client, m mqtt.Message) {
+	w.messages.Add(1)
+	now := time.Now()
+	parts := strings.Split(m.Topic(), "/") // rackwatch/fleet/NODE/KIND
+	if len(parts) != 4 {
+		return
+	}
+	node, kind := parts[2], parts[3]
+	var p struct {
+		State string `json:"state"`
+		TS    string `json:"ts"`
+		Seq   uint64 `json:"seq"`
+	}
+	if json.Unmarshal(m.Payload(), &p) != nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch kind {
+	case "state":
+		ts, err := time.Parse(time.RFC3339Nano, p.TS)
+		if p.State == "online" && err == nil && !ts.Before(w.since) {
+			if _, ok := w.online[node]; !ok {
+				w.online[node] = now
+			}
+		}
+	case "telemetry":
+		w.seqs[node] = append(w.seqs[node], p.Seq)
+	}
+}
+
+// reset forgets who is online; online messages stamped before since are ignored.
+func (w *watcher) reset(since time.Time) {
+	w.mu.Lock()
+	w.since, w.online = since, map[string]time.Time{}
+	w.mu.Unlock()
+}
+
+func (w *watcher) onlineTimes() []time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []time.Time
+	for _, t := range w.online {
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
+	return out
+}
+
+// gaps counts, over every node, the seqs between 1 and the highest seen that never arrived,
+// and the duplicates.
+func (w *watcher) gaps() (missing, dups, total int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, s := range w.seqs {
+		seen := map[uint64]bool{}
+		var hi uint64
+		for _, q := range s {
+			if seen[q] {
+				dups++
+			}
+			seen[q] = true
+			hi = max(hi, q)
+			total++
+		}
+		for q := uint64(1); q <= hi; q++ {
+			if !seen[q] {
+				missing++
+				if os.Getenv("FLEET_DEBUG") != "" {
+					fmt.Fprintf(os.Stderr, "missing seq %d; arrival order %v\n", q, s)
+				}
+			}
+		}
+	}
+	return missing, dups, total
+}
+
+func (w *watcher) telemetryCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, s := range w.seqs {
+		n += len(s)
+	}
+	return n
+}
+
+func waitFor(within time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+func spread(ts []time.Time, from time.Time) string {
+	if len(ts) == 0 {
+		return "none"
+	}
+	at := func(q float64) float64 { return ts[int(q*float64(len(ts)-1))].Sub(from).Seconds() }
+	return fmt.Sprintf("first %.2f s, p50 %.2f s, p90 %.2f s, last %.2f s", at(0), at(0.5), at(0.9), at(1))
+}
+
+func run(n int, telemetry, measure, down time.Duration) error {
+	dir, err := os.MkdirTemp("", "rackwatch-fleet-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	b, err := startBroker(filepath.Join(dir))
+	if err != nil {
+		return err
+	}
+	defer b.stop()
+	url := "tcp://" + b.addr
+	fmt.Printf("fleet: %d sites, telemetry every %v, mosquitto on %s\n", n, telemetry, b.addr)
+
+	w := &watcher{online: map[string]time.Time{}, seqs: map[string][]uint64{}}
+	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("fleet-watcher").
+		SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).
+		SetOrderMatters(false).SetDefaultPublishHandler(w.handle).
+		SetOnConnectHandler(func(c mqtt.Client) { c.Subscribe("rackwatch/fleet/#", 1, w.handle) }))
+	if t := sub.Connect(); t.Wait() && t.Error() != nil {
+		return fmt.Errorf("subscriber: %w", t.Error())
+	}
+	defer sub.Disconnect(250)
+	time.Sleep(200 * time.Millisecond) // the SUBSCRIBE from the connect handler
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	start := time.Now()
+	w.reset(start.Add(-time.Second))
+	for i := range n {
+		node := fmt.Sprintf("n%04d", i)
+		cfg, err := config.Parse(node+".yaml", fmt.Appendf(nil, `site: fleet
+node: %s
+data_dir: %s
+web: {listen: "127.0.0.1:0"}
+mqtt: {brokers: ["%s"], telemetry_interval: %s}
+devices:
+  - {id: ups1, driver: sim.ups, poll: 2s}
+  - {id: inlet, driver: sim.env, poll: 2s}
+  - {id: door, driver: sim.contact, poll: 2s}
+rules:
+  - {name: inlet-hot, device: inlet, metric: temperature, warn_above: 30}
+`, node, filepath.Join(dir, node), url, telemetry))
+		if err != nil {
+			cancel()
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := site.Run(ctx, cfg, site.Options{Version: "fleet", Log: log.With("node", node)}); err != nil {
+				failed.Add(1)
+				log.Error("site stopped", "node", node, "err", err)
+			}
+		}()
+	}
+	defer func() { cancel(); wg.Wait() }()
+
+	ok := waitFor(60*time.Second, func() bool { return len(w.onlineTimes()) >= n })
+	ons := w.onlineTimes()
+	if !ok {
+		return fmt.Errorf("only %d of %d sites online after 60 s", len(ons), n)
+	}
+	allOnline := ons[len(ons)-1].Sub(start)
+	fmt.Printf("all online:        %.2f s after the first Run (%s)\n", allOnline.Seconds(), spread(ons, start))
+	fmt.Printf("all_online_s=%.3f\n", allOnline.Seconds())
+
+	m0, t0 := w.messages.Load(), time.Now()
+	time.Sleep(measure)
+	rate := float64(w.messages.Load()-m0) / time.Since(t0).Seconds()
+	fmt.Printf("messages/s:        %.0f delivered by the broker to one subscriber over %v (%.1f per site per s)\n", rate, measure, rate/float64(n))
+	fmt.Printf("msgs_per_s=%.1f\n", rate)
+
+	// Broker restart: the sites queue on disk while it is down, then reconnect on their own.
+	before := w.telemetryCount()
+	b.stop()
+	stopped := time.Now()
+	time.Sleep(down)
+	restartAt := time.Now()
+	w.reset(restartAt)
+	if err := b.start(); err != nil {
+		return err
+	}
+	ok = waitFor(5*time.Minute, func() bool { return len(w.onlineTimes()) >= n })
+	ons = w.onlineTimes()
+	fmt.Printf("broker restart:    down %.1f s; %d of %d sites back online: %s after it came back\n",
+		restartAt.Sub(stopped).Seconds(), len(ons), n, spread(ons, restartAt))
+	if !ok {
+		return fmt.Errorf("only %d of %d sites back after 5 min", len(ons), n)
+	}
+	at := func(q float64) float64 { return ons[int(q*float64(len(ons)-1))].Sub(restartAt).Seconds() }
+	fmt.Printf("reconnect_first_s=%.3f\nreconnect_p50_s=%.3f\nreconnect_last_s=%.3f\n", at(0), at(0.5), at(1))
+	// Let every site publish some more, then stop them all: their last telemetry is queued
+	// and flushed before Run returns.
+	waitFor(2*time.Minute, func() bool { return w.telemetryCount() > before+2*n })
+	cancel()
+	wg.Wait()
+	total := w.telemetryCount()
+	waitFor(30*time.Second, func() bool {
+		time.Sleep(time.Second)
+		t := w.telemetryCount()
+		defer func() { total = t }()
+		return t == total
+	})
+	missing, dups, seen := w.gaps()
+	fmt.Printf("seq check:         %d telemetry messages from %d sites, %d seq missing, %d duplicates\n", seen, n, missing, dups)
+	fmt.Printf("seq_missing=%d\nseq_duplicates=%d\n", missing, dups)
+	if f := failed.Load(); f > 0 {
+		return fmt.Errorf("%d sites stopped with an error", f)
+	}
+	if missing > 0 {
+		return fmt.Errorf("%d telemetry seqs missing", missing)
+	}
+	return nil
+}

@@ -1,0 +1,247 @@
+// Command report turns the outputs `scripts/bench.sh` collects in one folder into
+// docs/BENCHMARKS.md: per measurement the command, the numbers, the target and whether it is
+// met. It parses `go test -bench` lines (name, then value-unit pairs) and the `key=value`
+// lines the script writes for what is not a Go benchmark (binary size, QEMU boot, fleet).
+// It imports nothing of rackwatch.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// results: file → benchmark name (without -GOMAXPROCS) → unit → value. Key=value lines are
+// stored under the benchmark name "".
+type results map[string]map[string]map[string]float64
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+\d+\s+(.*)$`)
+
+func load(dir string) (results, error) {
+	r := results{}
+	files, err := filepath.Glob(filepath.Join(dir, "*.txt"))
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".txt")
+		m := map[string]map[string]float64{"": {}}
+		r[name] = m
+		fh, err := os.Open(f)
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			line := sc.Text()
+			if g := benchLine.FindStringSubmatch(line); g != nil {
+				units := map[string]float64{}
+				f := strings.Fields(g[3])
+				for i := 0; i+1 < len(f); i += 2 {
+					if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+						units[f[i+1]] = v
+					}
+				}
+				m[g[1]] = units
+				continue
+			}
+			if k, v, ok := strings.Cut(line, "="); ok && !strings.ContainsAny(k, " \t") {
+				if x, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					m[""][k] = x
+				}
+			}
+		}
+		fh.Close()
+	}
+	return r, nil
+}
+
+func (r results) get(file, bench, unit string) (float64, bool) {
+	v, ok := r[file][bench][unit]
+	return v, ok
+}
+
+// check is one number with its target.
+type check struct {
+	what        string
+	file, bench string
+	unit        string
+	atMost      bool // the target is an upper bound (else a lower bound)
+	target      float64
+	format      string
+}
+
+func (c check) row(r results) string {
+	v, ok := r.get(c.file, c.bench, c.unit)
+	if !ok {
+		return fmt.Sprintf("| %s | not measured | %s | – |", c.what, c.bound())
+	}
+	if c.target == 0 && !c.atMost {
+		return fmt.Sprintf("| %s | "+c.format+" | – | – |", c.what, v)
+	}
+	met := v >= c.target
+	if c.atMost {
+		met = v <= c.target
+	}
+	verdict := "met"
+	if !met {
+		if c.atMost {
+			verdict = fmt.Sprintf("**missed** by "+c.format+" (%.0f %% over)", v-c.target, 100*(v-c.target)/c.target)
+		} else {
+			verdict = fmt.Sprintf("**missed** by "+c.format+" (%.0f %% under)", c.target-v, 100*(c.target-v)/c.target)
+		}
+	}
+	return fmt.Sprintf("| %s | "+c.format+" | %s | %s |", c.what, v, c.bound(), verdict)
+}
+
+func (c check) bound() string {
+	if c.target == 0 && !c.atMost {
+		return "–"
+	}
+	op := "≥"
+	if c.atMost {
+		op = "≤"
+	}
+	return op + " " + strconv.FormatFloat(c.target, 'f', -1, 64)
+}
+
+// section is one of the issue's measurements.
+type section struct {
+	title, command, notes string
+	checks                []check
+	raw                   []string // files whose text goes in verbatim
+}
+
+func main() {
+	dir := flag.String("in", "", "folder with the collected outputs")
+	out := flag.String("out", "docs/BENCHMARKS.md", "file to write")
+	notes := flag.String("notes", "bench/report/notes", "folder of hand-written notes per section (N.md)")
+	flag.Parse()
+	r, err := load(*dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+	text := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(*dir, name))
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+	secs := []section{
+		{title: "1. Rule evaluation", command: "go test -run '^$' -bench . -benchmem ./daemon/rules/",
+			notes: "One op is one reading through `rules.Engine.Eval` with 1,000 rules. *Steady*: 1,000 devices, no level changes (the hot path). *Flapping*: every reading flips a rule and makes a Change. *1000Rules*: the lead's original benchmark (676 distinct devices, so most readings flip a level). readings/s is on one core (Eval is single-threaded).",
+			checks: []check{
+				{"steady: readings/s", "rules", "BenchmarkEvalSteady", "readings/s", false, 2e6, "%.0f"},
+				{"steady: allocs/reading", "rules", "BenchmarkEvalSteady", "allocs/op", true, 0, "%.0f"},
+				{"flapping: readings/s", "rules", "BenchmarkEvalFlapping", "readings/s", false, 2e6, "%.0f"},
+				{"flapping: allocs/reading", "rules", "BenchmarkEvalFlapping", "allocs/op", true, 0, "%.0f"},
+				{"original 1000Rules: ns/reading", "rules", "BenchmarkEval1000Rules", "ns/op", true, 500, "%.1f"},
+				{"original 1000Rules: allocs/reading", "rules", "BenchmarkEval1000Rules", "allocs/op", true, 0, "%.0f"},
+			}, raw: []string{"rules.txt"}},
+		{title: "2. Alarm latency", command: "BENCH_ALARM_EVENTS=1000 go test -run '^$' -bench AlarmLatency -benchtime=1x ./daemon/site/",
+			notes: "A real `contact` device on a gpiotest pin (put into the site's device Pool, no hook needed), a real mosquitto, an in-process paho subscriber on R/incidents. From the edge handed to the contact's Watch to the incident in the subscriber's hands, minus the 1 ms debounce; 1,000 edges alternating opened/resolved. The path holds two fsyncs (the incident store, then the uplink queue) in bbolt.",
+			checks: []check{
+				{"p50 (ms)", "alarm", "BenchmarkAlarmLatency", "p50-ms", true, 15, "%.2f"},
+				{"p99 (ms)", "alarm", "BenchmarkAlarmLatency", "p99-ms", true, 15, "%.2f"},
+				{"max (ms)", "alarm", "BenchmarkAlarmLatency", "max-ms", false, 0, "%.2f"},
+			}, raw: []string{"alarm.txt"}},
+		{title: "3. UPS latency", command: "go test -run '^$' -bench UPSLatency -benchtime=1x ./bench/upslatency/",
+			notes: "The Go Megatec emulator on two ptys of one UPS: rackwatch's `megatec` device (poll 1s) behind its NUT server, and NUT's own `nutdrv_qx` (pollinterval 1, pollfreq 1) behind `upsd`. Each transition OL → OB LB → OL is timed until `upsc UPS ups.status` shows it, one goroutine per server running upsc back to back. ratio = rackwatch mean / NUT mean.",
+			checks: []check{
+				{"rackwatch mean (ms)", "ups", "BenchmarkUPSLatency", "rackwatch-mean-ms", false, 0, "%.0f"},
+				{"rackwatch max (ms)", "ups", "BenchmarkUPSLatency", "rackwatch-max-ms", false, 0, "%.0f"},
+				{"NUT mean (ms)", "ups", "BenchmarkUPSLatency", "nut-mean-ms", false, 0, "%.0f"},
+				{"NUT max (ms)", "ups", "BenchmarkUPSLatency", "nut-max-ms", false, 0, "%.0f"},
+				{"ratio rackwatch/NUT", "ups", "BenchmarkUPSLatency", "ratio", true, 1.0, "%.2f"},
+			}, raw: []string{"ups.txt"}},
+		{title: "4. Footprint", command: "RACKWATCH_BIN=bin/rackwatch BENCH_DURATION=" + text("duration") + " go test -run '^$' -bench Footprint -benchtime=1x -timeout 60m ./bench/footprint/",
+			notes: "`bin/rackwatch` (`make build`: -trimpath, -s -w) as a child process; peak RSS is /proc/PID/status VmHWM, CPU is utime+stime from /proc/PID/stat, over " + text("duration") + " from the moment it listens. (a) the demo site (`rackwatch`, RACKWATCH_DEMO_DIR in a temp dir); (b) one `upsmib` device on snmpsim (a Riello NetMan 204 walk) polled every 1 s, telemetry every 10 s to mosquitto; (c) 1,000 `sim.env` devices (temperature and humidity) polled every 1 s, a threshold rule on each, telemetry every 10 s to mosquitto. GOGC and GOMEMLIMIT at their defaults.",
+			checks: []check{
+				{"(a) demo: peak RSS (MB)", "footprint", "BenchmarkFootprintDemo", "peakRSS-MB", true, 25, "%.1f"},
+				{"(a) demo: CPU (% of one core)", "footprint", "BenchmarkFootprintDemo", "cpu-%core", false, 0, "%.2f"},
+				{"(b) upsmib: peak RSS (MB)", "footprint", "BenchmarkFootprintUPSMIB", "peakRSS-MB", false, 0, "%.1f"},
+				{"(b) upsmib: CPU (% of one core)", "footprint", "BenchmarkFootprintUPSMIB", "cpu-%core", false, 0, "%.2f"},
+				{"(c) 1,000 sim: peak RSS (MB)", "footprint", "BenchmarkFootprint1000Sim", "peakRSS-MB", true, 60, "%.1f"},
+				{"(c) 1,000 sim: CPU (% of one core)", "footprint", "BenchmarkFootprint1000Sim", "cpu-%core", true, 5, "%.2f"},
+			}, raw: []string{"footprint.txt"}},
+		{title: "5. History memory", command: "go test -run '^$' -bench . -benchmem -benchtime=1x ./daemon/state/",
+			notes: "24 h of 1,000 metrics (100 devices × 10) at 10 s pushed through `state.Store.Update`: 8,640,000 points. heapB/point is the live heap after GC divided by the points given; ringB/point is what the rings themselves hold (one slot a minute plus 64 raw recent points).",
+			checks: []check{
+				{"heap bytes per point", "state", "BenchmarkHistory24h1000Metrics", "heapB/point", true, 4, "%.2f"},
+				{"ring bytes per point", "state", "BenchmarkHistory24h1000Metrics", "ringB/point", true, 4, "%.2f"},
+				{"heap for 24 h × 1,000 metrics (MB)", "state", "BenchmarkHistory24h1000Metrics", "heapMB", true, 40, "%.1f"},
+			}, raw: []string{"state.txt"}},
+		{title: "6. Uplink", command: "go test -run '^$' -bench 'DrainVsPaho|DiskBytesPerReading' -benchtime=1x ./uplink/",
+			notes: "The uplink's own benchmarks (owned by the uplink): BenchmarkDrainVsPaho alternates the backlog drain (10,000 messages of 10 readings queued offline, then Run to a real mosquitto until the last PUBACK) and a plain paho QoS 1 loop with the same 256 in flight on the same broker. BenchmarkDiskBytesPerReading is /proc/self/io wchar per reading in steady state (enqueue, ack, batched delete), per message size and TelemetryFlush batching.",
+			checks: []check{
+				{"drain (msgs/s)", "uplink", "BenchmarkDrainVsPaho", "drain-msgs/s", false, 0, "%.0f"},
+				{"plain paho (msgs/s)", "uplink", "BenchmarkDrainVsPaho", "paho-msgs/s", false, 0, "%.0f"},
+				{"drain / paho", "uplink", "BenchmarkDrainVsPaho", "drain/paho", false, 0.8, "%.2f"},
+				{"bytes/reading, 30 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/readings=30/flush=1", "B/reading", true, 64, "%.0f"},
+				{"bytes/reading, 100 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/readings=100/flush=1", "B/reading", true, 64, "%.0f"},
+				{"bytes/reading, 1000 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/readings=1000/flush=1", "B/reading", true, 64, "%.0f"},
+				{"bytes/reading, 30 readings/msg, flush 6", "uplink", "BenchmarkDiskBytesPerReading/readings=30/flush=6", "B/reading", true, 64, "%.0f"},
+				{"bytes/reading, 100 readings/msg, flush 6", "uplink", "BenchmarkDiskBytesPerReading/readings=100/flush=6", "B/reading", true, 64, "%.0f"},
+			}, raw: []string{"uplink.txt"}},
+		{title: "7. Binary and image", command: "make cross; stat -c %s bin/rackwatch-linux-arm64 · go test -run '^TestBoot$' -v ./images/mkimage/",
+			notes: "The arm64 binary is built with -trimpath -ldflags '-s -w' (stripped). The boot time is the line images/mkimage's TestBoot logs (QEMU start → the status page answering through hostfwd), TCG emulation on this x86 machine, not KVM.",
+			checks: []check{
+				{"linux/arm64 binary (MB)", "binary", "", "arm64_mb", true, 20, "%.2f"},
+				{"linux/armv7 binary (MB)", "binary", "", "armv7_mb", false, 0, "%.2f"},
+				{"QEMU boot to status page (s)", "qemu", "", "boot_s", true, 10, "%.1f"},
+			}, raw: []string{"binary.txt", "qemu.txt"}},
+		{title: "8. Fleet", command: "make fleet N=" + text("fleet_n") + " (go run ./bench/fleet -n N)",
+			notes: "N whole sites in one process (site.Run each: sim.ups, sim.env, sim.contact polled every 2 s, a rule, web on 127.0.0.1:0, own data dir and bbolt, own paho client, telemetry every 2 s) against one mosquitto with persistence; one paho subscriber on rackwatch/fleet/# with a persistent session counts. Online = the retained `online` R/state. Then mosquitto is stopped for 5 s and started again: reconnect times are when each site's fresh `online` arrives, measured from the broker's restart. Finally every site is stopped and the telemetry seqs each subscriber saw are checked for holes.",
+			checks: []check{
+				{"all online (s)", "fleet", "", "all_online_s", true, 10, "%.2f"},
+				{"messages/s at the broker", "fleet", "", "msgs_per_s", false, 0, "%.0f"},
+				{"reconnect: first (s after restart)", "fleet", "", "reconnect_first_s", false, 0, "%.2f"},
+				{"reconnect: p50 (s)", "fleet", "", "reconnect_p50_s", false, 0, "%.2f"},
+				{"reconnect: last (s)", "fleet", "", "reconnect_last_s", false, 0, "%.2f"},
+				{"telemetry seqs missing", "fleet", "", "seq_missing", true, 0, "%.0f"},
+			}, raw: []string{"fleet.txt"}},
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (scripts/bench.sh → bench/report); do not edit by hand. Measurements, not tests: regressions are what to watch. Targets are issue 9's.\n\n")
+	fmt.Fprintf(&b, "## Machine\n\n```\n%s\n```\n\n", text("machine"))
+	if s := text("short"); s != "" {
+		fmt.Fprintf(&b, "%s\n\n", s)
+	}
+	fmt.Fprintf(&b, "## Summary\n\n| measurement | value | target | verdict |\n| --- | --- | --- | --- |\n")
+	for _, s := range secs {
+		for _, c := range s.checks {
+			if c.target != 0 || c.atMost {
+				fmt.Fprintln(&b, c.row(r))
+			}
+		}
+	}
+	b.WriteString("\n")
+	for _, s := range secs {
+		fmt.Fprintf(&b, "## %s\n\n`%s`\n\n%s\n\n| what | value | target | verdict |\n| --- | --- | --- | --- |\n", s.title, s.command, s.notes)
+		for _, c := range s.checks {
+			fmt.Fprintln(&b, c.row(r))
+		}
+		// Why a target is missed is written by hand, next to this program (notes/N.md).
+		if why, err := os.ReadFile(filepath.Join(*notes, strings.TrimSuffix(strings.Fields(s.title)[0], ".")+".md")); err == nil {
+			fmt.Fprintf(&b, "\n%s\n", strings.TrimSpace(string(why)))
+		}
+		for _, f := range s.raw {
+			if t := text(f); t != "" {
+				fmt.Fprintf(&b, "\n<details><summary>%s</summary>\n\n```\n%s\n```\n</details>\n", f, t)
+			}
+		}
+		b.WriteString("\n")
+	}
+	if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+}
