@@ -80,4 +80,5 @@ fi
 
 step fleet $GO run ./bench/fleet -n "${N:-500}"
 
+mkdir -p docs
 $GO run ./bench/report -in "$out" -out docs/BENCHMARKS.md && echo "bench: wrote docs/BENCHMARKS.md"

@@ -51,6 +51,9 @@ type broker struct {
 }
 
 func startBroker(dir string) (*broker, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		if bin, err = exec.LookPath("/usr/sbin/mosquitto"); err != nil {
@@ -63,6 +66,12 @@ func startBroker(dir string) (*broker, error) {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
+	// mosquitto started as root drops to the user mosquitto: without write access to its
+	// folder it cannot save its store, and a restart loses the subscriber's session (and with
+	// it every message published before the subscriber is back), which would look like seq gaps.
+	if err := os.Chmod(dir, 0o777); err != nil {
+		return nil, err
+	}
 	b := &broker{bin: bin, conf: filepath.Join(dir, "mosquitto.conf"), addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest none\nmax_queued_messages 0\nmax_connections -1\n", port, dir)
 	if err := os.WriteFile(b.conf, []byte(conf), 0o644); err != nil {
@@ -217,7 +226,7 @@ func run(n int, telemetry, measure, down time.Duration) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	b, err := startBroker(filepath.Join(dir))
+	b, err := startBroker(filepath.Join(dir, "mosquitto"))
 	if err != nil {
 		return err
 	}
@@ -236,7 +245,11 @@ func run(n int, telemetry, measure, down time.Duration) error {
 	defer sub.Disconnect(250)
 	time.Sleep(200 * time.Millisecond) // the SUBSCRIBE from the connect handler
 
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	level := slog.LevelError
+	if os.Getenv("FLEET_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var failed atomic.Int64

@@ -190,16 +190,21 @@ rules:
 // BenchmarkFootprint1000Sim is (c): 1,000 sim.env devices (temperature and humidity each),
 // each polled every second, a threshold rule on every temperature, telemetry every 10 s to
 // mosquitto, web on. Targets ≤ 60 MB RSS and ≤ 5 % of one core.
-func BenchmarkFootprint1000Sim(b *testing.B) {
+func BenchmarkFootprint1000Sim(b *testing.B) { simSite(b, 1000) }
+
+// BenchmarkFootprint1000Metrics is (c) read as 1,000 measured quantities: 500 sim.env devices.
+func BenchmarkFootprint1000Metrics(b *testing.B) { simSite(b, 500) }
+
+func simSite(b *testing.B, devices int) {
 	m := testpeer.StartMosquitto(b)
 	web := fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(b))
 	var y strings.Builder
-	fmt.Fprintf(&y, "site: fp\nnode: sim1000\ndata_dir: %s\nweb: {listen: %q}\nmqtt: {brokers: [%q], telemetry_interval: 10s}\ndevices:\n", b.TempDir(), web, m.URL)
-	for i := range 1000 {
+	fmt.Fprintf(&y, "site: fp\nnode: sim%d\ndata_dir: %s\nweb: {listen: %q}\nmqtt: {brokers: [%q], telemetry_interval: 10s}\ndevices:\n", devices, b.TempDir(), web, m.URL)
+	for i := range devices {
 		fmt.Fprintf(&y, "  - {id: s%04d, driver: sim.env, poll: 1s, values: {temperature: %d, humidity: 40}}\n", i, 20+i%8)
 	}
 	y.WriteString("rules:\n")
-	for i := range 1000 {
+	for i := range devices {
 		fmt.Fprintf(&y, "  - {name: hot-%04d, device: s%04d, metric: temperature, warn_above: 30, crit_above: 35}\n", i, i)
 	}
 	run(b, nil, web, "-config", writeConfig(b, y.String()))
