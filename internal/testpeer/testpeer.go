@@ -5,7 +5,6 @@
 package testpeer
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"net"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
 // Require returns the path of a peer program, or stops the test: Fatal under CI=true, Skip
@@ -173,12 +174,20 @@ func StartMosquitto(t testing.TB, extra ...string) *Mosquitto {
 	m.Addr = fmt.Sprintf("127.0.0.1:%d", m.Port)
 	m.URL = "tcp://" + m.Addr
 	m.conf = filepath.Join(m.Dir, "mosquitto.conf")
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest stderr\nmax_queued_messages 0\n",
-		m.Port, m.Dir)
+	// As root, mosquitto drops to its own user, which cannot write the test's 0700 folder:
+	// the store would not survive a restart. "user root" keeps it.
+	user := rootUser()
+	for _, e := range extra {
+		if strings.HasPrefix(e, "user ") {
+			user = ""
+		}
+	}
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest stderr\nmax_queued_messages 0\n%s",
+		m.Port, m.Dir, user)
 	if len(extra) > 0 {
 		// Extra lines may replace the listener (TLS); put them first and drop ours if so.
 		if strings.Contains(strings.Join(extra, "\n"), "listener ") {
-			conf = fmt.Sprintf("allow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest stderr\nmax_queued_messages 0\n", m.Dir)
+			conf = fmt.Sprintf("allow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest stderr\nmax_queued_messages 0\n%s", m.Dir, user)
 		}
 		conf += strings.Join(extra, "\n") + "\n"
 	}
@@ -187,6 +196,13 @@ func StartMosquitto(t testing.TB, extra ...string) *Mosquitto {
 	}
 	m.start()
 	return m
+}
+
+func rootUser() string {
+	if os.Geteuid() == 0 {
+		return "user root\n"
+	}
+	return ""
 }
 
 func (m *Mosquitto) start() {
@@ -199,47 +215,43 @@ func (m *Mosquitto) start() {
 func (m *Mosquitto) Stop()  { m.Proc.Stop() }
 func (m *Mosquitto) Start() { m.start() }
 
-// Sub is a mosquitto_sub process collecting messages, one JSON payload a line, with the topic.
+// Sub is an MQTT subscriber collecting messages as "topic payload" lines.
 type Sub struct {
-	proc  *Proc
+	c     mqtt.Client
 	mu    sync.Mutex
 	lines []string
 }
 
-// Subscribe runs mosquitto_sub -v on topic (QoS 1, a persistent session with id when id is
-// not empty) and collects "topic payload" lines.
+// Subscribe subscribes to topic at QoS 1 (a persistent session with id when id is not
+// empty) and returns once the broker has confirmed the subscription, so no message published
+// after it is missed. The client is paho, not mosquitto_sub, because only a SUBACK says when
+// the subscription is in place.
 func (m *Mosquitto) Subscribe(t testing.TB, topic, id string) *Sub {
 	t.Helper()
-	bin := Require(t, "mosquitto_sub", "mosquitto-clients")
-	args := []string{"-h", "127.0.0.1", "-p", fmt.Sprint(m.Port), "-t", topic, "-q", "1", "-v"}
-	if id != "" {
-		args = append(args, "-c", "-i", id)
-	}
 	s := &Sub{}
-	cmd := exec.Command(bin, args...)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
+	o := mqtt.NewClientOptions().AddBroker(m.URL).SetAutoReconnect(true).SetConnectRetry(true).
+		SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(time.Second)
+	if id != "" {
+		o.SetClientID(id).SetCleanSession(false)
+	} else {
+		o.SetClientID(fmt.Sprintf("testsub-%d", time.Now().UnixNano()))
 	}
-	s.proc = &Proc{Cmd: cmd}
-	cmd.Stdout, cmd.Stderr = pw, s.proc
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	handler := func(_ mqtt.Client, msg mqtt.Message) {
+		s.mu.Lock()
+		s.lines = append(s.lines, msg.Topic()+" "+string(msg.Payload()))
+		s.mu.Unlock()
 	}
-	pw.Close()
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 16<<20)
-		for sc.Scan() {
-			s.mu.Lock()
-			s.lines = append(s.lines, sc.Text())
-			s.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { s.proc.Stop(); pr.Close() })
-	// mosquitto_sub has no "subscribed" signal; give it a moment to SUBSCRIBE by waiting until
-	// the broker accepted its TCP connection (a retained probe would disturb tests).
-	time.Sleep(300 * time.Millisecond)
+	o.SetDefaultPublishHandler(handler)
+	// Resubscribe after a broker restart (a persistent session keeps it anyway).
+	o.SetOnConnectHandler(func(c mqtt.Client) { c.Subscribe(topic, 1, handler) })
+	s.c = mqtt.NewClient(o)
+	if tok := s.c.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber: connect %s: %v", m.URL, tok.Error())
+	}
+	if tok := s.c.Subscribe(topic, 1, handler); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber: subscribe %s: %v", topic, tok.Error())
+	}
+	t.Cleanup(s.Stop)
 	return s
 }
 
@@ -274,4 +286,8 @@ func (s *Sub) Matching(suffix string, has ...string) []string {
 }
 
 // Stop ends the subscriber.
-func (s *Sub) Stop() { s.proc.Stop() }
+func (s *Sub) Stop() {
+	if s.c.IsConnected() {
+		s.c.Disconnect(100)
+	}
+}
