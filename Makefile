@@ -5,7 +5,13 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKGS     := ./...
 
 # Debian packages the integration tests talk to (real peers, not fakes).
-DEB_PEERS := mosquitto mosquitto-clients snmpsim snmp nut-client nut-server socat chromium qemu-system-arm u-boot-qemu
+# nut-snmp: NUT's own snmp-ups for the upsmib differential test; systemd: systemd-analyze
+# verifies the .deb's unit; util-linux: unshare gives each test upsmon its own /run/nut.
+DEB_PEERS := mosquitto mosquitto-clients snmpsim snmp nut-client nut-server nut-snmp socat chromium qemu-system-arm u-boot-qemu systemd util-linux
+
+# Two image builds give the same bytes: every timestamp comes from here.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1735689600)
+export SOURCE_DATE_EPOCH
 
 .PHONY: all build run test test-go deps lint cross bench image deb fleet clean
 
@@ -42,6 +48,21 @@ bench: deps
 N ?= 500
 fleet:
 	$(GO) run ./bench/fleet -n $(N)
+
+# The firmware image for arm64 boards (images/README.md): images/out/rackwatch-arm64.img.
+image:
+	mkdir -p images/out
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o images/out/rackwatch.arm64 ./daemon
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '-s -w' -o images/out/init.arm64 ./images/init
+	$(GO) run ./images/mkimage -kernel "$$($(GO) list -m -f '{{.Dir}}' github.com/gokrazy/kernel.arm64)/vmlinuz" -init images/out/init.arm64 -rackwatch images/out/rackwatch.arm64 -config images/rackwatch-image.yaml -o images/out/rackwatch-arm64.img
+
+# .deb packages for arm64 and armhf boards that run Debian.
+deb:
+	mkdir -p images/out
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o images/out/rackwatch.arm64 ./daemon
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o images/out/rackwatch.armhf ./daemon
+	$(GO) run ./images/mkdeb -arch arm64 -binary images/out/rackwatch.arm64 -version $(VERSION) -o images/out
+	$(GO) run ./images/mkdeb -arch armhf -binary images/out/rackwatch.armhf -version $(VERSION) -o images/out
 
 clean:
 	rm -rf bin images/out

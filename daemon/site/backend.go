@@ -21,11 +21,20 @@ func (s *Site) Status() web.Status {
 	st := web.Status{Site: s.cfg.Site, Node: s.cfg.Node, Version: s.opt.Version, UptimeS: int64(s.now().Sub(s.started).Seconds())}
 	for _, d := range s.store.Devices() {
 		ds := web.DeviceStatus{ID: d.ID, Driver: d.Driver, State: d.State, LastSeen: sensors.FormatTime(d.LastSeen), Error: d.LastErr,
-			Readings: make(map[string]web.ReadingStatus, len(d.Readings))}
+			Description: s.specs[d.ID].Description,
+			Readings:    make(map[string]web.ReadingStatus, len(d.Readings))}
 		for m, r := range d.Readings {
 			ds.Readings[m] = web.ReadingStatus{Value: r.JSONValue(), Unit: r.Unit, Quality: string(r.Quality), TS: sensors.FormatTime(r.TS)}
 		}
 		st.Devices = append(st.Devices, ds)
+	}
+	for _, r := range s.cfg.Rules {
+		rv := web.RuleView{Name: r.Name, Device: r.Device, Metric: r.Metric, WarnAbove: r.WarnAbove, CritAbove: r.CritAbove,
+			WarnBelow: r.WarnBelow, CritBelow: r.CritBelow, StatusHas: r.StatusHas, Severity: r.Severity, Hysteresis: r.Hysteresis}
+		if r.Equals != nil {
+			rv.Equals = r.Equals.JSON()
+		}
+		st.Rules = append(st.Rules, rv)
 	}
 	st.Incidents = s.inc.OpenIncidents()
 	if st.Incidents == nil {

@@ -81,8 +81,8 @@ func (n nutSource) UPS(name string) (nut.UPS, bool) {
 	}
 	u := nut.UPS{Description: spec.Description, Vars: map[string]string{"device.type": "ups", "driver.name": spec.Driver}}
 	for m, r := range d.Readings {
-		if r.Quality == sensors.Error {
-			continue
+		if r.Quality == sensors.Error || (r.IsText && r.Text == "") {
+			continue // upsd leaves out what the driver does not have (an empty ups.alarm)
 		}
 		u.Vars[m] = nutValue(r)
 	}

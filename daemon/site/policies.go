@@ -151,11 +151,14 @@ func (p *policies) status() web.Failover {
 	var f web.Failover
 	if p.power != nil {
 		st, since := p.power.State()
-		f.Power = &web.PolicyState{State: st, Since: fmtTime(since), Decisions: p.decisions["power"]}
+		cfg := p.s.cfg.Failover.Power
+		f.Power = &web.PolicyState{State: st, Since: fmtTime(since), Decisions: p.decisions["power"], Relay: cfg.GeneratorRelay, Devices: cfg.UPS}
 	}
 	if p.cooling != nil {
 		st, since := p.cooling.State()
-		f.Cooling = &web.PolicyState{State: st, Since: fmtTime(since), Decisions: p.decisions["cooling"]}
+		cfg := p.s.cfg.Failover.Cooling
+		f.Cooling = &web.PolicyState{State: st, Since: fmtTime(since), Decisions: p.decisions["cooling"], Relay: cfg.BackupRelay, Devices: cfg.Sensors,
+			Metric: cfg.Metric, OnAbove: cfg.OnAbove, OffBelow: cfg.OffBelow}
 	}
 	return f
 }
