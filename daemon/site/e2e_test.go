@@ -176,6 +176,17 @@ failover:
 		relays := st["relays"].([]any)
 		return fo["state"] == "shutdown" && relays[0].(map[string]any)["on"] == true
 	})
+	// The generator relay went on one poll after OB was first read (the confirmation poll;
+	// a second poll of slack for a loaded machine).
+	var relayAt time.Time
+	for _, r := range status(t, s)["relays"].([]any) {
+		if rm := r.(map[string]any); rm["id"] == "genset" {
+			relayAt, _ = time.Parse(time.RFC3339, rm["changed"].(string))
+		}
+	}
+	if d := relayAt.Sub(ev.TS); d < 0 || d > 2*poll {
+		t.Errorf("generator relay on %v after OB was first read, want within one poll (%v)", d, poll)
+	}
 	testpeer.Eventually(t, 30*time.Second, "FSD through NUT", func() bool {
 		vars, err := testpeer.Upsc(t, "ups1", s.NUTAddr().String())
 		return err == nil && vars["ups.status"] == "OB LB FSD"

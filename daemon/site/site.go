@@ -454,9 +454,9 @@ func (s *Site) onDrop(d uplink.Drop) {
 func (s *Site) command(ctx context.Context, c uplink.Command) error {
 	switch c.Action {
 	case "ack":
-		return s.Ack(c.Incident, "mqtt")
+		return s.Ack(c.Incident, "mqtt:"+c.ID)
 	case "relay":
-		return s.SetRelay(c.Device, c.State, "mqtt")
+		return s.SetRelay(c.Device, c.State, "mqtt:"+c.ID)
 	case "reload":
 		if s.opt.Reload == nil {
 			return errors.New("reload is not available here")
