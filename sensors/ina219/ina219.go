@@ -11,28 +11,23 @@
 // Prometheus treats a counter reset), and a gap longer than three poll intervals (failed polls,
 // a stopped process) adds nothing rather than a guess.
 //
-// The bus is opened lazily, on the first poll and again after repeated failures, so a missing
-// /dev/i2c-N or an unplugged chip is a failed poll (device state error, then stale), never a
-// failed start. It is a copy of the sht3x folder, as every I²C chip is.
+// The bus is opened lazily (drivers/i2cbus), on the first poll and again after repeated
+// failures, so a missing /dev/i2c-N or an unplugged chip is a failed poll (device state error,
+// then stale), never a failed start. It is a copy of the sht3x folder, as every I²C chip is.
 //
 // It must not import daemon/ or uplink/.
 package ina219
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
-	"strconv"
-	"sync"
 	"time"
 
 	"periph.io/x/conn/v3/i2c"
-	"periph.io/x/conn/v3/i2c/i2creg"
 	"periph.io/x/conn/v3/physic"
-	"periph.io/x/host/v3"
-	"periph.io/x/host/v3/sysfs"
 
+	"github.com/rackwatch/rackwatch/drivers/i2cbus"
 	"github.com/rackwatch/rackwatch/drivers/ina219"
 	"github.com/rackwatch/rackwatch/sensors"
 )
@@ -57,50 +52,22 @@ func init() {
 	})
 }
 
-// reopenAfter consecutive failed polls close the bus; the next poll opens it again.
-const reopenAfter = 5
-
 // OpenBus opens the I²C bus a device sits on. Tests pass one that returns an
 // i2ctest.Playback.
-type OpenBus func() (i2c.BusCloser, error)
+type OpenBus = i2cbus.Open
 
 // HostBus opens /dev/i2c-<name> through periph.io's host drivers.
-func HostBus(name string) OpenBus {
-	return func() (i2c.BusCloser, error) {
-		if _, err := host.Init(); err != nil {
-			return nil, fmt.Errorf("init periph host drivers: %w", err)
-		}
-		b, err := i2creg.Open(name)
-		if err == nil {
-			return b, nil
-		}
-		// host.Init lists /dev/i2c-* once; a bus whose kernel module loaded later is opened
-		// directly.
-		if n, perr := strconv.Atoi(name); perr == nil {
-			if sb, serr := sysfs.NewI2C(n); serr == nil {
-				return sb, nil
-			}
-		}
-		return nil, fmt.Errorf("open I²C bus %q: %w", name, err)
-	}
-}
+func HostBus(name string) OpenBus { return i2cbus.Host(name) }
 
 // Device is one configured ina219.
 type Device struct {
 	id   string
-	addr uint16
-	opts ina219.Opts
-	open OpenBus
+	chip *i2cbus.Lazy[*ina219.Dev]
 	// maxGap is the longest time between two good polls that energy is integrated over.
 	maxGap time.Duration
 	now    func() time.Time
 
-	mu     sync.Mutex
-	bus    i2c.BusCloser
-	dev    *ina219.Dev
-	fails  int
-	closed bool
-
+	// Updated only inside chip.Do, whose lock guards them.
 	energyWh  float64
 	lastPower float64
 	lastAt    time.Time // of the last good poll; zero before the first
@@ -132,69 +99,40 @@ func NewWithBus(spec sensors.Spec, open OpenBus) (*Device, error) {
 	if poll <= 0 {
 		poll = 5 * time.Second
 	}
-	return &Device{id: spec.ID, addr: addr, opts: o, open: open, maxGap: 3 * poll, now: time.Now}, nil
+	chip := func(_ context.Context, bus i2c.Bus) (*ina219.Dev, error) { return ina219.New(bus, addr, o) }
+	return &Device{id: spec.ID, chip: i2cbus.NewLazy(open, chip), maxGap: 3 * poll, now: time.Now}, nil
 }
 
 // Poll implements sensors.Device.
 func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	// The chip's reads take no context, so a cancelled poll is refused before it starts.
 	if err := ctx.Err(); err != nil {
 		return d.failed(), fmt.Errorf("%s: %w", d.id, err)
 	}
-	if err := d.connect(); err != nil {
-		return d.failed(), fmt.Errorf("%s: %w", d.id, err)
-	}
-	m, err := d.dev.Sense()
-	now := d.now()
-	if err != nil {
-		d.fails++
-		if d.fails >= reopenAfter {
-			d.disconnect()
+	var out []sensors.Reading
+	err := d.chip.Do(ctx, func(dev *ina219.Dev) error {
+		m, err := dev.Sense()
+		if err != nil {
+			return err
 		}
+		now := d.now()
+		p := float64(m.Power) / float64(physic.Watt)
+		if dt := now.Sub(d.lastAt); !d.lastAt.IsZero() && dt > 0 && dt <= d.maxGap {
+			d.energyWh += (d.lastPower + p) / 2 * dt.Hours()
+		}
+		d.lastPower, d.lastAt = p, now
+		out = []sensors.Reading{
+			sensors.Num(d.id, "voltage", round(float64(m.BusVoltage)/float64(physic.Volt), 3), units["voltage"], now),
+			sensors.Num(d.id, "current", round(float64(m.Current)/float64(physic.Ampere), 5), units["current"], now),
+			sensors.Num(d.id, "power", round(p, 4), units["power"], now),
+			sensors.Num(d.id, "energy", round(d.energyWh, 4), units["energy"], now),
+		}
+		return nil
+	})
+	if err != nil {
 		return d.failed(), fmt.Errorf("%s: %w", d.id, err)
 	}
-	d.fails = 0
-	p := float64(m.Power) / float64(physic.Watt)
-	if dt := now.Sub(d.lastAt); !d.lastAt.IsZero() && dt > 0 && dt <= d.maxGap {
-		d.energyWh += (d.lastPower + p) / 2 * dt.Hours()
-	}
-	d.lastPower, d.lastAt = p, now
-	return []sensors.Reading{
-		sensors.Num(d.id, "voltage", round(float64(m.BusVoltage)/float64(physic.Volt), 3), units["voltage"], now),
-		sensors.Num(d.id, "current", round(float64(m.Current)/float64(physic.Ampere), 5), units["current"], now),
-		sensors.Num(d.id, "power", round(p, 4), units["power"], now),
-		sensors.Num(d.id, "energy", round(d.energyWh, 4), units["energy"], now),
-	}, nil
-}
-
-// connect opens the bus and the sensor if they are not open. Called with mu held.
-func (d *Device) connect() error {
-	if d.closed {
-		return errors.New("device closed")
-	}
-	if d.dev != nil {
-		return nil
-	}
-	bus, err := d.open()
-	if err != nil {
-		return err
-	}
-	dev, err := ina219.New(bus, d.addr, d.opts)
-	if err != nil {
-		bus.Close()
-		return err
-	}
-	d.bus, d.dev, d.fails = bus, dev, 0
-	return nil
-}
-
-// disconnect closes the bus. Called with mu held.
-func (d *Device) disconnect() {
-	if d.bus != nil {
-		d.bus.Close()
-	}
-	d.bus, d.dev, d.fails = nil, nil, 0
+	return out, nil
 }
 
 func (d *Device) failed() []sensors.Reading {
@@ -207,13 +145,7 @@ func (d *Device) failed() []sensors.Reading {
 }
 
 // Close implements sensors.Device.
-func (d *Device) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.disconnect()
-	d.closed = true
-	return nil
-}
+func (d *Device) Close() error { return d.chip.Close() }
 
 // round keeps n decimals: about the chip's resolution (4 mV, ~0.1 mA with a 0.1 Ω shunt), and
 // no float noise beyond it.
