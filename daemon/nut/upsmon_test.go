@@ -1,10 +1,7 @@
 package nut_test
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,74 +9,16 @@ import (
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
-// upsmonPeers finds upsmon and unshare, and checks that this machine lets us give each upsmon
-// its own /run/nut (root, and mount namespaces allowed): Fatal under CI=true, Skip otherwise,
-// like testpeer.Require.
-func upsmonPeers(t *testing.T) (unshare, upsmon string) {
-	t.Helper()
-	upsmon = testpeer.Require(t, "/lib/nut/upsmon", "nut-client")
-	unshare = testpeer.Require(t, "unshare", "util-linux")
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if out, err := exec.Command(unshare, "--mount", "--propagation", "private", "true").CombinedOutput(); err != nil {
-		why = fmt.Sprintf("no mount namespaces here: %v %s", err, out)
-	}
-	if why != "" {
-		msg := "upsmon tests need root and a private /run/nut for each upsmon: " + why
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return unshare, upsmon
-}
-
-// upsmonRole is how one upsmon monitors ups1.
-type upsmonRole struct {
-	user, password, role string
-	hostsync             int
-}
-
-var secondary = upsmonRole{"monuser", "secret", "secondary", 1}
-
-// startUpsmon runs Debian's upsmon on ups1 at addr, in the foreground with its config, state
-// and pid files in a private folder. It returns the file its SHUTDOWNCMD makes.
-func startUpsmon(t *testing.T, unshare, bin, addr string, r upsmonRole) string {
-	t.Helper()
-	dir := t.TempDir()
-	flag := filepath.Join(dir, "shutdown-ordered")
-	// HOSTSYNC: a secondary that sees OB LB without FSD waits this long for its primary
-	// to set FSD before shutting down on its own (upsmon.c is_ups_critical), 15 s by default; a
-	// primary waits as long for its secondaries to log out.
-	conf := fmt.Sprintf(`RUN_AS_USER root
-MONITOR ups1@%s 1 %s %s %s
-MINSUPPLIES 1
-SHUTDOWNCMD "touch %s"
-POLLFREQ 1
-POLLFREQALERT 1
-HOSTSYNC %d
-DEADTIME 15
-FINALDELAY 0
-POWERDOWNFLAG %s/killpower
-`, addr, r.user, r.password, r.role, flag, r.hostsync, dir)
-	if err := os.WriteFile(filepath.Join(dir, "upsmon.conf"), []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// Run as root, upsmon keeps its pid file in /run/nut whatever NUT_ALTPIDPATH says, and
-	// refuses to start while another upsmon's is there: each gets a private /run/nut in a
-	// mount namespace of its own, so the three here (and any other test's) never meet.
-	// exec keeps upsmon's pid the one testpeer signals at the end.
-	testpeer.StartEnv(t, []string{"NUT_CONFPATH=" + dir, "NUT_STATEPATH=" + dir, "NUT_ALTPIDPATH=" + dir},
-		unshare, "--mount", "--propagation", "private", "sh", "-c",
-		`mkdir -p /run/nut && mount --bind "$1" /run/nut && exec "$2" -D -F -p`, "sh", dir, bin)
-	return flag
+// secondary is a stock upsmon secondary of ups1 at addr that waits hostsync seconds for a
+// primary's FSD before it shuts down on OB LB on its own.
+func secondary(addr string, hostsync int) testpeer.Upsmon {
+	return testpeer.Upsmon{UPS: "ups1@" + addr, User: "monuser", Password: "secret", Role: "secondary", HostSync: hostsync}
 }
 
 // Stock upsmon secondaries shut their hosts down when the site's UPS goes OB LB, or when the
 // site orders a shutdown (FSD); three of them at once all do.
 func TestUpsmonSecondaries(t *testing.T) {
-	unshare, bin := upsmonPeers(t)
+	unshare, bin := testpeer.UpsmonPeers(t)
 	for _, tc := range []struct {
 		name   string
 		change func(*source)
@@ -92,7 +31,7 @@ func TestUpsmonSecondaries(t *testing.T) {
 			addr, srv := start(t, nut.Config{}, src)
 			var flags []string
 			for range 3 {
-				flags = append(flags, startUpsmon(t, unshare, bin, addr, secondary))
+				flags = append(flags, testpeer.StartUpsmon(t, unshare, bin, secondary(addr, 1)))
 			}
 			testpeer.Eventually(t, 30*time.Second, "three upsmon logged in to ups1", func() bool {
 				return srv.NumLogins("ups1") == 3
@@ -124,14 +63,14 @@ func TestUpsmonSecondaries(t *testing.T) {
 // A stock upsmon primary (PRIMARY, then FSD on OB LB) and two secondaries that would wait 15 s
 // for it: the primary's FSD reaches the site, and every host shuts down.
 func TestUpsmonPrimarySetsFSD(t *testing.T) {
-	unshare, bin := upsmonPeers(t)
+	unshare, bin := testpeer.UpsmonPeers(t)
 	src := newSource()
 	addr, srv := start(t, nut.Config{}, src)
-	patient := upsmonRole{"monuser", "secret", "secondary", 15}
+	primary := testpeer.Upsmon{UPS: "ups1@" + addr, User: "admin", Password: "adm1n", Role: "primary", HostSync: 3}
 	flags := []string{
-		startUpsmon(t, unshare, bin, addr, upsmonRole{"admin", "adm1n", "primary", 3}),
-		startUpsmon(t, unshare, bin, addr, patient),
-		startUpsmon(t, unshare, bin, addr, patient),
+		testpeer.StartUpsmon(t, unshare, bin, primary),
+		testpeer.StartUpsmon(t, unshare, bin, secondary(addr, 15)),
+		testpeer.StartUpsmon(t, unshare, bin, secondary(addr, 15)),
 	}
 	testpeer.Eventually(t, 30*time.Second, "the primary and two secondaries logged in", func() bool {
 		cl := srv.Clients()

@@ -56,11 +56,15 @@ type Upsmon struct {
 	User     string
 	Password string
 	Role     string // secondary or primary
+	// HostSync (s; 1 if 0): a secondary that sees OB LB without FSD waits this long for its
+	// primary to set FSD before shutting down on its own (upsmon.c is_ups_critical); a primary
+	// waits as long for its secondaries to log out.
 	HostSync int
 }
 
-// StartUpsmon runs NUT's upsmon in the foreground with a SHUTDOWNCMD that creates a file, and
-// returns that file's path: it exists once upsmon decided to shut its host down.
+// StartUpsmon runs NUT's upsmon in the foreground, with its config, state and pid files in a
+// private folder and a SHUTDOWNCMD that creates a file, and returns that file's path: it exists
+// once upsmon decided to shut its host down.
 func StartUpsmon(t testing.TB, unshare, bin string, m Upsmon) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -82,6 +86,10 @@ POWERDOWNFLAG %s/killpower
 	if err := os.WriteFile(filepath.Join(dir, "upsmon.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Run as root, upsmon keeps its pid file in /run/nut whatever NUT_ALTPIDPATH says, and
+	// refuses to start while another upsmon's is there: each gets a private /run/nut in a
+	// mount namespace of its own, so several in one test (and any other test's) never meet.
+	// exec keeps upsmon's pid the one Start signals at the end.
 	StartEnv(t, []string{"NUT_CONFPATH=" + dir, "NUT_STATEPATH=" + dir, "NUT_ALTPIDPATH=" + dir},
 		unshare, "--mount", "--propagation", "private", "sh", "-c",
 		`mkdir -p /run/nut && mount --bind "$1" /run/nut && exec "$2" -D -F -p`, "sh", dir, bin)
