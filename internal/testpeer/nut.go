@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Upsc runs NUT's own `upsc UPS@ADDR` and returns its variables.
@@ -17,6 +19,11 @@ func Upsc(t testing.TB, ups, addr string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upsc %s@%s: %v: %s", ups, addr, err, strings.TrimSpace(string(out)))
 	}
+	return upscVars(out), nil
+}
+
+// upscVars reads upsc's "name: value" lines.
+func upscVars(out []byte) map[string]string {
 	vars := map[string]string{}
 	for _, line := range strings.Split(string(out), "\n") {
 		k, v, ok := strings.Cut(line, ": ")
@@ -24,7 +31,60 @@ func Upsc(t testing.TB, ups, addr string) (map[string]string, error) {
 			vars[k] = v
 		}
 	}
-	return vars, nil
+	return vars
+}
+
+// Upsd is NUT's own upsd and its drivers, run from a private folder.
+type Upsd struct {
+	Addr    string  // 127.0.0.1:port, where upsd listens
+	Drivers []*Proc // one for each UPS, in the order StartUpsd was given them
+	upsc    string
+}
+
+// StartUpsd runs the NUT driver program driver (e.g. /lib/nut/nutdrv_qx, found with Require)
+// once for each UPS named in ups, with upsConf as ups.conf, then upsd on a free port with no
+// users, all with their config, state and pid files in a private folder, and waits until
+// upsd listens.
+func StartUpsd(t testing.TB, driver, upsConf string, ups ...string) *Upsd {
+	t.Helper()
+	upsdBin := Require(t, "/lib/nut/upsd", "nut-server")
+	upscBin := Require(t, "upsc", "nut-client")
+	dir := t.TempDir()
+	// NUT refuses to run as root without a user to switch to; -u names ourselves.
+	who := "root"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	tcp := FreePort(t)
+	files := map[string]string{
+		"ups.conf":   upsConf,
+		"upsd.conf":  fmt.Sprintf("LISTEN 127.0.0.1 %d\n", tcp),
+		"upsd.users": "",
+		"nut.conf":   "MODE=standalone\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := []string{"NUT_CONFPATH=" + dir, "NUT_STATEPATH=" + dir, "NUT_ALTPIDPATH=" + dir}
+	u := &Upsd{Addr: fmt.Sprintf("127.0.0.1:%d", tcp), upsc: upscBin}
+	for _, name := range ups {
+		u.Drivers = append(u.Drivers, StartEnv(t, env, driver, "-a", name, "-u", who, "-F"))
+	}
+	StartEnv(t, env, upsdBin, "-u", who, "-F")
+	WaitTCP(t, u.Addr, 20*time.Second)
+	return u
+}
+
+// Vars runs `upsc UPS@ADDR` and returns its variables, or nil while it fails (before the
+// driver has claimed the UPS).
+func (u *Upsd) Vars(ups string) map[string]string {
+	out, err := exec.Command(u.upsc, ups+"@"+u.Addr).Output()
+	if err != nil {
+		return nil
+	}
+	return upscVars(out)
 }
 
 // UpsmonPeers returns the paths of unshare and upsmon, or stops the test. upsmon insists on

@@ -2,10 +2,6 @@ package megatec
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,61 +32,15 @@ func nutText(r sensors.Reading) string {
 	return strconv.FormatFloat(r.Value, 'f', nutDigits[r.Metric], 64)
 }
 
-// nut is NUT's own nutdrv_qx and upsd, run from a private folder on a free port.
-type nut struct {
-	upsc string
-	addr string
-	drv  *testpeer.Proc
-}
-
-func startNUT(t *testing.T, port string) *nut {
+// startNUT runs NUT's own nutdrv_qx on port (megatec) and upsd, from a private folder on a
+// free port; the UPS is called "ups".
+func startNUT(t *testing.T, port string) *testpeer.Upsd {
 	t.Helper()
 	drvBin := testpeer.Require(t, "/lib/nut/nutdrv_qx", "nut-server")
-	upsdBin := testpeer.Require(t, "/lib/nut/upsd", "nut-server")
-	upscBin := testpeer.Require(t, "upsc", "nut-client")
-	dir := t.TempDir()
-	// NUT refuses to run as root without a user to switch to; -u names ourselves.
-	who := "root"
-	if u, err := user.Current(); err == nil {
-		who = u.Username
-	}
-	tcp := testpeer.FreePort(t)
-	files := map[string]string{
-		// pollfreq 1: every update is a full one, so a cleared BOOST/TRIM does not linger
-		// until the next full update, as it would with the default 30 s.
-		"ups.conf":   fmt.Sprintf("[ups]\n\tdriver = nutdrv_qx\n\tport = %s\n\tprotocol = megatec\n\tpollinterval = 1\n\tpollfreq = 1\n", port),
-		"upsd.conf":  fmt.Sprintf("LISTEN 127.0.0.1 %d\n", tcp),
-		"upsd.users": "",
-		"nut.conf":   "MODE=standalone\n",
-	}
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env := []string{"NUT_CONFPATH=" + dir, "NUT_STATEPATH=" + dir, "NUT_ALTPIDPATH=" + dir}
-	n := &nut{upsc: upscBin, addr: fmt.Sprintf("127.0.0.1:%d", tcp)}
-	n.drv = testpeer.StartEnv(t, env, drvBin, "-a", "ups", "-u", who, "-F")
-	testpeer.StartEnv(t, env, upsdBin, "-u", who, "-F")
-	testpeer.WaitTCP(t, n.addr, 20*time.Second)
-	return n
-}
-
-// vars runs upsc and returns its variables (nil while it fails, e.g. before the driver has
-// claimed the UPS).
-func (n *nut) vars(t *testing.T) map[string]string {
-	t.Helper()
-	out, err := exec.Command(n.upsc, "ups@"+n.addr).Output()
-	if err != nil {
-		return nil
-	}
-	m := map[string]string{}
-	for _, l := range strings.Split(string(out), "\n") {
-		if k, v, ok := strings.Cut(l, ": "); ok {
-			m[k] = v
-		}
-	}
-	return m
+	// pollfreq 1: every update is a full one, so a cleared BOOST/TRIM does not linger
+	// until the next full update, as it would with the default 30 s.
+	conf := fmt.Sprintf("[ups]\n\tdriver = nutdrv_qx\n\tport = %s\n\tprotocol = megatec\n\tpollinterval = 1\n\tpollfreq = 1\n", port)
+	return testpeer.StartUpsd(t, drvBin, conf, "ups")
 }
 
 // compared are the variables both must agree on, in every state.
@@ -153,7 +103,7 @@ func TestDifferentialNUT(t *testing.T) {
 		}
 		// nutdrv_qx polls every second; wait until upsc shows this state, then compare all.
 		diff := func() []string {
-			theirs = n.vars(t)
+			theirs = n.Vars("ups")
 			if theirs == nil {
 				return []string{"upsc has no data yet"}
 			}
@@ -179,7 +129,7 @@ func TestDifferentialNUT(t *testing.T) {
 				}
 				sort.Strings(keys)
 				t.Fatalf("%s: rackwatch and NUT disagree after 30 s:\n  %s\nupsc: %v\nnutdrv_qx:\n%s",
-					st.name, strings.Join(d, "\n  "), keys, n.drv.Output())
+					st.name, strings.Join(d, "\n  "), keys, n.Drivers[0].Output())
 			}
 			time.Sleep(100 * time.Millisecond)
 		}

@@ -3,9 +3,6 @@ package upsmib
 import (
 	"fmt"
 	"math"
-	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -19,7 +16,8 @@ import (
 
 // nutUPS is NUT's own snmp-ups driver (mibs = ietf) and upsd reading one snmpsim walk.
 type nutUPS struct {
-	upsc, name, addr string
+	upsd *testpeer.Upsd
+	name string
 }
 
 // startNUT runs one snmp-ups driver per walk (UPS names u1, u2, …) and one upsd, from a
@@ -27,55 +25,24 @@ type nutUPS struct {
 func startNUT(t *testing.T, agent string, walks []string) []nutUPS {
 	t.Helper()
 	drvBin := testpeer.Require(t, "/lib/nut/snmp-ups", "nut-snmp")
-	upsdBin := testpeer.Require(t, "/lib/nut/upsd", "nut-server")
-	upscBin := testpeer.Require(t, "upsc", "nut-client")
-	dir := t.TempDir()
-	who := "root"
-	if u, err := user.Current(); err == nil {
-		who = u.Username
-	}
-	tcp := testpeer.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", tcp)
 	var conf strings.Builder
-	var upses []nutUPS
+	var names []string
 	for i, w := range walks {
 		name := fmt.Sprintf("u%d", i+1)
 		// pollfreq 2: a SET shows within a few seconds, not the default 30.
 		fmt.Fprintf(&conf, "[%s]\n\tdriver = snmp-ups\n\tport = %s\n\tcommunity = %s\n\tsnmp_version = v2c\n\tmibs = ietf\n\tpollfreq = 2\n", name, agent, w)
-		upses = append(upses, nutUPS{upsc: upscBin, name: name, addr: addr})
+		names = append(names, name)
 	}
-	files := map[string]string{
-		"ups.conf": conf.String(), "upsd.conf": fmt.Sprintf("LISTEN 127.0.0.1 %d\n", tcp),
-		"upsd.users": "", "nut.conf": "MODE=standalone\n",
+	upsd := testpeer.StartUpsd(t, drvBin, conf.String(), names...)
+	var upses []nutUPS
+	for _, name := range names {
+		upses = append(upses, nutUPS{upsd: upsd, name: name})
 	}
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env := []string{"NUT_CONFPATH=" + dir, "NUT_STATEPATH=" + dir, "NUT_ALTPIDPATH=" + dir}
-	for _, u := range upses {
-		testpeer.StartEnv(t, env, drvBin, "-a", u.name, "-u", who, "-F")
-	}
-	testpeer.StartEnv(t, env, upsdBin, "-u", who, "-F")
-	testpeer.WaitTCP(t, addr, 20*time.Second)
 	return upses
 }
 
 // vars runs upsc; nil while it fails (the driver has not connected yet).
-func (n nutUPS) vars() map[string]string {
-	out, err := exec.Command(n.upsc, n.name+"@"+n.addr).Output()
-	if err != nil {
-		return nil
-	}
-	m := map[string]string{}
-	for _, l := range strings.Split(string(out), "\n") {
-		if k, v, ok := strings.Cut(l, ": "); ok {
-			m[k] = v
-		}
-	}
-	return m
-}
+func (n nutUPS) vars() map[string]string { return n.upsd.Vars(n.name) }
 
 // diffVars are the variables both read from the UPS-MIB under the same name.
 var diffVars = []string{
