@@ -226,6 +226,9 @@ func run(n int, telemetry, measure, down time.Duration) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o711); err != nil { // the broker's user must reach its folder
+		return err
+	}
 	b, err := startBroker(filepath.Join(dir, "mosquitto"))
 	if err != nil {
 		return err
