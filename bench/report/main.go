@@ -179,7 +179,7 @@ func main() {
 				{"(c') 1,000 metrics (500 sim.env): peak RSS (MB)", "footprint", "BenchmarkFootprint1000Metrics", "peakRSS-MB", true, 60, "%.1f"},
 				{"(c') 1,000 metrics (500 sim.env): CPU (% of one core)", "footprint", "BenchmarkFootprint1000Metrics", "cpu-%core", true, 5, "%.2f"},
 			}, raw: []string{"footprint.txt"}},
-		{title: "5. History memory", command: "go test -run '^$' -bench . -benchmem -benchtime=1x ./daemon/state/",
+		{title: "5. History memory", command: "go test -run '^$' -bench RingAdd -benchmem ./daemon/state/; go test -run '^$' -bench History24h -benchmem -benchtime=1x ./daemon/state/",
 			notes: "24 h of 1,000 metrics (100 devices × 10) at 10 s pushed through `state.Store.Update`: 8,640,000 points. heapB/point is the live heap after GC divided by the points given; ringB/point is what the rings themselves hold (one slot a minute plus 64 raw recent points).",
 			checks: []check{
 				{"heap bytes per point", "state", "BenchmarkHistory24h1000Metrics", "heapB/point", true, 4, "%.2f"},
