@@ -189,7 +189,7 @@ func (s *Site) run(ctx context.Context) error {
 			Brokers: cfg.MQTT.Brokers, Prefix: cfg.MQTT.Prefix, Site: cfg.Site, Node: cfg.Node,
 			ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username, PasswordFile: cfg.MQTT.PasswordFile,
 			CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile,
-			TelemetryQoS: qos, TelemetryQoS0: qos == 0, QueueMaxBytes: cfg.MQTT.QueueMaxBytes,
+			TelemetryQoS: qos, TelemetryQoS0: qos == 0, QueueMaxBytes: cfg.MQTT.QueueMaxBytes, TelemetryFlush: cfg.MQTT.QueueFlush,
 			Version: s.opt.Version, BootID: s.bootID, Logger: s.log.With("part", "uplink"),
 			OnDrop: s.onDrop,
 		})
