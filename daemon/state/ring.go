@@ -3,6 +3,7 @@ package state
 import (
 	"math"
 	"time"
+	"unsafe"
 )
 
 // Point is one stored value.
@@ -19,19 +20,24 @@ type Point struct {
 // the device is polled every second or every minute. The newest minute is kept at full
 // resolution too (Recent), so the live chart and a 1 h view stay sharp.
 type Ring struct {
-	step   time.Duration
-	base   int64 // unix seconds of slot 0's start
-	slots  []slot
-	head   int // index of the newest slot
-	n      int // slots in use
-	recent []Point
+	step    time.Duration
+	base    int64 // unix seconds of slot 0's start
+	slots   []slot
+	head    int    // index of the newest slot
+	headCnt uint32 // points averaged into the newest slot
+	n       int    // slots in use
+	recent  []Point
 }
 
 type slot struct {
-	off uint32  // seconds since base of the last point in the slot
-	sum float32 // running mean
-	cnt uint16
+	off uint32  // 1 + seconds since base of the last point in the slot; 0: empty
+	sum float32 // mean of the slot's points
 }
+
+func (s slot) empty() bool { return s.off == 0 }
+func (s slot) sec() int64  { return int64(s.off) - 1 }
+
+func mkslot(sec int64, v float64) slot { return slot{off: uint32(sec + 1), sum: float32(v)} }
 
 const recentMax = 64
 
@@ -59,16 +65,17 @@ func (r *Ring) Add(ts time.Time, v float64) {
 		r.base = sec - sec%stepS
 		r.head = 0
 		r.n = 1
-		r.slots[0] = slot{off: uint32(sec - r.base), sum: float32(v), cnt: 1}
+		r.slots[0] = mkslot(sec-r.base, v)
+		r.headCnt = 1
 	} else {
-		headStart := r.base + int64(r.slots[r.head].off) - int64(r.slots[r.head].off)%stepS
+		headStart := r.base + r.slots[r.head].sec() - r.slots[r.head].sec()%stepS
 		switch {
 		case sec < headStart:
 			// Clock went back or a late point: fold it into the newest slot.
 			r.merge(v)
 		case sec < headStart+stepS:
 			r.merge(v)
-			r.slots[r.head].off = uint32(sec - r.base)
+			r.slots[r.head].off = uint32(sec - r.base + 1)
 		default:
 			gap := (sec - headStart) / stepS
 			if gap > int64(len(r.slots)) {
@@ -84,7 +91,8 @@ func (r *Ring) Add(ts time.Time, v float64) {
 			if sec-r.base > math.MaxUint32/2 {
 				r.rebase(sec)
 			}
-			r.slots[r.head] = slot{off: uint32(sec - r.base), sum: float32(v), cnt: 1}
+			r.slots[r.head] = mkslot(sec-r.base, v)
+			r.headCnt = 1
 		}
 	}
 	if len(r.recent) == recentMax {
@@ -96,11 +104,12 @@ func (r *Ring) Add(ts time.Time, v float64) {
 
 func (r *Ring) merge(v float64) {
 	s := &r.slots[r.head]
-	if s.cnt == math.MaxUint16 {
+	// Only the newest slot takes more points, so one count in the ring serves: 8 bytes a slot.
+	if r.headCnt == math.MaxUint32 {
 		return
 	}
-	s.cnt++
-	s.sum += (float32(v) - s.sum) / float32(s.cnt)
+	r.headCnt++
+	s.sum += (float32(v) - s.sum) / float32(r.headCnt)
 }
 
 // rebase moves base forward so offsets stay small; empty slots stay empty.
@@ -108,13 +117,13 @@ func (r *Ring) rebase(sec int64) {
 	stepS := int64(r.step / time.Second)
 	nb := sec - sec%stepS - int64(len(r.slots))*stepS
 	for i := range r.slots {
-		if r.slots[i].cnt > 0 {
-			abs := r.base + int64(r.slots[i].off)
+		if !r.slots[i].empty() {
+			abs := r.base + r.slots[i].sec()
 			if abs < nb {
 				r.slots[i] = slot{}
 				continue
 			}
-			r.slots[i].off = uint32(abs - nb)
+			r.slots[i].off = uint32(abs - nb + 1)
 		}
 	}
 	r.base = nb
@@ -126,10 +135,10 @@ func (r *Ring) Since(t time.Time) []Point {
 	var out []Point
 	for i := r.n - 1; i >= 0; i-- {
 		s := r.slots[(r.head-i+len(r.slots))%len(r.slots)]
-		if s.cnt == 0 {
+		if s.empty() {
 			continue
 		}
-		ts := time.Unix(r.base+int64(s.off), 0).UTC()
+		ts := time.Unix(r.base+s.sec(), 0).UTC()
 		if ts.Before(t) {
 			continue
 		}
@@ -141,7 +150,7 @@ func (r *Ring) Since(t time.Time) []Point {
 	var headStart time.Time
 	if r.n > 0 {
 		stepS := int64(r.step / time.Second)
-		off := int64(r.slots[r.head].off)
+		off := r.slots[r.head].sec()
 		headStart = time.Unix(r.base+off-off%stepS, 0)
 	}
 	for _, p := range r.recent {
@@ -153,4 +162,6 @@ func (r *Ring) Since(t time.Time) []Point {
 }
 
 // Bytes is the ring's memory for its points (for the benchmarks).
-func (r *Ring) Bytes() int { return len(r.slots)*12 + cap(r.recent)*24 }
+func (r *Ring) Bytes() int {
+	return len(r.slots)*int(unsafe.Sizeof(slot{})) + cap(r.recent)*int(unsafe.Sizeof(Point{}))
+}

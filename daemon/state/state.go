@@ -57,10 +57,9 @@ func (s *Store) AddDevice(id, driver string, poll time.Duration) {
 	_ = poll
 }
 
-// Update records a poll's outcome. On success the readings replace the device's and those not
-// refreshed turn stale; on failure every reading turns stale and the device state is the one
-// the poller decided (error, or stale after three missed intervals). It returns the readings
-// as stored, for the rules.
+// Update records a poll's outcome: the readings replace the device's and those the poll did
+// not refresh turn stale (on a failed poll, all of them); the device state is the one the
+// poller decided (ok, error, or stale after three missed intervals).
 func (s *Store) Update(id, devState string, rs []sensors.Reading, pollErr error, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -79,15 +78,19 @@ func (s *Store) Update(id, devState string, rs []sensors.Reading, pollErr error,
 	if devState == OK && pollErr == nil {
 		d.LastSeen = now
 	}
-	fresh := make(map[string]bool, len(rs))
 	for _, r := range rs {
-		fresh[r.Metric] = true
 		d.Readings[r.Metric] = r
 		if !r.IsText && r.Quality == sensors.Good {
 			s.ring(id, r.Metric).Add(r.TS, r.Value)
 		}
 	}
-	if pollErr != nil || devState != OK {
+	// Readings this poll did not refresh turn stale. A device that returns all its metrics
+	// (the usual case) refreshed them all: no set of names needs building then.
+	if len(d.Readings) > len(rs) {
+		fresh := make(map[string]bool, len(rs))
+		for _, r := range rs {
+			fresh[r.Metric] = true
+		}
 		for m, r := range d.Readings {
 			if !fresh[m] && r.Quality == sensors.Good {
 				r.Quality = sensors.Stale
