@@ -10,9 +10,9 @@ package failover
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
+	"github.com/rackwatch/rackwatch/daemon/rules"
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
@@ -53,16 +53,7 @@ const (
 )
 
 // hasFlag reports whether a NUT status has a flag, as a whole word.
-func hasFlag(status, flag string) bool {
-	for status != "" {
-		var w string
-		w, status, _ = strings.Cut(status, " ")
-		if w == flag {
-			return true
-		}
-	}
-	return false
-}
+func hasFlag(status, flag string) bool { return rules.HasFlag(status, flag) }
 
 func num(rs []sensors.Reading, metric string) (float64, bool) {
 	for _, r := range rs {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -492,16 +493,7 @@ func (s *Site) SetRelay(id, mode, by string) error {
 func hasFlag(status, flag string) bool { return rules.HasFlag(status, flag) }
 
 func removeFlag(status, flag string) string {
-	out := ""
-	for _, f := range strings.Fields(status) {
-		if f != flag {
-			if out != "" {
-				out += " "
-			}
-			out += f
-		}
-	}
-	return out
+	return strings.Join(slices.DeleteFunc(strings.Fields(status), func(f string) bool { return f == flag }), " ")
 }
 
 // publishKPIs retains the KPIs on R/kpis.
