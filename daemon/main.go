@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -177,6 +178,7 @@ func demoDataDir() string {
 }
 
 func printDemo(cfg *config.Config) {
+	mqttHost, mqttPort, _ := net.SplitHostPort(cfg.MQTT.EmbeddedBroker)
 	fmt.Printf(`rackwatch %s: demo site %s/%s (simulated UPS, sensors, contacts and relays; the story
 repeats every few minutes: mains outage, cooling fault, door, leak, sensor loss)
 
@@ -189,23 +191,5 @@ repeats every few minutes: mains outage, cooling fault, door, leak, sensor loss)
 
 Ctrl-C stops it.
 `, version, cfg.Site, cfg.Node, cfg.Web.Listen, cfg.Web.Listen, cfg.Web.Listen, cfg.MQTT.EmbeddedBroker,
-		host(cfg.MQTT.EmbeddedBroker), port(cfg.MQTT.EmbeddedBroker), cfg.MQTT.Prefix, cfg.NUT.Listen, cfg.NUT.Listen, cfg.DataDir)
-}
-
-func host(addr string) string {
-	for i := len(addr) - 1; i >= 0; i-- {
-		if addr[i] == ':' {
-			return addr[:i]
-		}
-	}
-	return addr
-}
-
-func port(addr string) string {
-	for i := len(addr) - 1; i >= 0; i-- {
-		if addr[i] == ':' {
-			return addr[i+1:]
-		}
-	}
-	return ""
+		mqttHost, mqttPort, cfg.MQTT.Prefix, cfg.NUT.Listen, cfg.NUT.Listen, cfg.DataDir)
 }

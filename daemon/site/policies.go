@@ -83,11 +83,7 @@ func (p *policies) apply(acts []failover.Action) {
 		switch a.Kind {
 		case failover.Decision:
 			s.log.Warn("policy decision", "policy", a.Policy, "state", a.State, "reason", a.Reason)
-			d := append(p.decisions[a.Policy], web.Decision{TS: fmtTime(a.At), Action: a.State, Reason: a.Reason})
-			if len(d) > maxDecisions {
-				d = d[len(d)-maxDecisions:]
-			}
-			p.decisions[a.Policy] = d
+			p.note(a, a.State)
 			switch a.Policy {
 			case "power":
 				s.kpis.Record(kpi.Mains, a.State == failover.Normal || a.State == failover.Recovered, a.At)

@@ -127,7 +127,7 @@ func Replay(cfg *config.Config, tl *Timeline, out io.Writer) error {
 	byID := map[string]*devSim{}
 	for _, spec := range c.Devices {
 		s.specs[spec.ID] = spec
-		s.store.AddDevice(spec.ID, spec.Driver, spec.Poll)
+		s.store.AddDevice(spec.ID, spec.Driver)
 		d := &devSim{spec: spec, vals: map[string]sensors.Value{}, next: start, lastGood: start}
 		if drv, ok := sensors.Lookup(spec.Driver); ok {
 			d.units = drv.Metrics

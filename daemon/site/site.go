@@ -207,7 +207,7 @@ func (s *Site) run(ctx context.Context) error {
 	// Devices.
 	for _, spec := range cfg.Devices {
 		s.specs[spec.ID] = spec
-		s.store.AddDevice(spec.ID, spec.Driver, spec.Poll)
+		s.store.AddDevice(spec.ID, spec.Driver)
 	}
 	pool := s.opt.Pool
 	if pool == nil {
@@ -357,7 +357,7 @@ func (s *Site) ingest(res poll.Result) {
 	defer s.mu.Unlock()
 	s.lastRes[res.Device] = res.At
 	s.metrics.observe(res)
-	prev, _ := s.store.Device(res.Device)
+	prevState := s.store.State(res.Device)
 	// A UPS whose shutdown was ordered shows FSD (CONTRACT.md §3).
 	if s.fsd[res.Device] {
 		for i, r := range res.Readings {
@@ -371,7 +371,7 @@ func (s *Site) ingest(res poll.Result) {
 	} else {
 		s.store.Update(res.Device, res.State, res.Readings, res.Err, res.At)
 	}
-	if prev.State != res.State && !res.Pushed {
+	if prevState != res.State && !res.Pushed {
 		s.hub.publish(web.Event{Type: "state", Data: map[string]any{"device": res.Device, "state": res.State, "error": errString(res.Err), "ts": sensors.FormatTime(res.At)}})
 		switch res.State {
 		case state.Stale:

@@ -38,7 +38,7 @@ func BenchmarkHistory24h1000Metrics(b *testing.B) {
 		b.StartTimer()
 		s := New(day)
 		for d := range devices {
-			s.AddDevice(fmt.Sprintf("dev%03d", d), "sim.env", step)
+			s.AddDevice(fmt.Sprintf("dev%03d", d), "sim.env")
 		}
 		rs := make([]sensors.Reading, metrics)
 		points := 0

@@ -46,7 +46,7 @@ func New(window time.Duration) *Store {
 
 // AddDevice declares a device, in config order, before its first poll. Its state is stale
 // until a poll succeeds ("no data yet", which NUT calls WAIT).
-func (s *Store) AddDevice(id, driver string, poll time.Duration) {
+func (s *Store) AddDevice(id, driver string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.devices[id]; ok {
@@ -54,7 +54,17 @@ func (s *Store) AddDevice(id, driver string, poll time.Duration) {
 	}
 	s.order = append(s.order, id)
 	s.devices[id] = &Device{ID: id, Driver: driver, State: Stale, Readings: map[string]sensors.Reading{}}
-	_ = poll
+}
+
+// State returns a device's state without copying its readings (the ingest path asks it for
+// every poll).
+func (s *Store) State(id string) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if d, ok := s.devices[id]; ok {
+		return d.State
+	}
+	return ""
 }
 
 // Update records a poll's outcome: the readings replace the device's and those the poll did

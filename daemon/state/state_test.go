@@ -10,7 +10,7 @@ import (
 
 func TestStaleReadingsAfterFailedPoll(t *testing.T) {
 	s := New(24 * time.Hour)
-	s.AddDevice("ups1", "megatec", time.Second)
+	s.AddDevice("ups1", "megatec")
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	if d, _ := s.Device("ups1"); d.State != Stale {
 		t.Fatalf("before the first poll: %q", d.State)

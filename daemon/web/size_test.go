@@ -28,7 +28,7 @@ func TestPageSize24h(t *testing.T) {
 	st := Status{Site: "demo", Node: "rack1", Version: "test", Incidents: nil, Relays: []Relay{{ID: "genset", Mode: "auto"}, {ID: "crac2", Mode: "auto"}}}
 	i := 0
 	for dev, ms := range metrics {
-		store.AddDevice(dev, "sim", 10*time.Second)
+		store.AddDevice(dev, "sim")
 		ds := DeviceStatus{ID: dev, Driver: "sim", State: "ok", Readings: map[string]ReadingStatus{}}
 		for m, unit := range ms {
 			i++
