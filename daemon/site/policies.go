@@ -106,14 +106,10 @@ func (p *policies) apply(acts []failover.Action) {
 				p.run(a.Cmd)
 			}
 		case failover.Raise:
-			if _, err := s.inc.Raise(incident.Raise{Key: a.Key, Rule: a.Key, Device: a.Device, Metric: a.Metric, Severity: a.Severity,
-				Source: a.Policy, Summary: a.Reason, Value: a.Value, Threshold: a.Thresh}, a.At); err != nil {
-				s.log.Error("incident not stored", "key", a.Key, "err", err)
-			}
+			s.raise(incident.Raise{Key: a.Key, Rule: a.Key, Device: a.Device, Metric: a.Metric, Severity: a.Severity,
+				Source: a.Policy, Summary: a.Reason, Value: a.Value, Threshold: a.Thresh}, a.At)
 		case failover.Resolve:
-			if _, err := s.inc.Resolve(a.Key, a.Value, a.At); err != nil {
-				s.log.Error("incident not stored", "key", a.Key, "err", err)
-			}
+			s.resolve(a.Key, a.Value, a.At)
 		}
 	}
 }

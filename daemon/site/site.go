@@ -402,33 +402,37 @@ func errString(err error) string {
 }
 
 func (s *Site) applyChange(c rules.Change) {
-	var err error
 	if c.To == rules.None {
-		_, err = s.inc.Resolve(c.Rule, c.Value, c.At)
-	} else {
-		_, err = s.inc.Raise(incident.Raise{Key: c.Rule, Rule: c.Rule, Device: c.Device, Metric: c.Metric, Severity: c.To.String(),
-			Source: "rule", Summary: fmt.Sprintf("%s %s is %v (%s: %v)", c.Device, c.Metric, c.Value, c.To, c.Threshold),
-			Value: c.Value, Threshold: c.Threshold}, c.At)
+		s.resolve(c.Rule, c.Value, c.At)
+		return
 	}
-	if err != nil {
-		s.log.Error("incident not stored", "rule", c.Rule, "err", err)
+	s.raise(incident.Raise{Key: c.Rule, Rule: c.Rule, Device: c.Device, Metric: c.Metric, Severity: c.To.String(),
+		Source: "rule", Summary: fmt.Sprintf("%s %s is %v (%s: %v)", c.Device, c.Metric, c.Value, c.To, c.Threshold),
+		Value: c.Value, Threshold: c.Threshold}, c.At)
+}
+
+// raise opens or escalates an incident. A store that fails is logged: the condition is
+// raised again by the next reading that shows it.
+func (s *Site) raise(r incident.Raise, at time.Time) {
+	if _, err := s.inc.Raise(r, at); err != nil {
+		s.log.Error("incident not stored", "key", r.Key, "err", err)
+	}
+}
+
+// resolve resolves the open incident on key, if any.
+func (s *Site) resolve(key string, value any, at time.Time) {
+	if _, err := s.inc.Resolve(key, value, at); err != nil {
+		s.log.Error("incident not stored", "key", key, "err", err)
 	}
 }
 
 // raiseDevice opens a warning incident when a device stops answering.
 func (s *Site) raiseDevice(id string, err error) {
-	_, e := s.inc.Raise(incident.Raise{Key: "device:" + id, Rule: "device-lost", Device: id, Severity: "warning", Source: "system",
+	s.raise(incident.Raise{Key: "device:" + id, Rule: "device-lost", Device: id, Severity: "warning", Source: "system",
 		Summary: fmt.Sprintf("%s does not answer: %v", id, err), Value: errString(err)}, s.now())
-	if e != nil {
-		s.log.Error("incident not stored", "err", e)
-	}
 }
 
-func (s *Site) resolveDevice(id string, at time.Time) {
-	if _, err := s.inc.Resolve("device:"+id, nil, at); err != nil {
-		s.log.Error("incident not stored", "err", err)
-	}
-}
+func (s *Site) resolveDevice(id string, at time.Time) { s.resolve("device:"+id, nil, at) }
 
 // publishIncident hands an incident event to the uplink and the page.
 func (s *Site) publishIncident(e incident.Event) error {
@@ -443,12 +447,9 @@ func (s *Site) publishIncident(e incident.Event) error {
 }
 
 func (s *Site) onDrop(d uplink.Drop) {
-	_, err := s.inc.Raise(incident.Raise{Key: "uplink:queue-full", Rule: "uplink-queue-full", Severity: "warning", Source: "uplink",
+	s.raise(incident.Raise{Key: "uplink:queue-full", Rule: "uplink-queue-full", Severity: "warning", Source: "uplink",
 		Summary: fmt.Sprintf("uplink queue full: %d telemetry messages dropped (seq %d-%d), %d in all", d.Messages, d.FirstSeq, d.LastSeq, d.Total),
 		Value:   d.Total}, s.now())
-	if err != nil {
-		s.log.Error("incident not stored", "err", err)
-	}
 }
 
 // command handles R/cmd.

@@ -123,10 +123,8 @@ func (s *Site) trap(t snmptrap.Trap) {
 	now := s.now()
 	raise := func(key, sev, metric, summary string, onBatt bool) {
 		s.traps.opened[key] = trapIncident{device: dev, last: now, onBatt: onBatt}
-		if _, err := s.inc.Raise(incident.Raise{Key: key, Rule: "snmp-trap", Device: who, Metric: metric, Severity: sev, Source: "trap",
-			Summary: summary, Value: t.Name, Threshold: t.TrapOID}, now); err != nil {
-			s.log.Error("incident not stored", "key", key, "err", err)
-		}
+		s.raise(incident.Raise{Key: key, Rule: "snmp-trap", Device: who, Metric: metric, Severity: sev, Source: "trap",
+			Summary: summary, Value: t.Name, Threshold: t.TrapOID}, now)
 	}
 	switch t.Name {
 	case "upsTrapOnBattery":
@@ -139,9 +137,7 @@ func (s *Site) trap(t snmptrap.Trap) {
 		key := "trap:" + who + ":alarm:" + alarm
 		if t.Name == "upsTrapAlarmEntryRemoved" {
 			delete(s.traps.opened, key)
-			if _, err := s.inc.Resolve(key, t.Name, now); err != nil {
-				s.log.Error("incident not stored", "key", key, "err", err)
-			}
+			s.resolve(key, t.Name, now)
 			return
 		}
 		sev := "warning"
@@ -173,7 +169,7 @@ func (s *Site) trapsObserve(id string, rs []sensors.Reading, at time.Time) {
 		for _, r := range rs {
 			if r.Metric == "ups.status" && r.Quality == sensors.Good && !hasFlag(r.Text, "OB") {
 				delete(s.traps.opened, key)
-				s.inc.Resolve(key, r.Text, at)
+				s.resolve(key, r.Text, at)
 			}
 		}
 	}
@@ -187,7 +183,7 @@ func (s *Site) trapsTick(now time.Time) {
 	for key, ti := range s.traps.opened {
 		if now.Sub(ti.last) >= s.cfg.Traps.ResolveAfter {
 			delete(s.traps.opened, key)
-			s.inc.Resolve(key, nil, now)
+			s.resolve(key, nil, now)
 		}
 	}
 }
