@@ -384,6 +384,45 @@ func (u *Uplink) Incident(in Incident) error {
 	}})
 }
 
+// IncidentTx stages one incident event under the next incidents seq inside tx, a write
+// transaction on the uplink's own database, so that the caller's record of the incident and
+// the queued message are one commit (one fsync on the alarm path instead of two). Call
+// committed once tx has committed; if tx rolls back, drop it. Held telemetry is not flushed
+// with it (its flusher commits it in its own time).
+func (u *Uplink) IncidentTx(tx *bbolt.Tx, in Incident) (committed func(), err error) {
+	if tx.DB() != u.db || !tx.Writable() {
+		return nil, errors.New("uplink: IncidentTx needs a write transaction on the uplink's database")
+	}
+	if in.TS == "" {
+		in.TS = formatTime(time.Now())
+	}
+	b := tx.Bucket(bucketNames[kindIncident])
+	seq, err := b.NextSequence()
+	if err != nil {
+		return nil, fmt.Errorf("uplink: stage incident: %w", err)
+	}
+	payload, err := json.Marshal(struct {
+		Seq uint64 `json:"seq"`
+		Incident
+	}{seq, in})
+	if err != nil {
+		return nil, fmt.Errorf("uplink: stage incident: %w", err)
+	}
+	payload = pack(payload)
+	if err := b.Put(seqKey(seq), payload); err != nil {
+		return nil, fmt.Errorf("uplink: stage incident: %w", err)
+	}
+	n := int64(len(payload))
+	// No u.mu inside tx: enqueue holds u.mu while it waits for the write lock.
+	return func() {
+		u.mu.Lock()
+		u.count[kindIncident]++
+		u.bytes[kindIncident] += n
+		u.mu.Unlock()
+		u.poke()
+	}, nil
+}
+
 // reserved subtopics belong to the contract and cannot be used by Retain.
 var reserved = map[string]bool{"state": true, "telemetry": true, "incidents": true, "cmd": true}
 

@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -355,4 +356,66 @@ func TestTelemetryQoS0(t *testing.T) {
 	testpeer.Eventually(t, 20*time.Second, "all out", func() bool {
 		return len(missing(seqs(t, sub, "telemetry"), 5)) == 0 && len(seqs(t, sub, "incidents")) == 1 && u.Status().Queued == 0
 	})
+}
+
+// TestIncidentTx stages incidents inside the caller's own transaction: a committed one goes
+// out with the next seq after Incident's, a rolled-back one leaves no message and no seq, and
+// a read-only or foreign transaction is refused.
+func TestIncidentTx(t *testing.T) {
+	m := startMosquitto(t)
+	sub := m.Subscribe(t, root+"/#", "")
+	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+	defer db.Close()
+	u := start(t, db, testOptions(m.URL))
+	if err := u.Incident(Incident{ID: "a", Event: "opened"}); err != nil {
+		t.Fatal(err)
+	}
+	var committed func()
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("caller"))
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte("a"), []byte("resolved")); err != nil {
+			return err
+		}
+		committed, err = u.IncidentTx(tx, Incident{ID: "a", Event: "resolved"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	committed()
+	// Rolled back: neither the caller's write nor the message stays.
+	rollback := errors.New("caller changed its mind")
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		if _, err := u.IncidentTx(tx, Incident{ID: "b", Event: "opened"}); err != nil {
+			return err
+		}
+		return rollback
+	}); !errors.Is(err, rollback) {
+		t.Fatal(err)
+	}
+	if err := db.View(func(tx *bbolt.Tx) error {
+		_, err := u.IncidentTx(tx, Incident{ID: "c", Event: "opened"})
+		return err
+	}); err == nil {
+		t.Error("IncidentTx accepted a read-only transaction")
+	}
+	if err := u.Incident(Incident{ID: "d", Event: "opened"}); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.Eventually(t, 20*time.Second, "3 incidents", func() bool { return len(seqs(t, sub, "incidents")) >= 3 })
+	if got := seqs(t, sub, "incidents"); fmt.Sprint(got) != "[1 2 3]" {
+		t.Errorf("incident seqs %v, want [1 2 3]", got)
+	}
+	if got := sub.Matching(root+"/incidents", `"seq":2,`, `"id":"a"`, `"event":"resolved"`); len(got) != 1 {
+		t.Errorf("staged incident not published as seq 2: %v", sub.Matching(root+"/incidents"))
+	}
+	if got := sub.Matching(root+"/incidents", `"id":"b"`); len(got) != 0 {
+		t.Errorf("rolled-back incident published: %v", got)
+	}
+	testpeer.Eventually(t, 20*time.Second, "queue empty", func() bool { return u.Status().Queued == 0 })
+	if st := u.Status(); st.Published != 3 || st.Incidents != 0 {
+		t.Errorf("status %+v", st)
+	}
 }

@@ -111,7 +111,14 @@ type Manager struct {
 	open    map[string]*Incident // by key
 	opens   map[string][]time.Time
 	publish func(Event) error
+	stage   Stager
 }
+
+// Stager puts an event into a durable queue inside the incident's own write transaction (the
+// uplink's queue lives in the same database), so that one commit, one fsync, holds both the
+// incident and its message and no outbox entry is needed. after runs once that transaction
+// has committed. When it fails, the event goes through the outbox and the publisher instead.
+type Stager func(tx *bolt.Tx, e Event) (after func(), err error)
 
 // Open loads the open incidents from db.
 func New(db *bolt.DB, opt Options) (*Manager, error) {
@@ -157,6 +164,13 @@ func (m *Manager) SetPublisher(p func(Event) error) error {
 	m.publish = p
 	m.mu.Unlock()
 	return m.Flush()
+}
+
+// SetStager sets the stager used for every later event (nil: outbox and publisher only).
+func (m *Manager) SetStager(st Stager) {
+	m.mu.Lock()
+	m.stage = st
+	m.mu.Unlock()
 }
 
 // Flush hands on the outbox, oldest first, stopping at the first failure.
@@ -214,10 +228,13 @@ func u64(n uint64) []byte {
 	return b
 }
 
-// commit stores the incident and the event in one transaction, then hands events on.
+// commit stores the incident and the event in one transaction, then hands events on: staged
+// in that same transaction when a stager is set, through the outbox otherwise.
 func (m *Manager) commit(in *Incident, event, by string, now time.Time) (Event, error) {
 	e := Event{Event: event, By: by, TS: now, Incident: *in}
+	var after func()
 	err := m.db.Update(func(tx *bolt.Tx) error {
+		after = nil
 		if in.ID == "" {
 			meta := tx.Bucket(bMeta)
 			var n uint64 = 1
@@ -237,6 +254,14 @@ func (m *Manager) commit(in *Incident, event, by string, now time.Time) (Event, 
 		if err := tx.Bucket(bIncidents).Put(idKey(in.ID), b); err != nil {
 			return err
 		}
+		if m.stage != nil {
+			a, err := m.stage(tx, e)
+			if err == nil {
+				after = a
+				return nil
+			}
+			m.opt.Log.Warn("incident event not staged, kept in the outbox", "id", in.ID, "err", err)
+		}
 		ob := tx.Bucket(bOutbox)
 		seq, _ := ob.NextSequence()
 		eb, err := json.Marshal(e)
@@ -247,6 +272,10 @@ func (m *Manager) commit(in *Incident, event, by string, now time.Time) (Event, 
 	})
 	if err != nil {
 		return e, fmt.Errorf("incident store: %w", err)
+	}
+	if after != nil {
+		after()
+		return e, nil
 	}
 	if err := m.flushLocked(); err != nil {
 		m.opt.Log.Warn("incident event kept in the outbox", "err", err)

@@ -178,3 +178,64 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("after retention: %+v", all)
 	}
 }
+
+// With a stager the event is written in the incident's own transaction: nothing goes through
+// the outbox, after runs once committed, and a staging error falls back to the outbox.
+func TestStagerOneCommit(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "r.db"))
+	defer db.Close()
+	m, err := New(db, Options{Node: "rack12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bQueue := []byte("queue")
+	db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucketIfNotExists(bQueue); return err })
+	s := &sink{}
+	m.SetPublisher(s.pub)
+	var staged, after []string
+	fail := false
+	m.SetStager(func(tx *bolt.Tx, e Event) (func(), error) {
+		if fail {
+			return nil, errors.New("queue bucket gone")
+		}
+		// The incident record is visible in the same transaction.
+		if tx.Bucket(bIncidents).Get(idKey(e.Incident.ID)) == nil {
+			t.Errorf("incident %s not in the staging transaction", e.Incident.ID)
+		}
+		staged = append(staged, e.Incident.ID+" "+e.Event)
+		if err := tx.Bucket(bQueue).Put([]byte(e.Incident.ID+e.Event), []byte("x")); err != nil {
+			return nil, err
+		}
+		return func() { after = append(after, e.Incident.ID+" "+e.Event) }, nil
+	})
+	if _, err := m.Raise(Raise{Key: "k", Severity: "warning"}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Resolve("k", 1, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"rack12-1 opened", "rack12-1 resolved"}
+	if len(after) != 2 || after[0] != want[0] || after[1] != want[1] || len(staged) != 2 {
+		t.Fatalf("staged %v, after %v, want %v", staged, after, want)
+	}
+	if len(s.evs) != 0 || m.Pending() != 0 {
+		t.Fatalf("staged events also went through the outbox: %d published, %d pending", len(s.evs), m.Pending())
+	}
+	var n int
+	db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bQueue).Stats().KeyN; return nil })
+	if n != 2 {
+		t.Fatalf("%d messages committed with the incidents, want 2", n)
+	}
+	// A stager that fails: the incident is still stored and its event goes by the outbox.
+	fail = true
+	e, err := m.Raise(Raise{Key: "k2", Severity: "critical"}, t0.Add(2*time.Minute))
+	if err != nil || e.Event != Opened {
+		t.Fatalf("%+v %v", e, err)
+	}
+	if len(s.evs) != 1 || s.evs[0].Incident.ID != "rack12-2" || m.Pending() != 0 {
+		t.Fatalf("fallback: published %+v, pending %d", s.evs, m.Pending())
+	}
+	if got, err := m.Get("rack12-2"); err != nil || got.State != Open {
+		t.Fatalf("incident not stored: %+v %v", got, err)
+	}
+}

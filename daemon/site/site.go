@@ -200,6 +200,9 @@ func (s *Site) run(ctx context.Context) error {
 		s.up = up
 		up.OnCommand(s.command)
 	}
+	if s.up != nil {
+		s.inc.SetStager(s.stageIncident)
+	}
 	if err := s.inc.SetPublisher(s.publishIncident); err != nil {
 		s.log.Warn("incident events wait in the outbox", "err", err)
 	}
@@ -440,10 +443,27 @@ func (s *Site) publishIncident(e incident.Event) error {
 	if s.up == nil {
 		return nil
 	}
+	return s.up.Incident(uplinkIncident(e))
+}
+
+// stageIncident puts an incident event into the uplink queue inside the incident store's own
+// transaction (one commit for both), and tells the page once it is committed.
+func (s *Site) stageIncident(tx *bolt.Tx, e incident.Event) (func(), error) {
+	committed, err := s.up.IncidentTx(tx, uplinkIncident(e))
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		committed()
+		s.hub.publish(web.Event{Type: "incident", Data: e})
+	}, nil
+}
+
+func uplinkIncident(e incident.Event) uplink.Incident {
 	in := e.Incident
-	return s.up.Incident(uplink.Incident{ID: in.ID, Event: e.Event, Severity: in.Severity, Rule: in.Rule, Device: in.Device,
+	return uplink.Incident{ID: in.ID, Event: e.Event, Severity: in.Severity, Rule: in.Rule, Device: in.Device,
 		Metric: in.Metric, Value: in.Value, Threshold: in.Threshold, OpenedAt: sensors.FormatTime(in.OpenedAt),
-		TS: sensors.FormatTime(e.TS), By: e.By, Note: in.Summary, Flaps: in.Flaps})
+		TS: sensors.FormatTime(e.TS), By: e.By, Note: in.Summary, Flaps: in.Flaps}
 }
 
 func (s *Site) onDrop(d uplink.Drop) {
