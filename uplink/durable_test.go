@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 // child publishes telemetry every 2 ms and an incident every 20 ms through an Uplink until it
 // is killed.
 func child() int {
-	db, err := bbolt.Open(os.Getenv("UPLINK_CHILD_DB"), 0o600, &bbolt.Options{Timeout: 10 * time.Second})
+	db, err := bbolt.Open(os.Getenv("UPLINK_CHILD_DB"), 0o600, &bbolt.Options{Timeout: 10 * time.Second, NoFreelistSync: true} /* as daemon/site opens it */)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

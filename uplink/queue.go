@@ -15,10 +15,10 @@ import (
 // message: a seq is never reused, and a seq exists only for a message that was stored (or
 // dropped and reported).
 //
-// Flash wear: each enqueue is one bbolt commit (three to five 4 KiB pages, whatever it
-// carries). Deletes of acknowledged messages are not committed one by one: they wait in
-// memory and ride along with the next enqueue's commit, or are committed in bulk when many
-// piled up (a backlog drain) or when they have waited deleteDelay. A crash before that commit
+// Flash wear: each enqueue is one bbolt commit (at least two 4 KiB pages with NoFreelistSync,
+// three without, whatever it carries). Deletes of acknowledged messages are not committed one
+// by one: they wait in memory and ride along with the next enqueue's commit, or are committed
+// in bulk when many piled up (a backlog drain) or when they have waited deleteDelay. A crash before that commit
 // only means those messages are sent once more: at-least-once, consumers dedupe by seq.
 var bucketNames = [2][]byte{[]byte("uplink.incidents"), []byte("uplink.telemetry")}
 

@@ -147,6 +147,10 @@ func (u *Uplink) flusher(ctx context.Context) {
 			if err := u.flushDue(); err != nil {
 				u.log.Error("commit held telemetry", "err", err)
 			}
+		case <-u.flushNow:
+			if err := u.flush(); err != nil {
+				u.log.Error("commit held telemetry", "err", err)
+			}
 		}
 	}
 }

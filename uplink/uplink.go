@@ -59,10 +59,12 @@ type Options struct {
 	// InFlight is how many messages may await their PUBACK at once. Default 256.
 	InFlight int
 	// TelemetryFlush, when set, holds telemetry in memory and commits it to disk at most
-	// this often (and with every incident), to cut the flash pages written per reading: each
-	// bbolt commit writes about five 4 KiB pages however little it carries. The price: a
-	// crash loses the telemetry of the last period (it never got a seq, so no gap shows, and
-	// it was never published). Default 0: every Telemetry call is committed at once.
+	// this often (and at every incident), to cut the flash pages written per reading: each
+	// bbolt commit writes at least two 4 KiB pages (a leaf and the meta page; a third, the
+	// freelist, unless the database is opened with NoFreelistSync as the daemon does) however
+	// little it carries. The price: a crash loses the telemetry of the last period (it never
+	// got a seq, so no gap shows, and it was never published), and telemetry is published up
+	// to one period late. Default 0: every Telemetry call is committed at once.
 	TelemetryFlush time.Duration
 	// OnDrop is called (outside any lock, after the drop is on disk) when the queue cap made
 	// the uplink drop telemetry; the daemon turns it into an incident.
@@ -137,7 +139,8 @@ type Uplink struct {
 	log  *slog.Logger
 	root string
 
-	wake chan struct{} // something was enqueued or retained
+	wake     chan struct{} // something was enqueued or retained
+	flushNow chan struct{} // commit held telemetry now (an incident was staged)
 
 	mu        sync.Mutex
 	count     [2]int   // messages on disk per kind
@@ -240,6 +243,7 @@ func New(db *bbolt.DB, opts Options) (*Uplink, error) {
 		log:       opts.Logger.With("component", "uplink"),
 		root:      opts.Prefix + "/" + opts.Site + "/" + opts.Node,
 		wake:      make(chan struct{}, 1),
+		flushNow:  make(chan struct{}, 1),
 		retained:  map[string][]byte{},
 		retainGen: map[string]uint64{},
 	}
@@ -420,6 +424,10 @@ func (u *Uplink) IncidentTx(tx *bbolt.Tx, in Incident) (committed func(), err er
 		u.bytes[kindIncident] += n
 		u.mu.Unlock()
 		u.poke()
+		select { // the telemetry held before the incident follows it to disk
+		case u.flushNow <- struct{}{}:
+		default:
+		}
 	}, nil
 }
 

@@ -22,7 +22,7 @@ const root = "rackwatch/site1/node1"
 
 func openDB(t testing.TB, path string) *bbolt.DB {
 	t.Helper()
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 10 * time.Second})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 10 * time.Second, NoFreelistSync: true} /* as daemon/site opens it */)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,14 +322,32 @@ func TestTelemetryFlush(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	u.stop(t)
-	if _, tel := lastSeqs(t, db); tel != 8 {
-		t.Errorf("after stop the last telemetry seq is %d, want 8 (held telemetry committed)", tel)
+	// An incident staged in the caller's transaction also brings the held telemetry to disk.
+	var committed func()
+	if err := db.Update(func(tx *bbolt.Tx) (err error) {
+		committed, err = u.IncidentTx(tx, Incident{ID: "x", Event: "resolved"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
-	if st := u.Status(); st.Held != 0 || st.Queued != 3 {
+	committed()
+	testpeer.Eventually(t, 20*time.Second, "held telemetry out after the staged incident", func() bool {
+		return len(missing(seqs(t, sub, "telemetry"), 8)) == 0 && len(seqs(t, sub, "incidents")) == 2
+	})
+	testpeer.Eventually(t, 20*time.Second, "all acknowledged", func() bool { return u.Status().Queued == 0 })
+	for i := 0; i < 2; i++ {
+		if err := u.Telemetry(reading(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u.stop(t)
+	if _, tel := lastSeqs(t, db); tel != 10 {
+		t.Errorf("after stop the last telemetry seq is %d, want 10 (held telemetry committed)", tel)
+	}
+	if st := u.Status(); st.Held != 0 || st.Queued != 2 {
 		t.Errorf("after stop: %+v", st)
 	}
-	if got := seqs(t, sub, "telemetry"); fmt.Sprint(got) != "[1 2 3 4 5]" {
+	if got := seqs(t, sub, "telemetry"); fmt.Sprint(got) != "[1 2 3 4 5 6 7 8]" {
 		t.Errorf("telemetry seqs %v", got)
 	}
 }

@@ -124,7 +124,11 @@ func open(cfg *config.Config, opt Options) (*Site, error) {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
 	dbPath := filepath.Join(cfg.DataDir, "rackwatch.db")
-	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	// NoFreelistSync: a commit writes the pages it changed and the meta page, not also the
+	// freelist page (a third of what a small commit writes; flash wear, see docs/BENCHMARKS.md
+	// §6). bbolt rebuilds the freelist by scanning the file at open: 0.45 s for a full 256 MiB
+	// queue on the development machine.
+	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("open %s: another rackwatch uses this data_dir", dbPath)
