@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"bytes"
+	"compress/flate"
 	"encoding/json"
 	"testing"
 )
@@ -28,11 +29,24 @@ func TestPackRoundTrip(t *testing.T) {
 	if v := pack(big); len(v) > len(big)/4 {
 		t.Errorf("50 readings: %d JSON bytes packed only to %d", len(big), len(v))
 	}
+	// Values earlier versions wrote: deflate with dictV1 (this one is 50 readings), and, in
+	// the first cut, JSON as is.
+	var b bytes.Buffer
+	b.WriteByte(storedDeflate)
+	w, _ := flate.NewWriterDict(&b, flate.BestSpeed, dictV1)
+	w.Write(big)
+	w.Close()
+	if got, err := unpack(b.Bytes()); err != nil || !bytes.Equal(got, big) {
+		t.Errorf("deflate value: %.60q, %v", got, err)
+	}
+	if v := pack(big); v[0] != storedZstd || len(v) >= b.Len() {
+		t.Errorf("zstd packs 50 readings into %d bytes (marker %#x), deflate into %d", len(v), v[0], b.Len())
+	}
 	// The first cut stored JSON as is.
 	if got, err := unpack([]byte(`{"seq":1}`)); err != nil || string(got) != `{"seq":1}` {
 		t.Errorf("legacy value: %q, %v", got, err)
 	}
-	for _, bad := range [][]byte{nil, {0x7f}, {storedDeflate, 0xff, 0xff}} {
+	for _, bad := range [][]byte{nil, {0x7f}, {storedDeflate, 0xff, 0xff}, {storedZstd, 0x28, 0xb5, 0x2f, 0xfd, 0xff}} {
 		if _, err := unpack(bad); err == nil {
 			t.Errorf("unpack(%x) accepted", bad)
 		}
@@ -44,6 +58,7 @@ func FuzzUnpack(f *testing.F) {
 	f.Add(pack([]byte(`{"seq":1,"readings":[]}`)))
 	f.Add([]byte{storedRaw, '{'})
 	f.Add([]byte{storedDeflate, 0x01, 0x00})
+	f.Add([]byte{storedZstd, 0x28, 0xb5, 0x2f, 0xfd, 0x00})
 	f.Fuzz(func(t *testing.T, v []byte) {
 		unpack(v)
 	})
