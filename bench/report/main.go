@@ -152,7 +152,7 @@ func main() {
 				{"original 1000Rules: allocs/reading", "rules", "BenchmarkEval1000Rules", "allocs/op", true, 0, "%.0f"},
 			}, raw: []string{"rules.txt"}},
 		{title: "2. Alarm latency", command: "BENCH_ALARM_EVENTS=1000 go test -run '^$' -bench AlarmLatency -benchtime=1x ./daemon/site/",
-			notes: "A real `contact` device on a gpiotest pin (put into the site's device Pool, no hook needed), a real mosquitto, an in-process paho subscriber on R/incidents. From the edge handed to the contact's Watch to the incident in the subscriber's hands, minus the 1 ms debounce; 1,000 edges alternating opened/resolved. The path holds two fsyncs (the incident store, then the uplink queue) in bbolt.",
+			notes: "A real `contact` device on a gpiotest pin (put into the site's device Pool, no hook needed), a real mosquitto, an in-process paho subscriber on R/incidents. From the edge handed to the contact's Watch to the incident in the subscriber's hands, minus the 1 ms debounce; 1,000 edges alternating opened/resolved. The path holds one fsync: the incident and its uplink message are one bbolt transaction.",
 			checks: []check{
 				{"p50 (ms)", "alarm", "BenchmarkAlarmLatency", "p50-ms", true, 15, "%.2f"},
 				{"p99 (ms)", "alarm", "BenchmarkAlarmLatency", "p99-ms", true, 15, "%.2f"},
