@@ -31,7 +31,9 @@ type Result struct {
 	Pushed   bool
 }
 
-// Sink receives results. It is called from the poller's goroutine and must not block long.
+// Sink receives results. The poller waits for it to return, so one device's results arrive in
+// order; it runs on one of a few goroutines shared by all pollers (see sinks.go) and must not
+// block long.
 type Sink func(Result)
 
 // Poller polls one device.
@@ -93,6 +95,13 @@ func (p *Poller) Run(ctx context.Context) {
 	}
 	defer func() { <-done }()
 
+	jobs, release := acquireSinks()
+	defer release()
+	sink := newDeliverer(p.Sink, jobs)
+	// One timer for every wait between polls: a poller allocates nothing while it waits.
+	wake := time.NewTimer(time.Hour)
+	defer wake.Stop()
+
 	start := p.Now()
 	lastGood := time.Time{}
 	failures := 0
@@ -134,7 +143,7 @@ func (p *Poller) Run(ctx context.Context) {
 			}
 			state = res.State
 		}
-		p.Sink(res)
+		sink.deliver(res)
 
 		wait := interval
 		if failures > 1 {
@@ -163,17 +172,16 @@ func (p *Poller) Run(ctx context.Context) {
 				if !staleAt.IsZero() && !p.Now().Before(staleAt) && p.Now().Before(next) {
 					state = Stale
 					p.Log.Warn("device stale", "device", p.Spec.ID)
-					p.Sink(Result{Device: p.Spec.ID, State: Stale, Err: res.Err, At: p.Now()})
+					sink.deliver(Result{Device: p.Spec.ID, State: Stale, Err: res.Err, At: p.Now()})
 					continue
 				}
 				break
 			}
-			t := time.NewTimer(d)
+			wake.Reset(d)
 			select {
 			case <-ctx.Done():
-				t.Stop()
 				return
-			case <-t.C:
+			case <-wake.C:
 			}
 		}
 	}

@@ -112,3 +112,48 @@ func TestTimeoutIsAnError(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestSinkOrderAndStuckSinks: one device's results reach its sink in order, and devices whose
+// sinks are stuck (more of them than the shared sink goroutines) do not hold up another
+// device's results for longer than sinkWait.
+func TestSinkOrderAndStuckSinks(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	stuck := make(chan struct{})
+	for range sinkWorkers + 1 {
+		p := &Poller{Spec: sensors.Spec{ID: "stuck", Poll: 5 * time.Millisecond}, Dev: &flaky{}, Sink: func(Result) { <-stuck }}
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Run(ctx) }()
+	}
+	var mu sync.Mutex
+	var got []time.Time
+	p := &Poller{Spec: sensors.Spec{ID: "d", Poll: 5 * time.Millisecond}, Dev: &flaky{}, Sink: func(r Result) {
+		mu.Lock()
+		got = append(got, r.At)
+		mu.Unlock()
+	}}
+	wg.Add(1)
+	go func() { defer wg.Done(); p.Run(ctx) }()
+	time.Sleep(time.Second)
+	mu.Lock()
+	n := len(got)
+	for i := 1; i < len(got); i++ {
+		if got[i].Before(got[i-1]) {
+			t.Errorf("result %d (%v) before result %d (%v)", i, got[i], i-1, got[i-1])
+		}
+	}
+	mu.Unlock()
+	// 200 polls fit in a second; with every shared goroutine stuck, each result waits
+	// sinkWait (100 ms) before the poller runs its sink itself: about 10.
+	if n < 5 {
+		t.Errorf("%d results in a second while other devices' sinks were stuck", n)
+	}
+	close(stuck)
+	cancel()
+	wg.Wait()
+	sinks.mu.Lock()
+	defer sinks.mu.Unlock()
+	if sinks.users != 0 {
+		t.Errorf("%d pollers still hold the sink goroutines after they all stopped", sinks.users)
+	}
+}

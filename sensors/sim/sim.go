@@ -41,7 +41,8 @@ type Device struct {
 	start   time.Time
 	last    time.Time // last model step
 	vals    map[string]sensors.Value
-	applied int // script steps applied in the current loop
+	names   []string // vals' keys, sorted; nil when a key was added or removed since
+	applied int      // script steps applied in the current loop
 	loopAt  time.Time
 	pinned  map[string]bool // set explicitly by the script or Set: the model leaves it alone
 	fail    bool
@@ -112,6 +113,7 @@ func New(kind string, spec sensors.Spec, now Clock) *Device {
 
 func (d *Device) reset(at time.Time) {
 	d.vals = map[string]sensors.Value{}
+	d.names = nil
 	for k, v := range defaults[d.kind] {
 		d.vals[k] = v
 	}
@@ -156,7 +158,7 @@ func (d *Device) set(k string, v sensors.Value) {
 		d.fail = v.Num != 0
 		return
 	}
-	d.vals[k] = v
+	d.put(k, v)
 	// The script may set the battery directly; otherwise the model owns it.
 	if k == "battery.charge" || k == "battery.runtime" {
 		d.pinned[k] = true
@@ -184,25 +186,25 @@ func (d *Device) model(now time.Time) {
 				charge += dt / full * 100 / 4 // recharging takes four times as long
 			}
 			charge = clamp(charge, 0, 100)
-			d.vals["battery.charge"] = sensors.Value{Num: round1(charge)}
+			d.put("battery.charge", sensors.Value{Num: round1(charge)})
 		}
 		if !d.pinned["battery.runtime"] {
-			d.vals["battery.runtime"] = sensors.Value{Num: float64(int(charge / 100 * full))}
+			d.put("battery.runtime", sensors.Value{Num: float64(int(charge / 100 * full))})
 		}
-		d.vals["battery.voltage"] = sensors.Value{Num: round1(23.0 + 4.2*charge/100)}
+		d.put("battery.voltage", sensors.Value{Num: round1(23.0 + 4.2*charge/100)})
 		if onBattery {
-			d.vals["input.voltage"] = sensors.Value{Num: 0}
-			d.vals["input.frequency"] = sensors.Value{Num: 0}
+			d.put("input.voltage", sensors.Value{Num: 0})
+			d.put("input.frequency", sensors.Value{Num: 0})
 		}
 		low := onBattery && charge < 20
 		flags = without(flags, "LB")
 		if low {
 			flags = append(flags, "LB")
 		}
-		d.vals["ups.status"] = sensors.Value{Text: strings.Join(flags, " "), IsText: true}
+		d.put("ups.status", sensors.Value{Text: strings.Join(flags, " "), IsText: true})
 	case "sim.power":
 		e := d.vals["energy"].Num + d.vals["power"].Num*dt/3600
-		d.vals["energy"] = sensors.Value{Num: round1(e)}
+		d.put("energy", sensors.Value{Num: round1(e)})
 	}
 }
 
@@ -218,13 +220,15 @@ func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
 	if d.fail {
 		return nil, ErrNoAnswer
 	}
-	names := make([]string, 0, len(d.vals))
-	for k := range d.vals {
-		names = append(names, k)
+	if d.names == nil {
+		// Sorted once, not on every poll: the names change only when a script adds one.
+		for k := range d.vals {
+			d.names = append(d.names, k)
+		}
+		sort.Strings(d.names)
 	}
-	sort.Strings(names)
-	out := make([]sensors.Reading, 0, len(names))
-	for _, k := range names {
+	out := make([]sensors.Reading, 0, len(d.names))
+	for _, k := range d.names {
 		v := d.vals[k]
 		if v.IsText {
 			out = append(out, sensors.Text(d.spec.ID, k, v.Text, now))
@@ -233,6 +237,14 @@ func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
 		}
 	}
 	return out, nil
+}
+
+// put sets a value, forgetting the sorted names when the metric is new.
+func (d *Device) put(k string, v sensors.Value) {
+	if _, ok := d.vals[k]; !ok {
+		d.names = nil
+	}
+	d.vals[k] = v
 }
 
 // Set changes a value now, as a script step would (tests and the demo use it).
@@ -250,7 +262,7 @@ func (d *Device) SetOutput(ctx context.Context, on bool) error {
 	if d.fail {
 		return ErrNoAnswer
 	}
-	d.vals["relay"] = sensors.Value{Num: b2f(on)}
+	d.put("relay", sensors.Value{Num: b2f(on)})
 	return nil
 }
 
@@ -258,7 +270,7 @@ func (d *Device) SetOutput(ctx context.Context, on bool) error {
 func (d *Device) Close() error {
 	if d.kind == "sim.relay" {
 		d.mu.Lock()
-		d.vals["relay"] = sensors.Value{Num: b2f(d.spec.SafeState == "on")}
+		d.put("relay", sensors.Value{Num: b2f(d.spec.SafeState == "on")})
 		d.mu.Unlock()
 	}
 	return nil

@@ -100,3 +100,43 @@ func TestRelaySafeState(t *testing.T) {
 	}
 	var _ sensors.Actuator = r
 }
+
+// TestMetricNamesFollowTheScript: the sorted names a poll reuses follow a metric that a
+// script adds and a loop removes again.
+func TestMetricNamesFollowTheScript(t *testing.T) {
+	c := &fakeClock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	spec := sensors.Spec{ID: "env1", Loop: true, Script: []sensors.ScriptStep{
+		{At: 10 * time.Second, Set: map[string]sensors.Value{"pressure": {Num: 101325}}},
+		{At: time.Minute},
+	}}
+	d := New("sim.env", spec, c.now)
+	names := func() []string {
+		rs, err := d.Poll(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.Metric)
+		}
+		return out
+	}
+	want := func(got []string, w ...string) {
+		t.Helper()
+		if len(got) != len(w) {
+			t.Fatalf("metrics %v, want %v", got, w)
+		}
+		for i := range w {
+			if got[i] != w[i] {
+				t.Fatalf("metrics %v, want %v", got, w)
+			}
+		}
+	}
+	want(names(), "humidity", "temperature")
+	c.t = c.t.Add(11 * time.Second)
+	want(names(), "humidity", "pressure", "temperature")
+	c.t = c.t.Add(50 * time.Second) // the loop starts again from values: no pressure yet
+	want(names(), "humidity", "temperature")
+	d.Set("contact", sensors.Value{Num: 1})
+	want(names(), "contact", "humidity", "temperature")
+}
