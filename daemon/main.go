@@ -102,6 +102,7 @@ func run(args []string) int {
 	pool := site.NewPool(sensors.Env{DataDir: cfg.DataDir})
 	defer pool.CloseAll()
 	go watchdog(ctx)
+	go keepMemoryLimit(ctx, log)
 	for {
 		sctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)

@@ -168,7 +168,7 @@ func main() {
 				{"ratio rackwatch/NUT", "ups", "BenchmarkUPSLatency", "ratio", true, 1.0, "%.2f"},
 			}, raw: []string{"ups.txt"}},
 		{title: "4. Footprint", command: "RACKWATCH_BIN=bin/rackwatch BENCH_DURATION=" + text("duration") + " go test -run '^$' -bench Footprint -benchtime=1x -timeout 60m ./bench/footprint/",
-			notes: "`bin/rackwatch` (`make build`: -trimpath, -s -w) as a child process; peak RSS is /proc/PID/status VmHWM, CPU is utime+stime from /proc/PID/stat, over " + text("duration") + " from the moment it listens. (a) the demo site (`rackwatch`, RACKWATCH_DEMO_DIR in a temp dir); (b) one `upsmib` device on snmpsim (a Riello NetMan 204 walk) polled every 1 s, telemetry every 10 s to mosquitto; (c) 1,000 `sim.env` devices (temperature and humidity) polled every 1 s, a threshold rule on each, telemetry every 10 s to mosquitto. GOGC and GOMEMLIMIT at their defaults.",
+			notes: "`bin/rackwatch` (`make build`: -trimpath, -s -w) as a child process; peak RSS is /proc/PID/status VmHWM, CPU is utime+stime from /proc/PID/stat, over " + text("duration") + " from the moment it listens. (a) the demo site (`rackwatch`, RACKWATCH_DEMO_DIR in a temp dir); (b) one `upsmib` device on snmpsim (a Riello NetMan 204 walk) polled every 1 s, telemetry every 10 s to mosquitto; (c) 1,000 `sim.env` devices (temperature and humidity) polled every 1 s, a threshold rule on each, telemetry every 10 s to mosquitto. GOGC and GOMEMLIMIT unset: the daemon's own soft memory limit applies (README, *Memory limit*).",
 			checks: []check{
 				{"(a) demo: peak RSS (MB)", "footprint", "BenchmarkFootprintDemo", "peakRSS-MB", true, 25, "%.1f"},
 				{"(a) demo: CPU (% of one core)", "footprint", "BenchmarkFootprintDemo", "cpu-%core", false, 0, "%.2f"},
@@ -180,7 +180,7 @@ func main() {
 				{"(c') 1,000 metrics (500 sim.env): CPU (% of one core)", "footprint", "BenchmarkFootprint1000Metrics", "cpu-%core", true, 5, "%.2f"},
 			}, raw: []string{"footprint.txt"}},
 		{title: "5. History memory", command: "go test -run '^$' -bench RingAdd -benchmem ./daemon/state/; go test -run '^$' -bench History24h -benchmem -benchtime=1x ./daemon/state/",
-			notes: "24 h of 1,000 metrics (100 devices × 10) at 10 s pushed through `state.Store.Update`: 8,640,000 points. heapB/point is the live heap after GC divided by the points given; ringB/point is what the rings themselves hold (one slot a minute plus 64 raw recent points).",
+			notes: "24 h of 1,000 metrics (100 devices × 10) at 10 s pushed through `state.Store.Update`: 8,640,000 points. heapB/point is the live heap after GC divided by the points given; ringB/point is what the rings themselves hold (one slot a minute, allocated as the history fills, plus the newest minute's raw points, at most 64).",
 			checks: []check{
 				{"heap bytes per point", "state", "BenchmarkHistory24h1000Metrics", "heapB/point", true, 4, "%.2f"},
 				{"ring bytes per point", "state", "BenchmarkHistory24h1000Metrics", "ringB/point", true, 4, "%.2f"},
