@@ -37,6 +37,11 @@ var (
 	zstdDec  *zstd.Decoder
 )
 
+// encoderWindow bounds the encoder's history (zstd's default at this level keeps 8 MB for the
+// life of the process, a sixth of the board's budget for a 1,000-sensor site). A telemetry
+// message of 1,000 readings is about 120 KB, so 256 KiB still covers the largest payloads.
+const encoderWindow = 256 << 10
+
 // maxUnpacked bounds what one stored value may expand to.
 const maxUnpacked = 64 << 20
 
@@ -44,7 +49,8 @@ func zstdCodec() (*zstd.Encoder, *zstd.Decoder) {
 	zstdOnce.Do(func() {
 		var err error
 		zstdEnc, err = zstd.NewWriter(nil, zstd.WithEncoderDictRaw(1, dictV1), zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
+			zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true),
+			zstd.WithWindowSize(encoderWindow), zstd.WithLowerEncoderMem(true))
 		if err != nil {
 			panic(err) // only for bad options, which are constants here
 		}
