@@ -277,18 +277,7 @@ func serveUPS(t *testing.T, e *upsemu.Emulator) string {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				e.Serve(ctx, c)
-			}()
-		}
+		e.ServeListener(ctx, l, nil)
 	}()
 	t.Cleanup(func() { cancel(); l.Close(); wg.Wait() })
 	return sock

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"regexp"
 	"strings"
@@ -433,6 +434,28 @@ func (e *Emulator) answer(cmd string) []byte {
 
 type readDeadliner interface {
 	SetReadDeadline(t time.Time) error
+}
+
+// ServeListener serves every connection l accepts, each with Serve, until l is closed; it
+// returns once every connection it served has ended. onErr, if set, hears how a connection
+// failed (Serve's error).
+func (e *Emulator) ServeListener(ctx context.Context, l net.Listener, onErr func(error)) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			if err := e.Serve(ctx, c); err != nil && onErr != nil {
+				onErr(err)
+			}
+		}()
+	}
 }
 
 // Serve answers commands read from rw until ctx ends, rw fails or is closed. A command

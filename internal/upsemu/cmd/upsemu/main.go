@@ -84,20 +84,7 @@ func run(listen, dial string, in io.Reader, out io.Writer) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer c.Close()
-					if err := e.Serve(ctx, c); err != nil {
-						slog.Warn("connection ended", "err", err)
-					}
-				}()
-			}
+			e.ServeListener(ctx, l, func(err error) { slog.Warn("connection ended", "err", err) })
 		}()
 	case dial != "":
 		network, addr, err := splitAddr(dial)
