@@ -5,6 +5,7 @@ package sensors
 
 import (
 	"encoding/json"
+	"math"
 	"strconv"
 	"time"
 )
@@ -47,6 +48,23 @@ func Text(device, metric, text string, ts time.Time) Reading {
 // Failed returns an error reading: the metric exists but this poll could not read it.
 func Failed(device, metric, unit string, ts time.Time) Reading {
 	return Reading{Device: device, Metric: metric, Unit: unit, Quality: Error, TS: ts}
+}
+
+// FailedAll returns an error reading for each of metrics, in that order, with its unit from
+// units: what a device returns when a whole poll failed.
+func FailedAll(device string, metrics []string, units map[string]string, ts time.Time) []Reading {
+	out := make([]Reading, 0, len(metrics))
+	for _, m := range metrics {
+		out = append(out, Failed(device, m, units[m], ts))
+	}
+	return out
+}
+
+// Round keeps decimals digits after the point: a chip's resolution, and no float noise
+// beyond it.
+func Round(v float64, decimals int) float64 {
+	p := math.Pow10(decimals)
+	return math.Round(v*p) / p
 }
 
 // String renders the value the way NUT and the status page show it.

@@ -17,7 +17,6 @@ package bme280
 import (
 	"context"
 	"fmt"
-	"math"
 	"time"
 
 	"periph.io/x/conn/v3/i2c"
@@ -32,6 +31,9 @@ import (
 const Name = "bme280"
 
 var units = map[string]string{"temperature": "°C", "humidity": "%RH", "pressure": "Pa"}
+
+// metrics in the order Poll returns them.
+var metrics = []string{"temperature", "humidity", "pressure"}
 
 func init() {
 	sensors.Register(sensors.Driver{
@@ -86,9 +88,9 @@ func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
 		}
 		now := time.Now()
 		out = []sensors.Reading{
-			sensors.Num(d.id, "temperature", round2(m.Temperature.Celsius()), units["temperature"], now),
-			sensors.Num(d.id, "humidity", round2(float64(m.Humidity)/float64(physic.PercentRH)), units["humidity"], now),
-			sensors.Num(d.id, "pressure", round2(float64(m.Pressure)/float64(physic.Pascal)), units["pressure"], now),
+			sensors.Num(d.id, "temperature", sensors.Round(m.Temperature.Celsius(), 2), units["temperature"], now),
+			sensors.Num(d.id, "humidity", sensors.Round(float64(m.Humidity)/float64(physic.PercentRH), 2), units["humidity"], now),
+			sensors.Num(d.id, "pressure", sensors.Round(float64(m.Pressure)/float64(physic.Pascal), 2), units["pressure"], now),
 		}
 		return nil
 	})
@@ -99,16 +101,8 @@ func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
 }
 
 func (d *Device) failed() []sensors.Reading {
-	now := time.Now()
-	return []sensors.Reading{
-		sensors.Failed(d.id, "temperature", units["temperature"], now),
-		sensors.Failed(d.id, "humidity", units["humidity"], now),
-		sensors.Failed(d.id, "pressure", units["pressure"], now),
-	}
+	return sensors.FailedAll(d.id, metrics, units, time.Now())
 }
 
 // Close implements sensors.Device.
 func (d *Device) Close() error { return d.chip.Close() }
-
-// round2 keeps 0.01 (°C, %RH, Pa): the chip's resolution, and no float noise beyond it.
-func round2(v float64) float64 { return math.Round(v*100) / 100 }

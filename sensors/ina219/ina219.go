@@ -122,10 +122,11 @@ func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
 		}
 		d.lastPower, d.lastAt = p, now
 		out = []sensors.Reading{
-			sensors.Num(d.id, "voltage", round(float64(m.BusVoltage)/float64(physic.Volt), 3), units["voltage"], now),
-			sensors.Num(d.id, "current", round(float64(m.Current)/float64(physic.Ampere), 5), units["current"], now),
-			sensors.Num(d.id, "power", round(p, 4), units["power"], now),
-			sensors.Num(d.id, "energy", round(d.energyWh, 4), units["energy"], now),
+			// Decimals: about the chip's resolution (4 mV, ~0.1 mA with a 0.1 Ω shunt).
+			sensors.Num(d.id, "voltage", sensors.Round(float64(m.BusVoltage)/float64(physic.Volt), 3), units["voltage"], now),
+			sensors.Num(d.id, "current", sensors.Round(float64(m.Current)/float64(physic.Ampere), 5), units["current"], now),
+			sensors.Num(d.id, "power", sensors.Round(p, 4), units["power"], now),
+			sensors.Num(d.id, "energy", sensors.Round(d.energyWh, 4), units["energy"], now),
 		}
 		return nil
 	})
@@ -136,20 +137,8 @@ func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
 }
 
 func (d *Device) failed() []sensors.Reading {
-	now := d.now()
-	out := make([]sensors.Reading, 0, len(metrics))
-	for _, m := range metrics {
-		out = append(out, sensors.Failed(d.id, m, units[m], now))
-	}
-	return out
+	return sensors.FailedAll(d.id, metrics, units, d.now())
 }
 
 // Close implements sensors.Device.
 func (d *Device) Close() error { return d.chip.Close() }
-
-// round keeps n decimals: about the chip's resolution (4 mV, ~0.1 mA with a 0.1 Ω shunt), and
-// no float noise beyond it.
-func round(v float64, n int) float64 {
-	p := math.Pow10(n)
-	return math.Round(v*p) / p
-}

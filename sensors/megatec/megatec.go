@@ -217,11 +217,7 @@ func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
 	q, err := d.pollQ1Locked(ctx)
 	if err != nil {
 		d.report(err)
-		rs := make([]sensors.Reading, 0, len(Metrics))
-		for _, m := range q1Metrics {
-			rs = append(rs, sensors.Failed(d.id, m, Metrics[m], now))
-		}
-		return append(rs, d.staticReadings(now)...), err
+		return append(sensors.FailedAll(d.id, q1Metrics, Metrics, now), d.staticReadings(now)...), err
 	}
 	d.refreshStaticLocked(ctx, now)
 	if !q.StatusOK() {

@@ -17,7 +17,6 @@ package sht3x
 import (
 	"context"
 	"fmt"
-	"math"
 	"time"
 
 	"periph.io/x/conn/v3/i2c"
@@ -32,6 +31,9 @@ import (
 const Name = "sht3x"
 
 var units = map[string]string{"temperature": "°C", "humidity": "%RH"}
+
+// metrics in the order Poll returns them.
+var metrics = []string{"temperature", "humidity"}
 
 func init() {
 	sensors.Register(sensors.Driver{
@@ -89,8 +91,8 @@ func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
 		}
 		now := time.Now()
 		out = []sensors.Reading{
-			sensors.Num(d.id, "temperature", round2(t.Celsius()), units["temperature"], now),
-			sensors.Num(d.id, "humidity", round2(float64(h)/float64(physic.PercentRH)), units["humidity"], now),
+			sensors.Num(d.id, "temperature", sensors.Round(t.Celsius(), 2), units["temperature"], now),
+			sensors.Num(d.id, "humidity", sensors.Round(float64(h)/float64(physic.PercentRH), 2), units["humidity"], now),
 		}
 		return nil
 	})
@@ -101,15 +103,8 @@ func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
 }
 
 func (d *Device) failed() []sensors.Reading {
-	now := time.Now()
-	return []sensors.Reading{
-		sensors.Failed(d.id, "temperature", units["temperature"], now),
-		sensors.Failed(d.id, "humidity", units["humidity"], now),
-	}
+	return sensors.FailedAll(d.id, metrics, units, time.Now())
 }
 
 // Close implements sensors.Device.
 func (d *Device) Close() error { return d.chip.Close() }
-
-// round2 keeps the sensor's resolution (0.01) and no float noise beyond it.
-func round2(v float64) float64 { return math.Round(v*100) / 100 }
