@@ -1,7 +1,6 @@
 package uplink
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -87,24 +86,6 @@ func newPKI(t *testing.T, name string, serverHosts ...string) pki {
 	return p
 }
 
-// logBuffer is a slog handler target the test can read.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestTLS: mosquitto with require_certificate true. The right CA and a client certificate
 // connect and deliver; a wrong CA, a certificate for another host name and a missing client
 // certificate are refused with a log line that says which, and the queue keeps everything.
@@ -126,7 +107,7 @@ func TestTLS(t *testing.T) {
 			t.Run(c.name, func(t *testing.T) {
 				db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
 				defer db.Close()
-				logs := &logBuffer{}
+				logs := &testpeer.Buffer{}
 				o := testOptions(url)
 				o.CAFile, o.CertFile, o.KeyFile = c.ca, c.cert, c.key
 				o.Logger = slog.New(slog.NewTextHandler(logs, nil))
@@ -154,7 +135,7 @@ func TestTLS(t *testing.T) {
 		// verification even though the CA is right.
 		db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
 		defer db.Close()
-		logs := &logBuffer{}
+		logs := &testpeer.Buffer{}
 		o := testOptions("ssl://localhost:" + strings.Split(m.Addr, ":")[1])
 		o.CAFile, o.CertFile, o.KeyFile = good.ca, good.clientCert, good.clientKey
 		o.Logger = slog.New(slog.NewTextHandler(logs, nil))

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -14,26 +13,9 @@ import (
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestChildOutputReachesConsole(t *testing.T) {
 	sh := testpeer.Require(t, "sh", "dash")
-	var out syncBuffer
+	var out testpeer.Buffer
 	dir := t.TempDir()
 	s := newSupervisor(sh, []string{"sh", "-c", "echo to-stdout; echo to-stderr >&2; read x || echo stdin-is-empty; exec sleep 1000"}, dir+"/notify")
 	s.dir = dir
@@ -56,7 +38,7 @@ func TestChildOutputReachesConsole(t *testing.T) {
 // blockingWriter stands for a console slower than the logs: it blocks until released.
 type blockingWriter struct {
 	release chan struct{}
-	buf     syncBuffer
+	buf     testpeer.Buffer
 }
 
 func (w *blockingWriter) Write(p []byte) (int, error) {

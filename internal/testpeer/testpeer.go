@@ -92,25 +92,36 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 	}
 }
 
+// Buffer is a bytes.Buffer safe for concurrent use: a process's output, a logger's target,
+// written on one goroutine and read by the test on another.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String is what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
 // Proc is a peer process whose output is kept for the test log.
 type Proc struct {
 	Cmd *exec.Cmd
-	mu  sync.Mutex
-	out bytes.Buffer
+	out Buffer
 }
 
-func (p *Proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
+func (p *Proc) Write(b []byte) (int, error) { return p.out.Write(b) }
 
 // Output is what the process printed so far.
-func (p *Proc) Output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
+func (p *Proc) Output() string { return p.out.String() }
 
 // Stop ends the process (SIGTERM, then SIGKILL) and waits for it.
 func (p *Proc) Stop() {
