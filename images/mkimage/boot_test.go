@@ -344,18 +344,38 @@ func incidents(b []byte) map[string]string {
 	return out
 }
 
+// seqOf is the seq of a telemetry payload.
+func seqOf(payload string) (int64, bool) {
+	var m struct {
+		Seq int64 `json:"seq"`
+	}
+	return m.Seq, json.Unmarshal([]byte(payload), &m) == nil
+}
+
 // maxSeq is the highest seq among the telemetry messages received so far.
 func maxSeq(sub *testpeer.Sub) int64 {
 	var max int64 = -1
 	for _, p := range sub.Matching("/telemetry") {
-		var m struct {
-			Seq int64 `json:"seq"`
-		}
-		if json.Unmarshal([]byte(p), &m) == nil && m.Seq > max {
-			max = m.Seq
+		if seq, ok := seqOf(p); ok && seq > max {
+			max = seq
 		}
 	}
 	return max
+}
+
+// keeps reports whether v lists every incident of before with the same opened_at.
+func (v *vm) keeps(before map[string]string) bool {
+	_, b, err := v.get("/api/v1/incidents?state=all")
+	if err != nil {
+		return false
+	}
+	after := incidents(b)
+	for id, at := range before {
+		if after[id] != at {
+			return false
+		}
+	}
+	return true
 }
 
 // TestBoot boots the image in QEMU and checks what the firmware promises: the web page
@@ -434,43 +454,23 @@ func TestBoot(t *testing.T) {
 		t.Error("the second boot installed the default config again: /data did not keep it")
 	}
 	testpeer.Eventually(t, 30*time.Second, "the incidents of the first boot (same id, same opened_at) after the reboot", func() bool {
-		_, b, err := v2.get("/api/v1/incidents?state=all")
-		if err != nil {
-			return false
-		}
-		after := incidents(b)
-		for id, at := range before {
-			if after[id] != at {
-				return false
-			}
-		}
-		return true
+		return v2.keeps(before)
 	})
 	testpeer.Eventually(t, 30*time.Second, "telemetry after the reboot continuing the seq", func() bool {
-		for _, p := range sub.Matching("/telemetry") {
-			var m struct {
-				Seq int64 `json:"seq"`
-			}
-			if json.Unmarshal([]byte(p), &m) == nil && m.Seq > seqBefore {
-				return true
-			}
-		}
-		return false
+		return maxSeq(sub) > seqBefore
 	})
 	// No seq may be reused. QoS 1 may deliver a message twice (the kill can come between
 	// the broker's PUBACK and rackwatch recording it), but then with the same payload.
 	seen := map[int64]string{}
 	for _, p := range sub.Matching("/telemetry") {
-		var m struct {
-			Seq int64 `json:"seq"`
-		}
-		if json.Unmarshal([]byte(p), &m) != nil {
+		seq, ok := seqOf(p)
+		if !ok {
 			continue
 		}
-		if prev, ok := seen[m.Seq]; ok && prev != p {
-			t.Errorf("telemetry seq %d reused for a different message:\n%s\n%s", m.Seq, prev, p)
+		if prev, ok := seen[seq]; ok && prev != p {
+			t.Errorf("telemetry seq %d reused for a different message:\n%s\n%s", seq, prev, p)
 		}
-		seen[m.Seq] = p
+		seen[seq] = p
 	}
 
 	// A power cut: QEMU killed without warning, with rackwatch writing. The next boot must
@@ -483,17 +483,7 @@ func TestBoot(t *testing.T) {
 		t.Error("after a power cut the data partition was not mounted with its config")
 	}
 	testpeer.Eventually(t, 30*time.Second, "the first boot's incidents after a power cut", func() bool {
-		_, b, err := v3.get("/api/v1/incidents?state=all")
-		if err != nil {
-			return false
-		}
-		after := incidents(b)
-		for id, at := range before {
-			if after[id] != at {
-				return false
-			}
-		}
-		return true
+		return v3.keeps(before)
 	})
 	t.Logf("booted three times (one kill, one reboot, one power cut) in %v", time.Since(start).Round(100*time.Millisecond))
 }
