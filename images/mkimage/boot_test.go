@@ -249,14 +249,7 @@ func (v *vm) waitHTTP(t *testing.T, path string, within time.Duration) []byte {
 func (v *vm) consoleCount(has ...string) int {
 	n := 0
 	for _, l := range strings.Split(v.proc.Output(), "\n") {
-		ok := true
-		for _, h := range has {
-			if !strings.Contains(l, h) {
-				ok = false
-				break
-			}
-		}
-		if ok {
+		if testpeer.ContainsAll(l, has...) {
 			n++
 		}
 	}

@@ -282,18 +282,21 @@ func (s *Sub) Matching(suffix string, has ...string) []string {
 		if !strings.HasSuffix(topic, suffix) {
 			continue
 		}
-		ok := true
-		for _, h := range has {
-			if !strings.Contains(payload, h) {
-				ok = false
-				break
-			}
-		}
-		if ok {
+		if ContainsAll(payload, has...) {
 			out = append(out, payload)
 		}
 	}
 	return out
+}
+
+// ContainsAll reports whether s contains every one of has.
+func ContainsAll(s string, has ...string) bool {
+	for _, h := range has {
+		if !strings.Contains(s, h) {
+			return false
+		}
+	}
+	return true
 }
 
 // Stop ends the subscriber.
