@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -90,8 +89,7 @@ func TestCommands(t *testing.T) {
 	pub := testpeer.Require(t, "mosquitto_pub", "mosquitto-clients")
 	m := startMosquitto(t)
 	sub := m.Subscribe(t, root+"/cmd/reply", "")
-	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
-	defer db.Close()
+	db := tempDB(t)
 	u := start(t, db, testOptions(m.URL))
 	var (
 		mu  sync.Mutex

@@ -163,8 +163,7 @@ func TestBrokerOutage(t *testing.T) {
 	}
 	m := startMosquitto(t)
 	sub := m.Subscribe(t, root+"/#", "outage-sub")
-	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
-	defer db.Close()
+	db := tempDB(t)
 	u := start(t, db, testOptions(m.URL))
 	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
 	p := publish(t, u.Uplink)
@@ -227,8 +226,7 @@ func TestFailover(t *testing.T) {
 	m1, m2 := startMosquitto(t), startMosquitto(t)
 	sub1 := m1.Subscribe(t, root+"/#", "fo-sub1")
 	sub2 := m2.Subscribe(t, root+"/#", "fo-sub2")
-	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
-	defer db.Close()
+	db := tempDB(t)
 	u := start(t, db, testOptions(m1.URL, m2.URL))
 	testpeer.Eventually(t, 20*time.Second, "on broker 1", func() bool { return u.Status().Connected && u.Status().Broker == m1.URL })
 	p := publish(t, u.Uplink)
@@ -257,8 +255,7 @@ func TestFailover(t *testing.T) {
 func TestQueueCap(t *testing.T) {
 	m := startMosquitto(t)
 	sub := m.Subscribe(t, root+"/#", "")
-	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
-	defer db.Close()
+	db := tempDB(t)
 	o := testOptions(m.URL)
 	o.QueueMaxBytes = 12000
 	var (
@@ -331,8 +328,7 @@ func TestQueueCap(t *testing.T) {
 func TestIncidentOvertakesBacklog(t *testing.T) {
 	m := startMosquitto(t)
 	sub := m.Subscribe(t, root+"/#", "")
-	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
-	defer db.Close()
+	db := tempDB(t)
 	o := testOptions(m.URL)
 	o.InFlight = 32
 	u, err := New(db, o)

@@ -3,7 +3,6 @@ package uplink
 import (
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +20,7 @@ func TestEmbeddedBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
-	defer db.Close()
+	db := tempDB(t)
 	u := start(t, db, testOptions("tcp://"+addr))
 	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
 	for i := 0; i < 3; i++ {

@@ -3,7 +3,6 @@ package uplink
 import (
 	"io"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -68,8 +67,7 @@ func TestCutConnections(t *testing.T) {
 	m := startMosquitto(t)
 	sub := m.Subscribe(t, root+"/#", "cut-sub")
 	proxy := newCutter(t, m.Addr)
-	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
-	defer db.Close()
+	db := tempDB(t)
 	u := start(t, db, testOptions("tcp://"+proxy.ln.Addr().String()))
 	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
 	p := publish(t, u.Uplink)

@@ -29,6 +29,15 @@ func openDB(t testing.TB, path string) *bbolt.DB {
 	return db
 }
 
+// tempDB opens a fresh database in the test's temp folder, closed when the test ends (after
+// the uplinks start has started are stopped: cleanups run last-in first-out).
+func tempDB(t testing.TB) *bbolt.DB {
+	t.Helper()
+	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
 // startMosquitto is testpeer.StartMosquitto that keeps its store across a restart: run as
 // root, mosquitto drops to its own user, which cannot write the test's 0700 temp folder, and
 // then loses every persistent session (and the messages queued in it) on Stop.
@@ -141,8 +150,7 @@ func reading(i int) []Reading {
 func TestBasics(t *testing.T) {
 	m := startMosquitto(t)
 	sub := m.Subscribe(t, root+"/#", "")
-	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
-	defer db.Close()
+	db := tempDB(t)
 	u := start(t, db, testOptions(m.URL))
 
 	testpeer.Eventually(t, 20*time.Second, "state online", func() bool {
@@ -261,8 +269,7 @@ func TestSeqSurvivesReopen(t *testing.T) {
 }
 
 func TestNewRejects(t *testing.T) {
-	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
-	defer db.Close()
+	db := tempDB(t)
 	for name, o := range map[string]Options{
 		"no broker":     {Prefix: "p", Site: "s", Node: "n"},
 		"bad scheme":    {Brokers: []string{"http://h:1"}, Prefix: "p", Site: "s", Node: "n"},
@@ -294,8 +301,7 @@ func sorted(s []uint64) []uint64 {
 func TestTelemetryFlush(t *testing.T) {
 	m := startMosquitto(t)
 	sub := m.Subscribe(t, root+"/#", "")
-	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
-	defer db.Close()
+	db := tempDB(t)
 	o := testOptions(m.URL)
 	o.TelemetryFlush = time.Hour // only the incident and the stop commit in this test
 	u := start(t, db, o)
@@ -357,8 +363,7 @@ func TestTelemetryFlush(t *testing.T) {
 func TestTelemetryQoS0(t *testing.T) {
 	m := startMosquitto(t)
 	sub := m.Subscribe(t, root+"/#", "")
-	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
-	defer db.Close()
+	db := tempDB(t)
 	o := testOptions(m.URL)
 	o.TelemetryQoS0 = true
 	u := start(t, db, o)
@@ -382,8 +387,7 @@ func TestTelemetryQoS0(t *testing.T) {
 func TestIncidentTx(t *testing.T) {
 	m := startMosquitto(t)
 	sub := m.Subscribe(t, root+"/#", "")
-	db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
-	defer db.Close()
+	db := tempDB(t)
 	u := start(t, db, testOptions(m.URL))
 	if err := u.Incident(Incident{ID: "a", Event: "opened"}); err != nil {
 		t.Fatal(err)
