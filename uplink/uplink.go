@@ -376,16 +376,19 @@ func (u *Uplink) flushDue() error {
 // Incident enqueues one incident event under the next incidents seq, together with any
 // telemetry TelemetryFlush holds. It returns once the message is on disk. Incidents are never
 // dropped by the queue cap.
-func (u *Uplink) Incident(in Incident) error {
+func (u *Uplink) Incident(in Incident) error { return u.flush(incidentItem(in)) }
+
+// incidentItem is an incident event to enqueue; TS defaults to now.
+func incidentItem(in Incident) item {
 	if in.TS == "" {
 		in.TS = formatTime(time.Now())
 	}
-	return u.flush(item{kindIncident, func(seq uint64) ([]byte, error) {
+	return item{kindIncident, func(seq uint64) ([]byte, error) {
 		return json.Marshal(struct {
 			Seq uint64 `json:"seq"`
 			Incident
 		}{seq, in})
-	}})
+	}}
 }
 
 // IncidentTx stages one incident event under the next incidents seq inside tx, a write
@@ -397,18 +400,12 @@ func (u *Uplink) IncidentTx(tx *bbolt.Tx, in Incident) (committed func(), err er
 	if tx.DB() != u.db || !tx.Writable() {
 		return nil, errors.New("uplink: IncidentTx needs a write transaction on the uplink's database")
 	}
-	if in.TS == "" {
-		in.TS = formatTime(time.Now())
-	}
 	b := tx.Bucket(bucketNames[kindIncident])
 	seq, err := b.NextSequence()
 	if err != nil {
 		return nil, fmt.Errorf("uplink: stage incident: %w", err)
 	}
-	payload, err := json.Marshal(struct {
-		Seq uint64 `json:"seq"`
-		Incident
-	}{seq, in})
+	payload, err := incidentItem(in).build(seq)
 	if err != nil {
 		return nil, fmt.Errorf("uplink: stage incident: %w", err)
 	}
