@@ -1,8 +1,9 @@
 // Package incident keeps the site's incidents in bbolt: one open incident per key (a rule, a
 // policy condition, a trap), opened, escalated, acknowledged, resolved, with flapping
-// suppression and a retention bound. Every event is written together with an outbox entry in
-// one transaction and leaves the outbox only once it has been handed on (to the durable MQTT
-// queue), so a crash between the two can duplicate an event but never lose one.
+// suppression and a retention bound. Every event is written in the incident's own transaction
+// either straight into the durable MQTT queue (a Stager, one commit for both) or into an
+// outbox it leaves only once it has been handed on, so a crash can duplicate an event but
+// never lose one.
 //
 // It must not import the site's other parts.
 package incident
