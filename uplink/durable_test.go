@@ -34,7 +34,14 @@ func child() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	u, err := New(db, testOptions(os.Getenv("UPLINK_CHILD_BROKER")))
+	o := testOptions(os.Getenv("UPLINK_CHILD_BROKER"))
+	if f := os.Getenv("UPLINK_CHILD_FLUSH"); f != "" {
+		if o.TelemetryFlush, err = time.ParseDuration(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+	}
+	u, err := New(db, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -188,8 +195,19 @@ func TestBrokerOutage(t *testing.T) {
 }
 
 // TestSIGKILL kills a publishing process 5 times at random moments; a last run delivers the
-// rest. No seq may be missing.
+// rest. No seq may be missing. With TelemetryFlush ("held"), telemetry is not committed
+// before it is published: the hold file must carry it, and the seq, across each kill.
 func TestSIGKILL(t *testing.T) {
+	for _, flush := range []time.Duration{0, time.Second} {
+		name := "committed"
+		if flush > 0 {
+			name = "held"
+		}
+		t.Run(name, func(t *testing.T) { testSIGKILL(t, flush) })
+	}
+}
+
+func testSIGKILL(t *testing.T, flush time.Duration) {
 	m := startMosquitto(t)
 	sub := m.Subscribe(t, root+"/#", "kill-sub")
 	path := filepath.Join(t.TempDir(), "rw.db")
@@ -198,7 +216,8 @@ func TestSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
-		p := testpeer.StartEnv(t, []string{"UPLINK_CHILD_DB=" + path, "UPLINK_CHILD_BROKER=" + m.URL}, self)
+		p := testpeer.StartEnv(t, []string{"UPLINK_CHILD_DB=" + path, "UPLINK_CHILD_BROKER=" + m.URL,
+			"UPLINK_CHILD_FLUSH=" + flush.String()}, self)
 		n := len(seqs(t, sub, "telemetry"))
 		testpeer.Eventually(t, 30*time.Second, "child publishing", func() bool { return len(seqs(t, sub, "telemetry")) > n+10 })
 		time.Sleep(time.Duration(rand.IntN(500)) * time.Millisecond) // the random moment
@@ -214,9 +233,12 @@ func TestSIGKILL(t *testing.T) {
 		return len(sub.Matching(root+"/state", `"state":"offline"`)) > 0
 	})
 	db := openDB(t, path)
-	defer db.Close()
-	u := start(t, db, testOptions(m.URL))
+	t.Cleanup(func() { db.Close() })
+	o := testOptions(m.URL)
+	o.TelemetryFlush = flush
+	u := start(t, db, o)
 	testpeer.Eventually(t, 30*time.Second, "queue drained", func() bool { return u.Status().Connected && u.Status().Queued == 0 })
+	u.stop(t) // with held telemetry, the bucket holds the last seq used only after a stop
 	checkComplete(t, db, sub)
 }
 

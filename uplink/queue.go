@@ -77,16 +77,19 @@ func deleteAckedTx(tx *bbolt.Tx, acked [2][]uint64) (n [2]int, size [2]int64, er
 	return n, size, nil
 }
 
-// item is one message to enqueue: build makes its payload once its seq is known.
+// item is one message to enqueue: build makes its payload once its seq is known. A held
+// message comes with its seq and its packed payload instead.
 type item struct {
-	kind  int
-	build func(seq uint64) ([]byte, error)
+	kind   int
+	build  func(seq uint64) ([]byte, error)
+	seq    uint64 // 0: the bucket's next
+	packed []byte // nil: build it
 }
 
-// enqueue stores items, each under its bucket's next seq, in one transaction that also
-// deletes the acknowledged messages waiting for a commit and, for telemetry over the cap,
-// the oldest telemetry.
-func (u *Uplink) enqueue(items ...item) (Drop, error) {
+// enqueue stores items, each under its seq or its bucket's next, in one transaction that
+// also deletes the acknowledged messages waiting for a commit and, for telemetry over the
+// cap, the oldest telemetry. then, if set, runs last in the same transaction.
+func (u *Uplink) enqueue(items []item, then func(tx *bbolt.Tx) error) (Drop, error) {
 	u.mu.Lock()
 	acked, ackedB := u.acked, u.ackedB
 	u.acked, u.ackedB = [2][]uint64{}, 0
@@ -115,15 +118,19 @@ func (u *Uplink) enqueue(items ...item) (Drop, error) {
 		}
 		for _, it := range items {
 			b := tx.Bucket(bucketNames[it.kind])
-			seq, err := b.NextSequence()
-			if err != nil {
-				return err
+			seq, payload := it.seq, it.packed
+			if seq == 0 {
+				if seq, err = b.NextSequence(); err != nil {
+					return err
+				}
 			}
-			payload, err := it.build(seq)
-			if err != nil {
-				return err
+			if payload == nil {
+				p, err := it.build(seq)
+				if err != nil {
+					return err
+				}
+				payload = pack(p)
 			}
-			payload = pack(payload)
 			n := int64(len(payload))
 			if it.kind == kindTelemetry {
 				// Make room by dropping the oldest telemetry; incidents are never dropped, so
@@ -154,6 +161,9 @@ func (u *Uplink) enqueue(items ...item) (Drop, error) {
 			}
 			count[it.kind]++
 			size[it.kind] += n
+		}
+		if then != nil {
+			return then(tx)
 		}
 		return nil
 	})
@@ -191,6 +201,10 @@ func (u *Uplink) reportDrop(drop Drop) {
 
 // ack records that the broker acknowledged seq of kind; the delete is committed later.
 func (u *Uplink) ack(kind int, seq uint64, size int) {
+	if kind == kindTelemetry && u.unhold(seq) {
+		u.published.Add(1)
+		return
+	}
 	u.mu.Lock()
 	if len(u.acked[0])+len(u.acked[1]) == 0 {
 		u.ackedAt = time.Now()
@@ -260,6 +274,12 @@ func (u *Uplink) readFrom(kind int, after uint64, max int) ([]queued, error) {
 		}
 	}
 	u.mu.Unlock()
+	// Held telemetry is looked at before the queue: a held message committed meanwhile is
+	// then seen in both (and taken once), never in neither.
+	var held []*heldMsg
+	if kind == kindTelemetry {
+		held = u.heldAfter(after, max)
+	}
 	var out []queued
 	err := u.db.View(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketNames[kind]).Cursor()
@@ -281,6 +301,23 @@ func (u *Uplink) readFrom(kind int, after uint64, max int) ([]queued, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("uplink: read %s queue: %w", kindName[kind], err)
+	}
+	last := after
+	if len(out) > 0 {
+		last = out[len(out)-1].seq
+	}
+	for _, m := range held {
+		if len(out) >= max {
+			break
+		}
+		if m.seq <= last || skip[m.seq] {
+			continue
+		}
+		p, err := unpack(m.packed)
+		if err != nil { // we packed it ourselves a moment ago
+			return nil, fmt.Errorf("uplink: held telemetry seq %d: %w", m.seq, err)
+		}
+		out = append(out, queued{kind: kind, seq: m.seq, payload: p, size: len(m.packed)})
 	}
 	return out, nil
 }

@@ -73,7 +73,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 		defer func() {
 			stop()
 			wg.Wait()
-			if err := u.Flush(); err != nil {
+			drop, err := u.commitHeld(true)
+			u.reportDrop(drop)
+			if err != nil {
 				u.log.Error("stop: commit held telemetry", "err", err)
 			}
 		}()
@@ -137,18 +139,14 @@ const stableAfter = 10 * time.Second
 
 // flusher commits held telemetry once it is due, until ctx ends.
 func (u *Uplink) flusher(ctx context.Context) {
-	t := time.NewTicker(max(u.opts.TelemetryFlush/4, 10*time.Millisecond))
+	t := time.NewTicker(min(max(u.opts.TelemetryFlush/4, 10*time.Millisecond), 5*time.Second))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := u.flushDue(); err != nil {
-				u.log.Error("commit held telemetry", "err", err)
-			}
-		case <-u.flushNow:
-			if err := u.flush(); err != nil {
+			if err := u.holdDue(); err != nil {
 				u.log.Error("commit held telemetry", "err", err)
 			}
 		}

@@ -2,8 +2,9 @@
 // online/offline state, telemetry and incidents with a per-topic seq, commands in and replies
 // out, over one or more brokers tried in order.
 //
-// Every telemetry and incident message is written to a bbolt queue before it is published and
-// leaves the queue only after the broker's PUBACK arrived on the connection that carried it.
+// Every incident message, and every telemetry message unless TelemetryFlush holds telemetry
+// (hold.go), is written to a bbolt queue before it is published and leaves the queue only
+// after the broker's PUBACK arrived on the connection that carried it.
 // paho's own store and its auto-reconnect are not used: a paho publish token can complete
 // without a delivery after an automatic reconnect (paho.mqtt.golang #563, #613), so each
 // connection is a fresh paho client with an empty in-memory store, and after any reconnect
@@ -58,14 +59,20 @@ type Options struct {
 	KeepAlive time.Duration
 	// InFlight is how many messages may await their PUBACK at once. Default 256.
 	InFlight int
-	// TelemetryFlush, when set, holds telemetry in memory and commits it to disk at most
-	// this often (and at every incident), to cut the flash pages written per reading: each
-	// bbolt commit writes at least two 4 KiB pages (a leaf and the meta page; a third, the
-	// freelist, unless the database is opened with NoFreelistSync as the daemon does) however
-	// little it carries. The price: a crash loses the telemetry of the last period (it never
-	// got a seq, so no gap shows, and it was never published), and telemetry is published up
-	// to one period late. Default 0: every Telemetry call is committed at once.
+	// TelemetryFlush, when set, holds telemetry instead of committing each message: a
+	// message gets its seq and is published at once, from memory, and is appended (without
+	// fsync) to HoldFile; only a message the broker has not acknowledged within
+	// TelemetryFlush is committed to the queue, all such together. Each bbolt commit writes
+	// at least two 4 KiB pages however little it carries, so while a broker is connected this
+	// cuts the flash written per reading from hundreds of bytes to about one (hold.go).
+	// A crash or SIGKILL loses nothing (the hold file outlives the process); a power cut
+	// while the broker is unreachable loses up to TelemetryFlush of telemetry, and the
+	// telemetry seq then jumps (never reused). Default 0: every message is committed before
+	// it is published.
 	TelemetryFlush time.Duration
+	// HoldFile is the hold file of TelemetryFlush: best in a tmpfs that outlives the process
+	// but not the boot (/run). Default: the database's path + ".hold".
+	HoldFile string
 	// OnDrop is called (outside any lock, after the drop is on disk) when the queue cap made
 	// the uplink drop telemetry; the daemon turns it into an incident.
 	OnDrop func(Drop)
@@ -123,7 +130,7 @@ type Status struct {
 	Connected   bool   `json:"connected"`
 	Broker      string `json:"broker"` // the broker connected to, or last tried
 	Queued      int    `json:"queued"` // messages not yet acknowledged by a broker
-	Held        int    `json:"held"`   // telemetry messages held in memory by TelemetryFlush
+	Held        int    `json:"held"`   // of Queued, telemetry held by TelemetryFlush (not in the disk queue)
 	QueuedBytes int64  `json:"queued_bytes"`
 	Incidents   int    `json:"queued_incidents"`
 	Dropped     uint64 `json:"dropped"`   // telemetry messages dropped by the cap since start
@@ -139,8 +146,7 @@ type Uplink struct {
 	log  *slog.Logger
 	root string
 
-	wake     chan struct{} // something was enqueued or retained
-	flushNow chan struct{} // commit held telemetry now (an incident was staged)
+	wake chan struct{} // something was enqueued or retained
 
 	mu        sync.Mutex
 	count     [2]int   // messages on disk per kind
@@ -159,11 +165,20 @@ type Uplink struct {
 	handler   func(ctx context.Context, c Command) error
 	recent    recentCommands // used by one commands goroutine at a time (serve waits for it)
 
-	fmu          sync.Mutex // serialises flushes
-	pmu          sync.Mutex // guards the three below
-	pending      []item     // telemetry held by TelemetryFlush
-	pendingN     int
-	pendingSince time.Time
+	fmu sync.Mutex // serialises commits of held telemetry, and the direct path after stop
+	pmu sync.Mutex // guards the held telemetry below (hold.go); never taken inside a bbolt transaction
+	// held: telemetry with a seq, published or about to be, not acknowledged and not in the
+	// queue; oldest first.
+	held         []*heldMsg
+	heldReadings int
+	heldBytes    int64
+	nextSeq      uint64 // the next telemetry seq to hand out
+	ceiling      uint64 // the telemetry bucket's sequence: seqs up to it are reserved
+	hold         *holdFile
+	holdPath     string
+	holdErr      bool   // the hold file failed; said once
+	boot         string // the kernel's boot_id
+	stopped      bool   // Run ended: Telemetry goes to the queue directly
 
 	dropped   atomic.Uint64
 	published atomic.Uint64
@@ -243,11 +258,13 @@ func New(db *bbolt.DB, opts Options) (*Uplink, error) {
 		log:       opts.Logger.With("component", "uplink"),
 		root:      opts.Prefix + "/" + opts.Site + "/" + opts.Node,
 		wake:      make(chan struct{}, 1),
-		flushNow:  make(chan struct{}, 1),
 		retained:  map[string][]byte{},
 		retainGen: map[string]uint64{},
 	}
 	if err := u.openQueue(); err != nil {
+		return nil, err
+	}
+	if err := u.openHold(); err != nil {
 		return nil, err
 	}
 	return u, nil
@@ -268,7 +285,7 @@ func (u *Uplink) OnCommand(h func(ctx context.Context, c Command) error) {
 // Status returns the current state.
 func (u *Uplink) Status() Status {
 	u.pmu.Lock()
-	held := len(u.pending)
+	held, heldB := len(u.held), u.heldBytes
 	u.pmu.Unlock()
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -279,8 +296,8 @@ func (u *Uplink) Status() Status {
 		Held:        held,
 		Connected:   u.connected,
 		Broker:      u.broker,
-		Queued:      max(0, u.count[0]+u.count[1]-acked),
-		QueuedBytes: max(0, u.bytes[0]+u.bytes[1]-u.ackedB-u.deletingB),
+		Queued:      held + max(0, u.count[0]+u.count[1]-acked),
+		QueuedBytes: heldB + max(0, u.bytes[0]+u.bytes[1]-u.ackedB-u.deletingB),
 		Incidents:   max(0, u.count[kindIncident]-len(u.acked[kindIncident])),
 		Dropped:     u.dropped.Load(),
 		Published:   u.published.Load(),
@@ -291,37 +308,39 @@ func (u *Uplink) Status() Status {
 
 // Telemetry enqueues one telemetry message with these readings under the next telemetry seq.
 // Without TelemetryFlush it returns once the message is on disk. With TelemetryFlush the
-// message waits in memory (without a seq, unpublished) and is committed with the others of
-// that period, with the next incident, or when Run ends, whichever comes first.
+// message is held (hold.go): it goes out at once and is committed only if no broker
+// acknowledged it within TelemetryFlush, or when Run ends.
 func (u *Uplink) Telemetry(rs []Reading) error {
 	if rs == nil {
 		rs = []Reading{}
 	}
-	ts := formatTime(time.Now())
-	if u.opts.TelemetryFlush <= 0 {
-		drop, err := u.enqueue(telemetryItem(ts, rs))
+	it := telemetryItem(formatTime(time.Now()), rs)
+	u.pmu.Lock()
+	if u.opts.TelemetryFlush <= 0 || u.stopped {
+		u.pmu.Unlock()
+		u.fmu.Lock() // after a stop: once its commit set the seq back
+		drop, err := u.enqueue([]item{it}, nil)
+		u.fmu.Unlock()
 		u.reportDrop(drop)
 		return err
 	}
-	u.pmu.Lock()
-	if len(u.pending) == 0 {
-		u.pendingSince = time.Now()
-	}
-	u.pending = append(u.pending, telemetryItem(ts, rs))
-	u.pendingN += len(rs)
-	full := u.pendingN >= maxPendingReadings
+	full, err := u.hold1(it, len(rs))
 	u.pmu.Unlock()
+	if err != nil {
+		return err
+	}
+	u.poke()
 	if full {
 		return u.Flush()
 	}
 	return nil
 }
 
-// maxPendingReadings bounds the memory TelemetryFlush may hold.
+// maxPendingReadings bounds the memory held telemetry may take: past it, it is committed.
 const maxPendingReadings = 20000
 
 func telemetryItem(ts string, rs []Reading) item {
-	return item{kindTelemetry, func(seq uint64) ([]byte, error) {
+	return item{kind: kindTelemetry, build: func(seq uint64) ([]byte, error) {
 		return json.Marshal(struct {
 			Seq      uint64    `json:"seq"`
 			TS       string    `json:"ts"`
@@ -330,60 +349,27 @@ func telemetryItem(ts string, rs []Reading) item {
 	}}
 }
 
-// Flush commits the telemetry TelemetryFlush holds in memory, with extra items in the same
-// transaction.
-func (u *Uplink) Flush() error { return u.flush() }
-
-func (u *Uplink) flush(extra ...item) error {
-	drop, err := u.flushLocked(extra...)
-	u.reportDrop(drop) // outside fmu: OnDrop may call Incident, which flushes
+// Flush commits the held telemetry not yet acknowledged (TelemetryFlush).
+func (u *Uplink) Flush() error {
+	drop, err := u.commitHeld(false)
+	u.reportDrop(drop) // outside fmu: OnDrop may call Incident
 	return err
 }
 
-func (u *Uplink) flushLocked(extra ...item) (Drop, error) {
-	u.fmu.Lock() // one flush at a time, so that seqs follow the order of the calls
-	defer u.fmu.Unlock()
-	u.pmu.Lock()
-	items := append(u.pending, extra...)
-	u.pending, u.pendingN = nil, 0
-	u.pmu.Unlock()
-	if len(items) == 0 {
-		return Drop{}, nil
-	}
-	drop, err := u.enqueue(items...)
-	if err != nil && len(items) > len(extra) {
-		// Not committed: keep the telemetry for the next try, ahead of newer messages.
-		held := items[:len(items)-len(extra)]
-		u.pmu.Lock()
-		u.pending = append(held, u.pending...)
-		u.pendingN += len(held) // approximate (messages, not readings): it only bounds memory
-		u.pmu.Unlock()
-	}
-	return drop, err
+// Incident enqueues one incident event under the next incidents seq. It returns once the
+// message is on disk. Incidents are never dropped by the queue cap.
+func (u *Uplink) Incident(in Incident) error {
+	drop, err := u.enqueue([]item{incidentItem(in)}, nil)
+	u.reportDrop(drop)
+	return err
 }
-
-// flushDue commits held telemetry when the oldest has waited TelemetryFlush.
-func (u *Uplink) flushDue() error {
-	u.pmu.Lock()
-	due := len(u.pending) > 0 && time.Since(u.pendingSince) >= u.opts.TelemetryFlush
-	u.pmu.Unlock()
-	if !due {
-		return nil
-	}
-	return u.flush()
-}
-
-// Incident enqueues one incident event under the next incidents seq, together with any
-// telemetry TelemetryFlush holds. It returns once the message is on disk. Incidents are never
-// dropped by the queue cap.
-func (u *Uplink) Incident(in Incident) error { return u.flush(incidentItem(in)) }
 
 // incidentItem is an incident event to enqueue; TS defaults to now.
 func incidentItem(in Incident) item {
 	if in.TS == "" {
 		in.TS = formatTime(time.Now())
 	}
-	return item{kindIncident, func(seq uint64) ([]byte, error) {
+	return item{kind: kindIncident, build: func(seq uint64) ([]byte, error) {
 		return json.Marshal(struct {
 			Seq uint64 `json:"seq"`
 			Incident
@@ -394,8 +380,7 @@ func incidentItem(in Incident) item {
 // IncidentTx stages one incident event under the next incidents seq inside tx, a write
 // transaction on the uplink's own database, so that the caller's record of the incident and
 // the queued message are one commit (one fsync on the alarm path instead of two). Call
-// committed once tx has committed; if tx rolls back, drop it. Held telemetry is not flushed
-// with it (its flusher commits it in its own time).
+// committed once tx has committed; if tx rolls back, drop it.
 func (u *Uplink) IncidentTx(tx *bbolt.Tx, in Incident) (committed func(), err error) {
 	if tx.DB() != u.db || !tx.Writable() {
 		return nil, errors.New("uplink: IncidentTx needs a write transaction on the uplink's database")
@@ -421,10 +406,6 @@ func (u *Uplink) IncidentTx(tx *bbolt.Tx, in Incident) (committed func(), err er
 		u.bytes[kindIncident] += n
 		u.mu.Unlock()
 		u.poke()
-		select { // the telemetry held before the incident follows it to disk
-		case u.flushNow <- struct{}{}:
-		default:
-		}
 	}, nil
 }
 

@@ -296,14 +296,17 @@ func sorted(s []uint64) []uint64 {
 	return s
 }
 
-// TestTelemetryFlush: with TelemetryFlush, telemetry waits in memory without a seq, then goes
-// to disk and out in order, in one commit per period or with the next incident.
-func TestTelemetryFlush(t *testing.T) {
+// TestHeldTelemetry: with TelemetryFlush, telemetry gets its seq and goes out at once; what
+// the broker acknowledged never reaches the disk queue, what it did not is committed when
+// Flush (the period) comes, and a clean stop leaves the seq where it was.
+func TestHeldTelemetry(t *testing.T) {
 	m := startMosquitto(t)
-	sub := m.Subscribe(t, root+"/#", "")
-	db := tempDB(t)
+	sub := m.Subscribe(t, root+"/#", "held-sub")
+	path := filepath.Join(t.TempDir(), "rw.db")
+	db := openDB(t, path)
+	t.Cleanup(func() { db.Close() }) // after the uplinks' own cleanups
 	o := testOptions(m.URL)
-	o.TelemetryFlush = time.Hour // only the incident and the stop commit in this test
+	o.TelemetryFlush = time.Hour // only Flush and the stop commit in this test
 	u := start(t, db, o)
 	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
 	for i := 0; i < 5; i++ {
@@ -311,51 +314,90 @@ func TestTelemetryFlush(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if st := u.Status(); st.Held != 5 || st.Queued != 0 {
-		t.Fatalf("status with 5 held: %+v", st)
-	}
-	if a, _ := lastSeqs(t, db); a != 0 {
-		t.Fatal("held telemetry got a seq")
-	}
-	if err := u.Incident(Incident{ID: "x", Event: "opened"}); err != nil {
+	testpeer.Eventually(t, 20*time.Second, "held telemetry out at once", func() bool {
+		return len(missing(seqs(t, sub, "telemetry"), 5)) == 0
+	})
+	testpeer.Eventually(t, 20*time.Second, "all acknowledged", func() bool { return u.Status().Queued == 0 })
+	if err := u.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	testpeer.Eventually(t, 20*time.Second, "held telemetry out with the incident", func() bool {
-		return len(missing(seqs(t, sub, "telemetry"), 5)) == 0 && len(seqs(t, sub, "incidents")) == 1
-	})
+	if n := queuedKeys(t, db, kindTelemetry); n != 0 {
+		t.Errorf("%d acknowledged held messages were committed to the queue", n)
+	}
+	if _, tel := lastSeqs(t, db); tel != reserveStep {
+		t.Errorf("bucket sequence %d, want the ceiling %d", tel, reserveStep)
+	}
+	if fi, err := os.Stat(DefaultHoldFile(path)); err != nil || fi.Size() == 0 {
+		t.Errorf("hold file: %v", err)
+	}
+
+	// The broker goes away: held telemetry waits in memory and the hold file until the
+	// period, then is committed, and goes out once the broker is back.
+	m.Stop()
+	testpeer.Eventually(t, 20*time.Second, "outage seen", func() bool { return !u.Status().Connected })
 	for i := 0; i < 3; i++ {
 		if err := u.Telemetry(reading(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// An incident staged in the caller's transaction also brings the held telemetry to disk.
-	var committed func()
-	if err := db.Update(func(tx *bbolt.Tx) (err error) {
-		committed, err = u.IncidentTx(tx, Incident{ID: "x", Event: "resolved"})
-		return err
+	if st := u.Status(); st.Held != 3 || st.Queued != 3 {
+		t.Errorf("status with 3 held offline: %+v", st)
+	}
+	if n := queuedKeys(t, db, kindTelemetry); n != 0 {
+		t.Errorf("%d held messages committed before the period", n)
+	}
+	if err := u.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := queuedKeys(t, db, kindTelemetry); n != 3 {
+		t.Errorf("after Flush the queue holds %d telemetry messages, want 3", n)
+	}
+	if st := u.Status(); st.Held != 0 || st.Queued != 3 {
+		t.Errorf("status after Flush: %+v", st)
+	}
+	if err := u.Telemetry(reading(9)); err != nil { // held, committed by the stop
+		t.Fatal(err)
+	}
+	u.stop(t)
+	if _, tel := lastSeqs(t, db); tel != 9 {
+		t.Errorf("after stop the bucket sequence is %d, want 9, the last seq used", tel)
+	}
+	if _, err := os.Stat(DefaultHoldFile(path)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("hold file still there after a clean stop: %v", err)
+	}
+	if err := u.Telemetry(reading(10)); err != nil { // after Run: straight to the queue
+		t.Fatal(err)
+	}
+	if _, tel := lastSeqs(t, db); tel != 10 {
+		t.Errorf("telemetry after stop got seq %d, want 10", tel)
+	}
+	m.Start()
+	r := start(t, db, o)
+	testpeer.Eventually(t, 30*time.Second, "the rest delivered", func() bool {
+		return len(missing(seqs(t, sub, "telemetry"), 10)) == 0 && r.Status().Queued == 0
+	})
+	if err := r.Telemetry(reading(11)); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.Eventually(t, 20*time.Second, "seq 11 after the restart", func() bool {
+		return len(missing(seqs(t, sub, "telemetry"), 11)) == 0
+	})
+	if got := distinct(seqs(t, sub, "telemetry")); got != 11 {
+		t.Errorf("%d distinct telemetry seqs, want 11: %v", got, seqs(t, sub, "telemetry"))
+	}
+}
+
+// queuedKeys counts the messages of kind in the disk queue.
+func queuedKeys(t testing.TB, db *bbolt.DB, kind int) int {
+	t.Helper()
+	n := 0
+	if err := db.View(func(tx *bbolt.Tx) error {
+		n = tx.Bucket(bucketNames[kind]).Stats().KeyN
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	committed()
-	testpeer.Eventually(t, 20*time.Second, "held telemetry out after the staged incident", func() bool {
-		return len(missing(seqs(t, sub, "telemetry"), 8)) == 0 && len(seqs(t, sub, "incidents")) == 2
-	})
-	testpeer.Eventually(t, 20*time.Second, "all acknowledged", func() bool { return u.Status().Queued == 0 })
-	for i := 0; i < 2; i++ {
-		if err := u.Telemetry(reading(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	u.stop(t)
-	if _, tel := lastSeqs(t, db); tel != 10 {
-		t.Errorf("after stop the last telemetry seq is %d, want 10 (held telemetry committed)", tel)
-	}
-	if st := u.Status(); st.Held != 0 || st.Queued != 2 {
-		t.Errorf("after stop: %+v", st)
-	}
-	if got := seqs(t, sub, "telemetry"); fmt.Sprint(got) != "[1 2 3 4 5 6 7 8]" {
-		t.Errorf("telemetry seqs %v", got)
-	}
+	return n
 }
 
 // TestTelemetryQoS0: with QoS 0 telemetry leaves the queue once written to the connection;
