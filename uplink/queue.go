@@ -216,11 +216,13 @@ func (u *Uplink) ack(kind int, seq uint64, size int) {
 }
 
 // flushAcked commits the deletes of acknowledged messages when force is set, when many are
-// waiting, or when the oldest has waited deleteDelay.
+// waiting, when the oldest has waited deleteDelay, or when an incident is among them: an
+// incident's delete is not left to ride along with the next commit, which held telemetry
+// may not make for a long time, so that a crash does not send the incident a second time.
 func (u *Uplink) flushAcked(force bool) error {
 	u.mu.Lock()
 	n := len(u.acked[0]) + len(u.acked[1])
-	if n == 0 || !force && n < deleteBatch && time.Since(u.ackedAt) < deleteDelay {
+	if n == 0 || !force && n < deleteBatch && time.Since(u.ackedAt) < deleteDelay && len(u.acked[kindIncident]) == 0 {
 		u.mu.Unlock()
 		return nil
 	}

@@ -148,6 +148,9 @@ func (c *checker) check(cfg *Config) {
 	if cfg.MQTT.TelemetryInterval < 0 {
 		c.addf(c.at("mqtt", "telemetry_interval"), "mqtt telemetry_interval must be positive")
 	}
+	if f := cfg.MQTT.QueueFlush; f != nil && *f < 0 {
+		c.addf(c.at("mqtt", "queue_flush"), "mqtt queue_flush must be 0 (commit every telemetry message) or positive")
+	}
 
 	ids := map[string]sensors.Spec{}
 	for i, d := range cfg.Devices {

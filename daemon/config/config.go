@@ -59,11 +59,12 @@ type MQTT struct {
 	TelemetryInterval time.Duration `yaml:"telemetry_interval"`
 	TelemetryQoS      *int          `yaml:"telemetry_qos"`
 	QueueMaxBytes     int64         `yaml:"queue_max_bytes"`
-	// QueueFlush, when set, commits telemetry to disk at most this often instead of per
-	// message (incidents are always committed at once): less flash wear, at the price of
-	// losing up to that much telemetry in a crash (it never got a seq, so no gap shows).
-	QueueFlush     time.Duration `yaml:"queue_flush"`
-	EmbeddedBroker string        `yaml:"embedded_broker"`
+	// QueueFlush (default 1m) holds telemetry instead of committing each message: it is
+	// published at once and committed to the queue only if no broker acknowledged it within
+	// QueueFlush (uplink.Options.TelemetryFlush). 0 commits every message before it is
+	// published. Incidents are always committed first.
+	QueueFlush     *time.Duration `yaml:"queue_flush"`
+	EmbeddedBroker string         `yaml:"embedded_broker"`
 }
 
 // TLS names the PEM files of an MQTT TLS connection.
@@ -259,6 +260,9 @@ func DefaultDataDir() string {
 	return filepath.Join(os.TempDir(), "rackwatch")
 }
 
+// DefaultQueueFlush is mqtt.queue_flush when the file does not set it.
+const DefaultQueueFlush = time.Minute
+
 func (c *Config) applyDefaults() {
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir()
@@ -278,6 +282,10 @@ func (c *Config) applyDefaults() {
 	if c.MQTT.TelemetryQoS == nil {
 		q := 1
 		c.MQTT.TelemetryQoS = &q
+	}
+	if c.MQTT.QueueFlush == nil {
+		d := DefaultQueueFlush
+		c.MQTT.QueueFlush = &d
 	}
 	if c.MQTT.QueueMaxBytes == 0 {
 		c.MQTT.QueueMaxBytes = 256 << 20

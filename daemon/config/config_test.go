@@ -37,6 +37,24 @@ func TestMinimalGetsDefaults(t *testing.T) {
 	}
 }
 
+// TestQueueFlush: absent means the default (held telemetry), 0 means every message is
+// committed, a negative period is refused.
+func TestQueueFlush(t *testing.T) {
+	for src, want := range map[string]time.Duration{"": DefaultQueueFlush, "mqtt: {queue_flush: 0s}\n": 0, "mqtt: {queue_flush: 5m}\n": 5 * time.Minute} {
+		cfg, err := Parse("q.yaml", []byte("site: a\nnode: b\ndevices: [{id: u, driver: sim.ups}]\n"+src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *cfg.MQTT.QueueFlush != want {
+			t.Errorf("%q: queue_flush %v, want %v", src, *cfg.MQTT.QueueFlush, want)
+		}
+	}
+	_, err := Parse("q.yaml", []byte("site: a\nnode: b\ndevices: [{id: u, driver: sim.ups}]\nmqtt:\n  queue_flush: -1s\n"))
+	if err == nil || !strings.Contains(err.Error(), "q.yaml:5: mqtt queue_flush must be 0") {
+		t.Errorf("negative queue_flush: %v", err)
+	}
+}
+
 func TestEveryProblemWithItsLine(t *testing.T) {
 	_, err := Load("testdata/bad.yaml")
 	if err == nil {

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"os"
@@ -194,7 +195,7 @@ func (s *Site) run(ctx context.Context) error {
 			Brokers: cfg.MQTT.Brokers, Prefix: cfg.MQTT.Prefix, Site: cfg.Site, Node: cfg.Node,
 			ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username, PasswordFile: cfg.MQTT.PasswordFile,
 			CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile,
-			TelemetryQoS: qos, TelemetryQoS0: qos == 0, QueueMaxBytes: cfg.MQTT.QueueMaxBytes, TelemetryFlush: cfg.MQTT.QueueFlush,
+			TelemetryQoS: qos, TelemetryQoS0: qos == 0, QueueMaxBytes: cfg.MQTT.QueueMaxBytes, TelemetryFlush: *cfg.MQTT.QueueFlush, HoldFile: holdFile(s.db.Path()),
 			Version: s.opt.Version, BootID: s.bootID, Logger: s.log.With("part", "uplink"),
 			OnDrop: s.onDrop,
 		})
@@ -529,4 +530,24 @@ func (s *Site) publishKPIs() {
 	if err := s.up.Retain("kpis", s.KPIs()); err != nil {
 		s.log.Warn("kpis not published", "err", err)
 	}
+}
+
+// holdFile is where the uplink keeps held telemetry (mqtt.queue_flush) between a crash and
+// the restart: in $RUNTIME_DIRECTORY when there is one (systemd's RuntimeDirectory, /run on
+// the image: a tmpfs, so held telemetry costs no flash at all and a power cut clears it),
+// named after the database so that sites sharing the directory do not share the file;
+// otherwise next to the database.
+func holdFile(dbPath string) string {
+	dir := os.Getenv("RUNTIME_DIRECTORY")
+	if dir == "" {
+		return uplink.DefaultHoldFile(dbPath)
+	}
+	if abs, err := filepath.Abs(dbPath); err == nil {
+		dbPath = abs
+	}
+	h := fnv.New64a()
+	h.Write([]byte(dbPath))
+	// systemd may list several directories, separated by colons: the first is ours.
+	dir, _, _ = strings.Cut(dir, ":")
+	return filepath.Join(dir, fmt.Sprintf("uplink-%016x.hold", h.Sum64()))
 }

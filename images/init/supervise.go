@@ -113,7 +113,10 @@ func (s *supervisor) start() (int, error) {
 	env := append(os.Environ(),
 		"NOTIFY_SOCKET="+s.notify,
 		"WATCHDOG_USEC="+itoa(s.timing.watchdog.Microseconds()),
-		"HOME="+s.dir, "TZ=UTC")
+		"HOME="+s.dir, "TZ=UTC",
+		// /run is a tmpfs: the uplink's hold file (held telemetry, mqtt.queue_flush) lives
+		// here, outliving a crash of rackwatch but costing the flash nothing.
+		"RUNTIME_DIRECTORY="+filepath.Dir(s.notify))
 	// stdin is /dev/null: the console's input is for /init's commands.
 	null, err := os.Open(os.DevNull)
 	if err != nil {
