@@ -59,7 +59,7 @@ type MQTT struct {
 	TelemetryInterval time.Duration `yaml:"telemetry_interval"`
 	TelemetryQoS      *int          `yaml:"telemetry_qos"`
 	QueueMaxBytes     int64         `yaml:"queue_max_bytes"`
-	// QueueFlush (default 1m) holds telemetry instead of committing each message: it is
+	// QueueFlush (default 5m) holds telemetry instead of committing each message: it is
 	// published at once and committed to the queue only if no broker acknowledged it within
 	// QueueFlush (uplink.Options.TelemetryFlush). 0 commits every message before it is
 	// published. Incidents are always committed first.
@@ -261,7 +261,7 @@ func DefaultDataDir() string {
 }
 
 // DefaultQueueFlush is mqtt.queue_flush when the file does not set it.
-const DefaultQueueFlush = time.Minute
+const DefaultQueueFlush = 5 * time.Minute
 
 func (c *Config) applyDefaults() {
 	if c.DataDir == "" {
