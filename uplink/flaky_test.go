@@ -72,6 +72,10 @@ func TestCutConnections(t *testing.T) {
 	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
 	p := publish(t, u.Uplink)
 	for i := 0; i < 8; i++ {
+		// Wait for the connection after the last cut, then for traffic on it: a token
+		// acknowledged just before a cut may still be counted after it, so traffic alone
+		// does not prove that the cut connection was replaced.
+		testpeer.Eventually(t, 20*time.Second, "a new connection", func() bool { return u.Status().Connects > uint64(i) })
 		n := u.Status().Published
 		testpeer.Eventually(t, 20*time.Second, "traffic before the cut", func() bool { return u.Status().Published > n+5 })
 		proxy.cut()
