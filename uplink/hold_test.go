@@ -66,29 +66,29 @@ func reopen(t *testing.T, path string, o Options) (queued []uint64, next uint64)
 	return queued, next
 }
 
+// wantReopen reopens after the crash and checks what is queued and the next seq.
+func wantReopen(t *testing.T, path string, o Options, queued string, next uint64) {
+	t.Helper()
+	q, n := reopen(t, path, o)
+	if fmt.Sprint(q) != queued || n != next {
+		t.Errorf("queued %v, next seq %d; want %s, %d", q, n, queued, next)
+	}
+}
+
 // TestHoldRecovery: after a crash the held messages are queued and the seq carries on
 // without a gap; when the hold file cannot be trusted the seq jumps past every seq that
 // may have been handed out, and is never reused.
 func TestHoldRecovery(t *testing.T) {
 	t.Run("same boot", func(t *testing.T) {
 		path, o := crashed(t, 3)
-		q, next := reopen(t, path, o)
-		if fmt.Sprint(q) != "[1 2 3]" || next != 4 {
-			t.Errorf("queued %v, next seq %d; want [1 2 3], 4", q, next)
-		}
+		wantReopen(t, path, o, "[1 2 3]", 4)
 		// And once more: seq 4, held by the last start, is queued too; the seq carries on.
-		q, next = reopen(t, path, o)
-		if fmt.Sprint(q) != "[1 2 3 4]" || next != 5 {
-			t.Errorf("second restart: queued %v, next seq %d; want [1 2 3 4], 5", q, next)
-		}
+		wantReopen(t, path, o, "[1 2 3 4]", 5)
 	})
 	t.Run("without TelemetryFlush next time", func(t *testing.T) {
 		path, o := crashed(t, 3)
 		o.TelemetryFlush = 0
-		q, next := reopen(t, path, o)
-		if fmt.Sprint(q) != "[1 2 3]" || next != 4 {
-			t.Errorf("queued %v, next seq %d; want [1 2 3], 4", q, next)
-		}
+		wantReopen(t, path, o, "[1 2 3]", 4)
 		if _, err := os.Stat(DefaultHoldFile(path)); !os.IsNotExist(err) {
 			t.Errorf("hold file kept: %v", err)
 		}
@@ -108,10 +108,7 @@ func TestHoldRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		hf.close()
-		q, next := reopen(t, path, o)
-		if fmt.Sprint(q) != "[1 2 3]" || next != reserveStep+1 {
-			t.Errorf("queued %v, next seq %d; want [1 2 3], %d", q, next, reserveStep+1)
-		}
+		wantReopen(t, path, o, "[1 2 3]", reserveStep+1)
 	})
 	t.Run("torn tail", func(t *testing.T) {
 		path, o := crashed(t, 3)
@@ -121,10 +118,7 @@ func TestHoldRecovery(t *testing.T) {
 		}
 		f.Write([]byte{0, 0, 1, 0, 9, 9}) // half a record
 		f.Close()
-		q, next := reopen(t, path, o)
-		if fmt.Sprint(q) != "[1 2 3]" || next != reserveStep+1 {
-			t.Errorf("queued %v, next seq %d; want [1 2 3], %d", q, next, reserveStep+1)
-		}
+		wantReopen(t, path, o, "[1 2 3]", reserveStep+1)
 	})
 	t.Run("stale file", func(t *testing.T) {
 		// A hold file whose ceiling is not the bucket's (a rewrite after a reservation
@@ -137,10 +131,7 @@ func TestHoldRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		db.Close()
-		q, next := reopen(t, path, o)
-		if fmt.Sprint(q) != "[1 2 3]" || next != 2*reserveStep+1 {
-			t.Errorf("queued %v, next seq %d; want [1 2 3], %d", q, next, 2*reserveStep+1)
-		}
+		wantReopen(t, path, o, "[1 2 3]", 2*reserveStep+1)
 	})
 	t.Run("reservation", func(t *testing.T) {
 		// Handing out more seqs than one reservation raises the ceiling, and the hold file
