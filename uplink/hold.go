@@ -47,6 +47,14 @@ import (
 // CRC-32C of these), then records: uint32 length of seq+payload, CRC-32C of seq+payload,
 // uint64 seq, the packed payload (compress.go), as stored in the queue.
 
+// metaBucket holds heldKey while telemetry seqs are reserved beyond the last one used, i.e.
+// from the first reservation until a clean stop: found at open without a usable hold file,
+// it means the last run ended without a stop and its held telemetry is gone (a power cut).
+var (
+	metaBucket = []byte("uplink.meta")
+	heldKey    = []byte("held")
+)
+
 const (
 	holdMagic   = "RWHOLD1\n"
 	reserveStep = 1024
@@ -239,30 +247,58 @@ func (u *Uplink) openHold() error {
 	for i, r := range h.recs {
 		items[i] = item{kind: kindTelemetry, seq: r.seq, packed: r.packed}
 	}
-	var next uint64
+	var (
+		next, lastKey uint64
+		lost          bool // the last run held telemetry and ended without a stop, and its hold file is not usable
+	)
 	drop, err := u.enqueue(items, func(tx *bbolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(metaBucket)
+		if err != nil {
+			return err
+		}
 		b := tx.Bucket(bucketNames[kindTelemetry])
 		cur := b.Sequence()
 		next = cur + 1
+		if k, _ := b.Cursor().Last(); k != nil {
+			lastKey = binary.BigEndian.Uint64(k)
+		}
 		if h.found && h.bad == "" && h.boot != "" && h.boot == u.boot && h.ceiling == cur {
 			// Same boot, whole, and current: it lists every seq handed out since it was
 			// written, so the seq carries on without a gap.
 			next = h.start
+		} else {
+			lost = meta.Get(heldKey) != nil
 		}
 		for _, r := range h.recs {
 			next = max(next, r.seq+1)
 		}
-		if k, _ := b.Cursor().Last(); k != nil {
-			next = max(next, binary.BigEndian.Uint64(k)+1)
-		}
+		next = max(next, lastKey+1)
 		if held {
+			if err := meta.Put(heldKey, []byte{1}); err != nil {
+				return err
+			}
 			return b.SetSequence(next - 1 + reserveStep)
+		}
+		if err := meta.Delete(heldKey); err != nil {
+			return err
 		}
 		return b.SetSequence(next - 1)
 	})
 	u.reportDrop(drop)
 	if err != nil {
 		return fmt.Errorf("uplink: queue the hold file's messages: %w", err)
+	}
+	if lost {
+		state := h.bad
+		if state == "" {
+			state = "missing"
+			if h.found {
+				state = "stale or from another boot"
+			}
+		}
+		u.log.Warn("the last run ended without a stop and its held telemetry is gone (a power cut?): "+
+			"telemetry it had not delivered is lost, and the telemetry seq jumps",
+			"hold_file", path, "hold_file_state", state, "last_queued_seq", lastKey, "next_seq", next)
 	}
 	if len(h.recs) > 0 {
 		u.log.Info("queued held telemetry left by the last run", "messages", len(h.recs),
@@ -425,6 +461,9 @@ func (u *Uplink) commitHeld(stop bool) (Drop, error) {
 			b := tx.Bucket(bucketNames[kindTelemetry])
 			switch {
 			case stop:
+				if err := tx.Bucket(metaBucket).Delete(heldKey); err != nil {
+					return err
+				}
 				return b.SetSequence(last)
 			case ceiling > b.Sequence():
 				return b.SetSequence(ceiling)

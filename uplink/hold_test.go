@@ -3,11 +3,14 @@ package uplink
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rackwatch/rackwatch/internal/testpeer"
 	"go.etcd.io/bbolt"
 )
 
@@ -93,6 +96,25 @@ func TestHoldRecovery(t *testing.T) {
 			t.Errorf("hold file kept: %v", err)
 		}
 	})
+	t.Run("clean stop", func(t *testing.T) {
+		path, o := crashed(t, 0)
+		db := openDB(t, path)
+		u, err := New(db, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Telemetry(reading(0))
+		if _, err := u.commitHeld(true); err != nil { // what Run does when it returns
+			t.Fatal(err)
+		}
+		db.Close()
+		var log testpeer.Buffer
+		o.Logger = slog.New(slog.NewTextHandler(&log, nil))
+		wantReopen(t, path, o, "[1]", 2)
+		if strings.Contains(log.String(), "held telemetry is gone") {
+			t.Errorf("a clean stop reported as lost telemetry: %s", log.String())
+		}
+	})
 	t.Run("other boot", func(t *testing.T) {
 		path, o := crashed(t, 3)
 		h, err := readHold(DefaultHoldFile(path))
@@ -108,7 +130,12 @@ func TestHoldRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		hf.close()
+		var log testpeer.Buffer
+		o.Logger = slog.New(slog.NewTextHandler(&log, nil))
 		wantReopen(t, path, o, "[1 2 3]", reserveStep+1)
+		if !strings.Contains(log.String(), "held telemetry is gone") || !strings.Contains(log.String(), "hold_file_state=\"stale or from another boot\"") {
+			t.Errorf("the lost telemetry is not logged: %s", log.String())
+		}
 	})
 	t.Run("torn tail", func(t *testing.T) {
 		path, o := crashed(t, 3)

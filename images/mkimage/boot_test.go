@@ -487,6 +487,15 @@ func TestBoot(t *testing.T) {
 		return maxSeq(sub) > seqCut
 	})
 	noReuse("after the power cut")
+	// Only the power cut loses held telemetry, and rackwatch says so; the kill (the hold
+	// file in /run outlives the process) and the orderly reboot do not.
+	const gone = "held telemetry is gone"
+	if n := v.consoleCount(gone) + v2.consoleCount(gone); n != 0 {
+		t.Errorf("%q logged %d times before the power cut", gone, n)
+	}
+	testpeer.Eventually(t, 30*time.Second, "rackwatch reporting the held telemetry lost in the power cut", func() bool {
+		return v3.consoleCount(gone) == 1
+	})
 	t.Logf("booted three times (one kill, one reboot, one power cut) in %v", time.Since(start).Round(100*time.Millisecond))
 }
 
