@@ -9,7 +9,6 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -101,13 +100,16 @@ func holdHeader(boot string, start, ceiling uint64) []byte {
 	return binary.BigEndian.AppendUint32(h, crc32.Checksum(h[len(holdMagic):], castagnoli))
 }
 
-func holdRecord(seq uint64, packed []byte) []byte {
-	r := make([]byte, 8, 16+len(packed))
-	body := binary.BigEndian.AppendUint64(nil, seq)
-	body = append(body, packed...)
-	binary.BigEndian.PutUint32(r[0:], uint32(len(body)))
-	binary.BigEndian.PutUint32(r[4:], crc32.Checksum(body, castagnoli))
-	return append(r, body...)
+// appendHoldRecord appends the record of one held message to dst.
+func appendHoldRecord(dst []byte, seq uint64, packed []byte) []byte {
+	at := len(dst)
+	dst = append(dst, make([]byte, 8)...) // length and checksum, filled in below
+	dst = binary.BigEndian.AppendUint64(dst, seq)
+	dst = append(dst, packed...)
+	body := dst[at+8:]
+	binary.BigEndian.PutUint32(dst[at:], uint32(len(body)))
+	binary.BigEndian.PutUint32(dst[at+4:], crc32.Checksum(body, castagnoli))
+	return dst
 }
 
 // holdRec is a record read back from a hold file.
@@ -180,7 +182,7 @@ func readHold(path string) (hold, error) {
 func writeHold(path, boot string, start, ceiling uint64, msgs []*heldMsg) (*holdFile, error) {
 	buf := holdHeader(boot, start, ceiling)
 	for _, m := range msgs {
-		buf = append(buf, holdRecord(m.seq, m.packed)...)
+		buf = appendHoldRecord(buf, m.seq, m.packed)
 	}
 	tmp := path + ".new"
 	if err := os.WriteFile(tmp, buf, 0o600); err != nil {
@@ -198,7 +200,7 @@ func writeHold(path, boot string, start, ceiling uint64, msgs []*heldMsg) (*hold
 }
 
 func (h *holdFile) append(seq uint64, packed []byte) error {
-	rec := holdRecord(seq, packed)
+	rec := appendHoldRecord(make([]byte, 0, 16+len(packed)), seq, packed)
 	n, err := h.f.Write(rec)
 	h.size += int64(n)
 	if err == nil && n < len(rec) {
@@ -218,9 +220,7 @@ func (h *holdFile) close() {
 
 // DefaultHoldFile is where the hold file goes when Options.HoldFile is empty: next to the
 // database.
-func DefaultHoldFile(dbPath string) string {
-	return filepath.Join(filepath.Dir(dbPath), filepath.Base(dbPath)+".hold")
-}
+func DefaultHoldFile(dbPath string) string { return dbPath + ".hold" }
 
 // openHold reads the hold file a crash may have left, queues its messages, settles the
 // telemetry seq and, with TelemetryFlush, starts a fresh hold file. Without TelemetryFlush a

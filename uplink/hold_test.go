@@ -218,7 +218,7 @@ func TestReadHoldCut(t *testing.T) {
 		t.Fatalf("whole file read as %+v, %v", h, err)
 	}
 	hdr := len(holdHeader("boot", 7, 1030))
-	rec0 := len(holdRecord(7, msgs[0].packed))
+	rec0 := len(appendHoldRecord(nil, 7, msgs[0].packed))
 	for n := 0; n < len(whole); n++ {
 		if err := os.WriteFile(path, whole[:n], 0o600); err != nil {
 			t.Fatal(err)

@@ -13,13 +13,16 @@ import (
 // byte the same every time it is sent. The seq comes from the bucket's own sequence counter
 // (bbolt keeps it in the bucket header), bumped in the same transaction that stores the
 // message: a seq is never reused, and a seq exists only for a message that was stored (or
-// dropped and reported).
+// dropped and reported). Held telemetry (hold.go) is the exception: its seq is handed out
+// below a ceiling the bucket's sequence reserves, and it is stored only if no broker
+// acknowledged it in time.
 //
 // Flash wear: each enqueue is one bbolt commit (at least two 4 KiB pages with NoFreelistSync,
 // three without, whatever it carries). Deletes of acknowledged messages are not committed one
 // by one: they wait in memory and ride along with the next enqueue's commit, or are committed
-// in bulk when many piled up (a backlog drain) or when they have waited deleteDelay. A crash before that commit
-// only means those messages are sent once more: at-least-once, consumers dedupe by seq.
+// in bulk when many piled up (a backlog drain), when they have waited deleteDelay, or, for an
+// incident, at once. A crash before that commit only means those messages are sent once
+// more: at-least-once, consumers dedupe by seq.
 var bucketNames = [2][]byte{[]byte("uplink.incidents"), []byte("uplink.telemetry")}
 
 const (
@@ -86,6 +89,25 @@ type item struct {
 	packed []byte // nil: build it
 }
 
+// prepare returns the item's seq (taking the bucket's next if it has none) and its packed
+// payload.
+func (it item) prepare(b *bbolt.Bucket) (seq uint64, payload []byte, err error) {
+	seq, payload = it.seq, it.packed
+	if seq == 0 {
+		if seq, err = b.NextSequence(); err != nil {
+			return 0, nil, err
+		}
+	}
+	if payload == nil {
+		p, err := it.build(seq)
+		if err != nil {
+			return 0, nil, err
+		}
+		payload = pack(p)
+	}
+	return seq, payload, nil
+}
+
 // enqueue stores items, each under its seq or its bucket's next, in one transaction that
 // also deletes the acknowledged messages waiting for a commit and, for telemetry over the
 // cap, the oldest telemetry. then, if set, runs last in the same transaction.
@@ -118,18 +140,9 @@ func (u *Uplink) enqueue(items []item, then func(tx *bbolt.Tx) error) (Drop, err
 		}
 		for _, it := range items {
 			b := tx.Bucket(bucketNames[it.kind])
-			seq, payload := it.seq, it.packed
-			if seq == 0 {
-				if seq, err = b.NextSequence(); err != nil {
-					return err
-				}
-			}
-			if payload == nil {
-				p, err := it.build(seq)
-				if err != nil {
-					return err
-				}
-				payload = pack(p)
+			seq, payload, err := it.prepare(b)
+			if err != nil {
+				return err
 			}
 			n := int64(len(payload))
 			if it.kind == kindTelemetry {

@@ -386,15 +386,10 @@ func (u *Uplink) IncidentTx(tx *bbolt.Tx, in Incident) (committed func(), err er
 		return nil, errors.New("uplink: IncidentTx needs a write transaction on the uplink's database")
 	}
 	b := tx.Bucket(bucketNames[kindIncident])
-	seq, err := b.NextSequence()
+	seq, payload, err := incidentItem(in).prepare(b)
 	if err != nil {
 		return nil, fmt.Errorf("uplink: stage incident: %w", err)
 	}
-	payload, err := incidentItem(in).build(seq)
-	if err != nil {
-		return nil, fmt.Errorf("uplink: stage incident: %w", err)
-	}
-	payload = pack(payload)
 	if err := b.Put(seqKey(seq), payload); err != nil {
 		return nil, fmt.Errorf("uplink: stage incident: %w", err)
 	}
