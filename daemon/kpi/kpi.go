@@ -30,16 +30,26 @@ const (
 
 var bLog = []byte("kpi-log")
 
+// Values of a condition in the log. Unknown marks time the daemon was not running (from its
+// clean stop, or from when it was last known alive before a crash, to the next start): that
+// time counts neither as the condition holding nor as it failing.
+const (
+	vFailed  byte = 0
+	vHeld    byte = 1
+	vUnknown byte = 2
+)
+
 // Log records condition changes.
 type Log struct {
-	db   *bolt.DB
-	mu   sync.Mutex
-	last map[string]bool
+	db     *bolt.DB
+	mu     sync.Mutex
+	last   map[string]byte
+	lastAt map[string]time.Time
 }
 
 // Open opens the log in db.
 func Open(db *bolt.DB) (*Log, error) {
-	l := &Log{db: db, last: map[string]bool{}}
+	l := &Log{db: db, last: map[string]byte{}, lastAt: map[string]time.Time{}}
 	err := db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bLog)
 		if err != nil {
@@ -50,8 +60,8 @@ func Open(db *bolt.DB) (*Log, error) {
 			if err != nil {
 				return err
 			}
-			if k, v := cb.Cursor().Last(); k != nil {
-				l.last[c] = len(v) > 0 && v[0] == 1
+			if k, v := cb.Cursor().Last(); k != nil && len(v) > 0 {
+				l.last[c], l.lastAt[c] = v[0], keyTime(k)
 			}
 		}
 		return nil
@@ -68,18 +78,50 @@ func key(t time.Time) []byte {
 	return b
 }
 
+func keyTime(k []byte) time.Time { return time.Unix(0, int64(binary.BigEndian.Uint64(k))) }
+
 // Record notes the condition's value at t; only changes are stored.
 func (l *Log) Record(cond string, ok bool, t time.Time) error {
+	v := vFailed
+	if ok {
+		v = vHeld
+	}
+	return l.record(cond, v, t)
+}
+
+// Down marks every condition unknown from t: the daemon stops (a clean stop), or at a start
+// after a run that ended without one, from when that run was last known alive. A time before
+// the last change recorded is taken as that change's time (the change was seen, so the daemon
+// ran until then).
+func (l *Log) Down(t time.Time) error {
+	for _, c := range []string{Mains, Cooling} {
+		l.mu.Lock()
+		at, seen := l.lastAt[c]
+		l.mu.Unlock()
+		if !seen {
+			continue // nothing recorded: nothing to bound
+		}
+		if t.Before(at) {
+			t = at
+		}
+		if err := l.record(c, vUnknown, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Log) record(cond string, val byte, t time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if last, seen := l.last[cond]; seen && last == ok {
+	if last, seen := l.last[cond]; seen && last == val {
 		return nil
 	}
-	l.last[cond] = ok
-	v := []byte{0}
-	if ok {
-		v[0] = 1
+	if at := l.lastAt[cond]; !t.After(at) && !at.IsZero() {
+		t = at.Add(time.Nanosecond) // keys are times: never overwrite the previous change
 	}
+	l.last[cond], l.lastAt[cond] = val, t
+	v := []byte{val}
 	return l.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bLog).Bucket([]byte(cond))
 		if err := b.Put(key(t), v); err != nil {
@@ -104,7 +146,7 @@ func (l *Log) Record(cond string, ok bool, t time.Time) error {
 
 type change struct {
 	at time.Time
-	ok bool
+	v  byte
 }
 
 func (l *Log) changes(cond string) []change {
@@ -115,7 +157,9 @@ func (l *Log) changes(cond string) []change {
 			return nil
 		}
 		return b.ForEach(func(k, v []byte) error {
-			out = append(out, change{time.Unix(0, int64(binary.BigEndian.Uint64(k))), len(v) > 0 && v[0] == 1})
+			if len(v) > 0 {
+				out = append(out, change{keyTime(k), v[0]})
+			}
 			return nil
 		})
 	})
@@ -123,7 +167,8 @@ func (l *Log) changes(cond string) []change {
 }
 
 // Availability is the fraction of [from, to] the condition held, over the part of it the log
-// covers; ok is false when the log has nothing for that time.
+// covers (time marked unknown is not covered); ok is false when the log has nothing for that
+// time.
 func (l *Log) Availability(cond string, from, to time.Time) (float64, bool) {
 	var up, total time.Duration
 	chs := l.changes(cond)
@@ -139,11 +184,11 @@ func (l *Log) Availability(cond string, from, to time.Time) (float64, bool) {
 		if end.After(to) {
 			end = to
 		}
-		if !end.After(start) {
+		if !end.After(start) || c.v == vUnknown {
 			continue
 		}
 		total += end.Sub(start)
-		if c.ok {
+		if c.v == vHeld {
 			up += end.Sub(start)
 		}
 	}

@@ -64,3 +64,40 @@ func TestAvailabilityAndIncidentKPIs(t *testing.T) {
 		t.Fatalf("7d: %+v", w)
 	}
 }
+
+// TestDownIsUnknown: the time the daemon was not running counts neither as mains present nor
+// as mains lost.
+func TestDownIsUnknown(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "k.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l, _ := Open(db)
+	l.Down(t0.Add(-time.Hour)) // nothing recorded yet: nothing to mark
+	l.Record(Mains, true, t0)
+	l.Record(Mains, false, t0.Add(10*time.Hour))
+	l.Down(t0.Add(11 * time.Hour)) // stopped on battery
+	l.Down(t0.Add(12 * time.Hour)) // already unknown: not stored again
+	// The restart finds the outage still on, mains back an hour later.
+	l2, _ := Open(db)
+	l2.Record(Mains, false, t0.Add(13*time.Hour))
+	l2.Record(Mains, true, t0.Add(14*time.Hour))
+	now := t0.Add(24 * time.Hour)
+	f, ok := l2.Availability(Mains, t0, now)
+	if !ok || math.Abs(f-20.0/22) > 1e-9 {
+		t.Fatalf("availability %v %v, want 20/22", f, ok)
+	}
+	if n := len(l2.changes(Mains)); n != 5 {
+		t.Fatalf("%d changes stored, want 5", n)
+	}
+	// A crash estimate older than the last change is taken as that change's time.
+	l2.Down(t0.Add(time.Hour))
+	chs := l2.changes(Mains)
+	if last := chs[len(chs)-1]; last.v != vUnknown || last.at.Before(t0.Add(14*time.Hour)) {
+		t.Fatalf("down marker %+v before the last change", last)
+	}
+	if _, ok := l2.Availability(Cooling, t0, now); ok {
+		t.Fatal("cooling was never recorded")
+	}
+}
