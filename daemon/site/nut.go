@@ -86,7 +86,10 @@ func (n nutSource) UPS(name string) (nut.UPS, bool) {
 		}
 		u.Vars[m] = nutValue(r)
 	}
-	u.Stale = d.State == state.Stale || d.Readings["ups.status"].Text == ""
+	// An ordered shutdown is served even before the first poll after a restart, and while the
+	// UPS is silent: it is what the protected servers must act on.
+	status := d.Readings["ups.status"].Text
+	u.Stale = (d.State == state.Stale && !hasFlag(status, "FSD")) || status == ""
 	if dev := n.s.devs[name]; dev == nil {
 		u.Disconnected = true
 	} else if c, ok := dev.(sensors.Commander); ok {

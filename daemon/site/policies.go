@@ -3,6 +3,7 @@ package site
 import (
 	"context"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/rackwatch/rackwatch/daemon/failover"
@@ -31,9 +32,18 @@ const maxDecisions = 50
 func newPolicies(s *Site) *policies {
 	p := &policies{s: s, decisions: map[string][]web.Decision{}, runCommands: true}
 	now := s.now()
+	// A restart picks the policies up where they were: an ordered shutdown stays ordered (FSD
+	// is back before NUT listens) and its command is not run again; the first polls reconcile.
+	var restored []failover.Action
 	if cfg := s.cfg.Failover.Power; cfg != nil {
 		p.power = failover.NewPower(*cfg, now)
-		s.kpis.Record(kpi.Mains, true, now)
+		var snap failover.PowerSnapshot
+		if s.saved.load(keyPower, &snap) {
+			restored = append(restored, p.power.Restore(snap, now)...)
+			s.log.Info("power policy restored", "state", snap.State, "since", snap.Since, "fsd", snap.FSD, "command_run", snap.Ran)
+		}
+		st, _ := p.power.State()
+		s.kpis.Record(kpi.Mains, st == failover.Normal || st == failover.Recovered, now)
 	}
 	if cfg := s.cfg.Failover.Cooling; cfg != nil {
 		polls := map[string]time.Duration{}
@@ -41,9 +51,41 @@ func newPolicies(s *Site) *policies {
 			polls[d.ID] = d.Poll
 		}
 		p.cooling = failover.NewCooling(*cfg, polls, now)
-		s.kpis.Record(kpi.Cooling, true, now)
+		var snap failover.CoolingSnapshot
+		if s.saved.load(keyCooling, &snap) {
+			restored = append(restored, p.cooling.Restore(snap, now)...)
+			s.log.Info("cooling policy restored", "state", snap.State, "since", snap.Since)
+		}
+		st, _ := p.cooling.State()
+		s.kpis.Record(kpi.Cooling, st == failover.CoolNormal, now)
 	}
+	p.apply(restored)
 	return p
+}
+
+// Keys of the policies' snapshots in the site's saved state.
+const (
+	keyPower   = "policy:power"
+	keyCooling = "policy:cooling"
+)
+
+// carry saves the policies' state, then carries out what they decided: the state that says
+// "FSD raised, command run" is on disk before the command starts, so no crash or power cut
+// can run it twice for one event. Saving writes only when the state changed.
+func (p *policies) carry(acts []failover.Action) {
+	s := p.s
+	if p.power != nil {
+		if err := s.saved.save(keyPower, p.power.Snapshot()); err != nil {
+			// The rack's protection comes first: the actions are still carried out.
+			s.log.Error("power policy state not saved", "err", err)
+		}
+	}
+	if p.cooling != nil {
+		if err := s.saved.save(keyCooling, p.cooling.Snapshot()); err != nil {
+			s.log.Error("cooling policy state not saved", "err", err)
+		}
+	}
+	p.apply(acts)
 }
 
 func (p *policies) observe(res poll.Result) {
@@ -51,26 +93,26 @@ func (p *policies) observe(res poll.Result) {
 		return
 	}
 	if p.power != nil {
-		p.apply(p.power.Observe(res.Device, res.State, res.Readings, res.At))
+		p.carry(p.power.Observe(res.Device, res.State, res.Readings, res.At))
 	}
 	if p.cooling != nil {
-		p.apply(p.cooling.Observe(res.Device, res.State, res.Readings, res.At))
+		p.carry(p.cooling.Observe(res.Device, res.State, res.Readings, res.At))
 	}
 }
 
 func (p *policies) tick(now time.Time) {
 	if p.power != nil {
-		p.apply(p.power.Tick(now))
+		p.carry(p.power.Tick(now))
 	}
 	if p.cooling != nil {
-		p.apply(p.cooling.Tick(now))
+		p.carry(p.cooling.Tick(now))
 	}
 }
 
 // acked tells the power policy an operator acknowledged one of its incidents.
 func (p *policies) acked(key string, now time.Time) {
 	if p.power != nil {
-		p.apply(p.power.Ack(key, now))
+		p.carry(p.power.Ack(key, now))
 	}
 }
 
@@ -160,12 +202,16 @@ func (p *policies) status() web.Failover {
 func (s *Site) markFSD(id string, on bool) {
 	r, ok := s.store.Reading(id, "ups.status")
 	if !ok || !r.IsText {
-		return
+		if !on {
+			return
+		}
+		// Not polled yet: a restart with a shutdown ordered shows the order from the start.
+		r = sensors.Text(id, "ups.status", "", s.now())
 	}
 	has := hasFlag(r.Text, "FSD")
 	switch {
 	case on && !has:
-		r.Text += " FSD"
+		r.Text = strings.TrimSpace(r.Text + " FSD")
 	case !on && has:
 		r.Text = removeFlag(r.Text, "FSD")
 	default:

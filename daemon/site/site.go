@@ -75,6 +75,7 @@ type Site struct {
 	policies *policies
 	metrics  *metrics
 	kpis     *kpi.Log
+	saved    *saved // policy and trap state that must survive a restart
 
 	traps   *trapState
 	webAddr net.Addr
@@ -125,6 +126,7 @@ func open(cfg *config.Config, opt Options) (*Site, error) {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
 	dbPath := filepath.Join(cfg.DataDir, "rackwatch.db")
+	alive := lastAlive(dbPath)
 	// NoFreelistSync: a commit writes the pages it changed and the meta page, not also the
 	// freelist page (a third of what a small commit writes; flash wear, see docs/BENCHMARKS.md
 	// §6). bbolt rebuilds the freelist by scanning the file at open: 0.45 s for a full 256 MiB
@@ -148,6 +150,12 @@ func open(cfg *config.Config, opt Options) (*Site, error) {
 		db.Close()
 		return nil, err
 	}
+	// After a clean stop the log already says unknown from the stop; otherwise from when the
+	// last run was last known alive.
+	if err := s.kpis.Down(alive); err != nil {
+		s.log.Warn("kpi log: down time not marked", "err", err)
+	}
+	s.saved = newSaved(db)
 	s.rules = rules.New(cfg.Rules)
 	for key, sev := range s.inc.OpenKeys() {
 		s.rules.Seed(key, rules.ParseLevel(sev))
@@ -306,6 +314,9 @@ func (s *Site) run(ctx context.Context) error {
 		s.relays.safe()
 	}
 	s.telemetry() // the last readings go into the queue
+	if err := s.kpis.Down(s.now()); err != nil {
+		s.log.Warn("kpi log: stop not marked", "err", err)
+	}
 	upCancel()
 	<-upDone
 	return nil

@@ -59,6 +59,7 @@ func (s *Site) startTraps(ctx context.Context) error {
 		tc.Users = append(tc.Users, usm)
 	}
 	s.traps = &trapState{opened: map[string]trapIncident{}}
+	s.restoreTraps()
 	r, err := snmptrap.Listen(ctx, c.Listen, tc, s.trap)
 	if err != nil {
 		return fmt.Errorf("traps: %w", err)
@@ -122,7 +123,7 @@ func (s *Site) trap(t snmptrap.Trap) {
 	defer s.mu.Unlock()
 	now := s.now()
 	raise := func(key, sev, metric, summary string, onBatt bool) {
-		s.traps.opened[key] = trapIncident{device: dev, last: now, onBatt: onBatt}
+		s.trapSet(key, trapIncident{device: dev, last: now, onBatt: onBatt})
 		s.raise(incident.Raise{Key: key, Rule: "snmp-trap", Device: who, Metric: metric, Severity: sev, Source: "trap",
 			Summary: summary, Value: t.Name, Threshold: t.TrapOID}, now)
 	}
@@ -136,7 +137,7 @@ func (s *Site) trap(t snmptrap.Trap) {
 		}
 		key := "trap:" + who + ":alarm:" + alarm
 		if t.Name == "upsTrapAlarmEntryRemoved" {
-			delete(s.traps.opened, key)
+			s.trapDel(key)
 			s.resolve(key, t.Name, now)
 			return
 		}
@@ -168,7 +169,7 @@ func (s *Site) trapsObserve(id string, rs []sensors.Reading, at time.Time) {
 		}
 		for _, r := range rs {
 			if r.Metric == "ups.status" && r.Quality == sensors.Good && !hasFlag(r.Text, "OB") {
-				delete(s.traps.opened, key)
+				s.trapDel(key)
 				s.resolve(key, r.Text, at)
 			}
 		}
@@ -182,7 +183,7 @@ func (s *Site) trapsTick(now time.Time) {
 	}
 	for key, ti := range s.traps.opened {
 		if now.Sub(ti.last) >= s.cfg.Traps.ResolveAfter {
-			delete(s.traps.opened, key)
+			s.trapDel(key)
 			s.resolve(key, nil, now)
 		}
 	}

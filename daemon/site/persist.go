@@ -1,0 +1,133 @@
+package site
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// saved keeps small pieces of state (a policy's snapshot, the trap incidents' deadlines) in
+// one bbolt bucket, one key each, and writes a piece only when its encoding changed: the
+// callers may save on every poll, and a quiet site still writes nothing.
+type saved struct {
+	db   *bolt.DB
+	last map[string][]byte
+}
+
+var bSaved = []byte("saved-state")
+
+func newSaved(db *bolt.DB) *saved {
+	db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucketIfNotExists(bSaved); return err })
+	return &saved{db: db, last: map[string][]byte{}}
+}
+
+// load reads key into v; false when nothing (readable) was saved.
+func (sv *saved) load(key string, v any) bool {
+	var b []byte
+	sv.db.View(func(tx *bolt.Tx) error {
+		if bk := tx.Bucket(bSaved); bk != nil {
+			b = bytes.Clone(bk.Get([]byte(key)))
+		}
+		return nil
+	})
+	if b == nil || json.Unmarshal(b, v) != nil {
+		return false
+	}
+	sv.last[key] = b
+	return true
+}
+
+// save writes v under key if it differs from what was saved last; the write is committed
+// (fsync) before save returns, so what the caller does next is on disk first.
+func (sv *saved) save(key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("save %s: %w", key, err)
+	}
+	if old, ok := sv.last[key]; ok && bytes.Equal(old, b) {
+		return nil
+	}
+	err = sv.db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(bSaved)
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte(key), b)
+	})
+	if err != nil {
+		return fmt.Errorf("save %s: %w", key, err)
+	}
+	sv.last[key] = b
+	return nil
+}
+
+// lastAlive estimates when the previous run was last alive, for a run that ended without a
+// clean stop (a crash, SIGKILL, a power cut): the newest of the database's and the hold
+// file's modification times. Both are written only when something happens (a commit, held
+// telemetry), never to keep a heartbeat, so the estimate may be early; the KPI log counts the
+// time from it to this start as unknown. Read before the database is opened (opening it
+// writes).
+func lastAlive(dbPath string) time.Time {
+	var t time.Time
+	for _, p := range []string{dbPath, holdFile(dbPath)} {
+		if fi, err := os.Stat(p); err == nil && fi.ModTime().After(t) {
+			t = fi.ModTime()
+		}
+	}
+	return t
+}
+
+// savedTrap is a trap incident as saved: its resolve deadline runs from Last.
+type savedTrap struct {
+	Device string    `json:"device,omitempty"`
+	Last   time.Time `json:"last"`
+	OnBatt bool      `json:"on_battery,omitempty"`
+}
+
+const keyTraps = "traps"
+
+// trapSet and trapDel change the open trap incidents and save them, so that their deadlines
+// (traps.resolve_after from the last trap) and the on-battery ones a poll resolves outlive a
+// restart. Called with s.mu held.
+func (s *Site) trapSet(key string, ti trapIncident) {
+	s.traps.opened[key] = ti
+	s.saveTraps()
+}
+
+func (s *Site) trapDel(key string) {
+	delete(s.traps.opened, key)
+	s.saveTraps()
+}
+
+func (s *Site) saveTraps() {
+	m := make(map[string]savedTrap, len(s.traps.opened))
+	for k, ti := range s.traps.opened {
+		m[k] = savedTrap{Device: ti.device, Last: ti.last, OnBatt: ti.onBatt}
+	}
+	if err := s.saved.save(keyTraps, m); err != nil {
+		s.log.Error("trap incidents not saved", "err", err)
+	}
+}
+
+// restoreTraps takes back the trap incidents still open in the incident store; one resolved
+// meanwhile (or never stored) is forgotten. A deadline that passed while the daemon was down
+// resolves on the first tick.
+func (s *Site) restoreTraps() {
+	var m map[string]savedTrap
+	if !s.saved.load(keyTraps, &m) {
+		return
+	}
+	open := s.inc.OpenKeys()
+	for k, st := range m {
+		if _, ok := open[k]; ok {
+			s.traps.opened[k] = trapIncident{device: st.Device, last: st.Last, onBatt: st.OnBatt}
+		}
+	}
+	if len(s.traps.opened) != len(m) {
+		s.saveTraps()
+	}
+}
