@@ -74,6 +74,9 @@ func NewCooling(cfg config.Cooling, polls map[string]time.Duration, now time.Tim
 // State is the policy's state and since when.
 func (c *Cooling) State() (string, time.Time) { return c.state, c.since }
 
+// Covers reports whether the policy watches this sensor.
+func (c *Cooling) Covers(id string) bool { _, ok := c.sensors[id]; return ok }
+
 // Median is the value the policy decides on (NaN when no sensor is healthy).
 func (c *Cooling) Median() float64 { return c.median }
 

@@ -92,10 +92,11 @@ func (p *policies) observe(res poll.Result) {
 	if res.Pushed {
 		return
 	}
-	if p.power != nil {
+	// Only the devices a policy watches can change it (and cost a snapshot to compare).
+	if p.power != nil && p.power.Covers(res.Device) {
 		p.carry(p.power.Observe(res.Device, res.State, res.Readings, res.At))
 	}
-	if p.cooling != nil {
+	if p.cooling != nil && p.cooling.Covers(res.Device) {
 		p.carry(p.cooling.Observe(res.Device, res.State, res.Readings, res.At))
 	}
 }

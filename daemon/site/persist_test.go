@@ -1,0 +1,124 @@
+package site
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/internal/testpeer"
+)
+
+// TestSavedWritesOnlyChanges: saving the same state again writes nothing to the file.
+func TestSavedWritesOnlyChanges(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "s.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sv := newSaved(db)
+	type st struct{ State string }
+	writes := func() int64 { st := db.Stats(); return st.TxStats.GetWrite() }
+	if err := sv.save("k", st{"normal"}); err != nil {
+		t.Fatal(err)
+	}
+	w := writes()
+	for range 100 {
+		sv.save("k", st{"normal"})
+	}
+	if writes() != w {
+		t.Fatalf("%d writes for an unchanged state", writes()-w)
+	}
+	sv.save("k", st{"shutdown"})
+	if writes() == w {
+		t.Fatal("a changed state was not written")
+	}
+	var got st
+	if !newSaved(db).load("k", &got) || got.State != "shutdown" {
+		t.Fatalf("loaded %+v", got)
+	}
+}
+
+// startSite runs a site on a data dir with a clock, and returns a stop that waits for it.
+func startSite(t *testing.T, yaml string, now func() time.Time) (*Site, func()) {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan *Site, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, Options{Version: "test", Now: now, Ready: func(s *Site) { ready <- s }}) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("site: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	select {
+	case s := <-ready:
+		return s, stop
+	case err := <-done:
+		t.Fatalf("site did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("site did not start in 30 s")
+	}
+	return nil, nil
+}
+
+// TestTrapDeadlineSurvivesRestart: a trap incident's resolve deadline runs from the trap, not
+// from the restart: a trap at 0 with resolve_after 1h, a restart at 10 min, and the incident
+// resolves when the clock passes 1h (it would wait until 1h10 if the restart forgot it, and
+// forever if it forgot the incident).
+func TestTrapDeadlineSurvivesRestart(t *testing.T) {
+	snmptrap := testpeer.Require(t, "snmptrap", "snmp")
+	var offset atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	dir := t.TempDir()
+	trapPort := testpeer.FreeUDPPort(t)
+	yaml := fmt.Sprintf(`site: e2e
+node: rack1
+data_dir: %s
+web: {listen: "127.0.0.1:0"}
+traps: {listen: "127.0.0.1:%d", communities: [public], resolve_after: 1h}
+devices:
+  - {id: ups2, driver: sim.ups, target: "127.0.0.1:16100", poll: 1s}
+`, dir, trapPort)
+	s, stop := startSite(t, yaml, clock)
+	// coldStart from 127.0.0.1, ups2's address: a warning resolved after resolve_after.
+	out, err := exec.Command(snmptrap, "-v", "2c", "-c", "public", fmt.Sprintf("127.0.0.1:%d", trapPort), "", "1.3.6.1.6.3.1.1.5.1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("snmptrap: %v\n%s", err, out)
+	}
+	trapOpen := func(s *Site) bool {
+		for _, in := range s.Incidents().OpenIncidents() {
+			if in.Rule == "snmp-trap" {
+				return true
+			}
+		}
+		return false
+	}
+	testpeer.Eventually(t, 30*time.Second, "the trap's incident", func() bool { return trapOpen(s) })
+	stop()
+
+	offset.Store(int64(10 * time.Minute))
+	s, _ = startSite(t, yaml, clock)
+	if !trapOpen(s) {
+		t.Fatal("the trap incident is not open after the restart")
+	}
+	offset.Store(int64(65 * time.Minute))
+	testpeer.Eventually(t, 30*time.Second, "the trap incident resolved 1h after the trap", func() bool { return !trapOpen(s) })
+}
