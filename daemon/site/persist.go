@@ -65,6 +65,20 @@ func (sv *saved) save(key string, v any) error {
 	return nil
 }
 
+// forget deletes key, writing only when something was saved under it.
+func (sv *saved) forget(key string) error {
+	delete(sv.last, key)
+	var has bool
+	sv.db.View(func(tx *bolt.Tx) error {
+		has = tx.Bucket(bSaved) != nil && tx.Bucket(bSaved).Get([]byte(key)) != nil
+		return nil
+	})
+	if !has {
+		return nil
+	}
+	return sv.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bSaved).Delete([]byte(key)) })
+}
+
 // lastAlive estimates when the previous run was last alive, for a run that ended without a
 // clean stop (a crash, SIGKILL, a power cut): the newest of the database's and the hold
 // file's modification times. Both are written only when something happens (a commit, held

@@ -44,6 +44,10 @@ func newPolicies(s *Site) *policies {
 		}
 		st, _ := p.power.State()
 		s.kpis.Record(kpi.Mains, st == failover.Normal || st == failover.Recovered, now)
+	} else {
+		// A policy taken out of the config must not come back, months later, with an old
+		// shutdown order.
+		s.saved.forget(keyPower)
 	}
 	if cfg := s.cfg.Failover.Cooling; cfg != nil {
 		polls := map[string]time.Duration{}
@@ -58,6 +62,8 @@ func newPolicies(s *Site) *policies {
 		}
 		st, _ := p.cooling.State()
 		s.kpis.Record(kpi.Cooling, st == failover.CoolNormal, now)
+	} else {
+		s.saved.forget(keyCooling)
 	}
 	p.apply(restored)
 	return p
