@@ -3,6 +3,7 @@ package site
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/daemon/kpi"
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
@@ -121,4 +123,69 @@ devices:
 	}
 	offset.Store(int64(65 * time.Minute))
 	testpeer.Eventually(t, 30*time.Second, "the trap incident resolved 1h after the trap", func() bool { return !trapOpen(s) })
+}
+
+// TestKPIDownTime: the time the daemon was not running is unknown in the KPI log, after a
+// clean stop (marked by the stop) and after a crash (from the last write to the database).
+func TestKPIDownTime(t *testing.T) {
+	var offset atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	dir := t.TempDir()
+	yaml := fmt.Sprintf(`site: e2e
+node: rack1
+data_dir: %s
+web: {listen: "127.0.0.1:0"}
+devices:
+  - {id: ups1, driver: sim.ups, poll: 1s}
+failover:
+  power: {ups: [ups1]}
+`, dir)
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(dir, "rackwatch.db")
+	started := clock()
+	_, stop := startSite(t, yaml, clock)
+	offset.Store(int64(time.Hour))
+	stop()
+	stopped := clock()
+	// Nothing was written during that hour as far as the crash estimate can tell: only the
+	// stop's own marker says the daemon ran until then.
+	if err := os.Chtimes(db, started, started); err != nil {
+		t.Fatal(err)
+	}
+
+	// Clean stop: ten hours later, the time until the stop is known, the time since unknown.
+	offset.Store(int64(10 * time.Hour))
+	s, err := open(cfg, Options{Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := s.kpis.Availability(kpi.Mains, started.Add(time.Minute), stopped.Add(-time.Minute)); !ok || f != 1 {
+		t.Fatalf("mains availability %v %v while the daemon ran, want 1", f, ok)
+	}
+	if f, ok := s.kpis.Availability(kpi.Mains, stopped.Add(time.Second), clock()); ok {
+		t.Fatalf("mains availability %v over time the daemon was stopped, want unknown", f)
+	}
+	// A run that ends without a stop: mains present from now, the database last written an
+	// hour later, a crash, a start four hours after that.
+	ran := clock()
+	s.kpis.Record(kpi.Mains, true, ran)
+	s.close()
+	if err := os.Chtimes(db, ran.Add(time.Hour), ran.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	offset.Store(int64(15 * time.Hour))
+	s, err = open(cfg, Options{Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	if f, ok := s.kpis.Availability(kpi.Mains, ran, ran.Add(time.Hour)); !ok || f != 1 {
+		t.Fatalf("mains availability %v %v until the last write, want 1", f, ok)
+	}
+	if f, ok := s.kpis.Availability(kpi.Mains, ran.Add(time.Hour+time.Second), clock()); ok {
+		t.Fatalf("mains availability %v after the crash, want unknown", f)
+	}
 }
