@@ -108,7 +108,14 @@ const keyTraps = "traps"
 // (traps.resolve_after from the last trap) and the on-battery ones a poll resolves outlive a
 // restart. Called with s.mu held.
 func (s *Site) trapSet(key string, ti trapIncident) {
+	old, had := s.traps.opened[key]
 	s.traps.opened[key] = ti
+	// A UPS repeats its trap (upsTrapOnBattery every minute), and a storm repeats any trap:
+	// the saved deadline moves in steps of resolve_after/16, so a repeat costs a write at most
+	// that often, and a restart may resolve the incident that much early (a repeat reopens it).
+	if had && old.device == ti.device && old.onBatt == ti.onBatt && ti.last.Sub(s.traps.saved[key]) < s.cfg.Traps.ResolveAfter/16 {
+		return
+	}
 	s.saveTraps()
 }
 
@@ -119,12 +126,16 @@ func (s *Site) trapDel(key string) {
 
 func (s *Site) saveTraps() {
 	m := make(map[string]savedTrap, len(s.traps.opened))
+	at := make(map[string]time.Time, len(s.traps.opened))
 	for k, ti := range s.traps.opened {
 		m[k] = savedTrap{Device: ti.device, Last: ti.last, OnBatt: ti.onBatt}
+		at[k] = ti.last
 	}
 	if err := s.saved.save(keyTraps, m); err != nil {
 		s.log.Error("trap incidents not saved", "err", err)
+		return
 	}
+	s.traps.saved = at
 }
 
 // restoreTraps takes back the trap incidents still open in the incident store; one resolved
@@ -136,9 +147,11 @@ func (s *Site) restoreTraps() {
 		return
 	}
 	open := s.inc.OpenKeys()
+	s.traps.saved = map[string]time.Time{}
 	for k, st := range m {
 		if _, ok := open[k]; ok {
 			s.traps.opened[k] = trapIncident{device: st.Device, last: st.Last, onBatt: st.OnBatt}
+			s.traps.saved[k] = st.Last
 		}
 	}
 	if len(s.traps.opened) != len(m) {

@@ -3,6 +3,8 @@ package site
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,5 +189,38 @@ failover:
 	}
 	if f, ok := s.kpis.Availability(kpi.Mains, ran.Add(time.Hour+time.Second), clock()); ok {
 		t.Fatalf("mains availability %v after the crash, want unknown", f)
+	}
+}
+
+// TestTrapRepeatsWriteRarely: a trap repeated every second for an hour moves the saved
+// deadline in steps of resolve_after/16, not at every trap.
+func TestTrapRepeatsWriteRarely(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "s.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s := &Site{cfg: &config.Config{Traps: config.Traps{ResolveAfter: 16 * time.Minute}}, saved: newSaved(db),
+		traps: &trapState{opened: map[string]trapIncident{}}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	writes := func() int64 { st := db.Stats(); return st.TxStats.GetWrite() }
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	w := writes()
+	s.trapSet("trap:ups2:on-battery", trapIncident{device: "ups2", last: t0, onBatt: true})
+	one := writes() - w // the page writes of one commit
+	if one == 0 {
+		t.Fatal("a new trap incident not written")
+	}
+	w = writes()
+	for i := range 3600 {
+		s.trapSet("trap:ups2:on-battery", trapIncident{device: "ups2", last: t0.Add(time.Duration(i+1) * time.Second), onBatt: true})
+	}
+	if n := (writes() - w) / one; n > 60 {
+		t.Fatalf("%d commits for an hour of repeats, want one a minute", n)
+	}
+	w = writes()
+	s.trapSet("trap:ups2:other", trapIncident{device: "ups2", last: t0.Add(time.Hour)})
+	s.trapDel("trap:ups2:on-battery")
+	if writes()-w < 2 {
+		t.Fatal("a new or resolved trap incident not written at once")
 	}
 }

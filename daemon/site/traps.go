@@ -31,6 +31,7 @@ import (
 type trapState struct {
 	recv   *snmptrap.Receiver
 	opened map[string]trapIncident // incident key → last refresh
+	saved  map[string]time.Time    // incident key → last refresh as saved (persist.go)
 }
 
 type trapIncident struct {
