@@ -18,7 +18,8 @@ import (
 // (FSD, the shutdown command appends a line), the daemon is stopped (SIGTERM) or killed
 // (SIGKILL) and started again while the UPS does not answer: NUT's own upsc sees FSD from
 // the restarted daemon before it has polled anything, the status API says shutdown, and
-// after the UPS answers again and more restarts the command has still run exactly once.
+// after the UPS answers again and more restarts the command has still run exactly once; mains
+// back while the daemon is down recovers on the first polls.
 func TestShutdownSurvivesRestart(t *testing.T) {
 	testpeer.Require(t, "upsc", "nut-client")
 	bin := buildDaemon(t)
@@ -45,6 +46,7 @@ failover:
   power:
     ups: [ups1]
     shutdown_command: "echo shutdown >> %s"
+    recover_for: 2s
 `, dir, webPort, nutAddr, emu.Path(), ran)), 0o644)
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "-config", cfg)
@@ -111,6 +113,19 @@ failover:
 		if n := lines(); n != 1 {
 			t.Fatalf("restart %d: the shutdown command ran %d times for one event", i+1, n)
 		}
+	}
+	// Mains back while the daemon is down: the restart still serves FSD (cleared only by an
+	// acknowledgement), and the policy recovers on the polls.
+	cmd.Process.Signal(sig)
+	cmd.Wait()
+	emu.SetLowBattery(false)
+	emu.SetOnBattery(false)
+	cmd = start()
+	testpeer.Eventually(t, 30*time.Second, "recovered after mains came back while the daemon was down", func() bool {
+		return policy() == "recovered" && upsStatus() == "OL FSD"
+	})
+	if n := lines(); n != 1 {
+		t.Fatalf("the shutdown command ran %d times for one event", n)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
