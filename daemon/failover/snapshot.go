@@ -21,7 +21,7 @@ type PowerSnapshot struct {
 }
 
 // UPSSnapshot is what the power policy remembers of one UPS: whether it was last seen on
-// battery and, when it fell silent, what its runtime extrapolation rests on.
+// battery or fell silent and, then, what its runtime extrapolation rests on.
 type UPSSnapshot struct {
 	OB     bool      `json:"ob,omitempty"`
 	Silent bool      `json:"silent,omitempty"`
@@ -36,7 +36,10 @@ func (p *Power) Snapshot() PowerSnapshot {
 	for _, id := range p.order {
 		u := p.ups[id]
 		us := UPSSnapshot{OB: hasFlag(u.status, "OB"), Silent: u.silent}
-		if u.silent {
+		// The discharge is worth keeping only on battery: a UPS that falls silent after a
+		// restart is then shut down on its extrapolated runtime, the time the daemon was down
+		// included. On mains the runtime wanders with the load and is not saved.
+		if (u.silent || us.OB) && !u.chgAt.IsZero() {
 			us.ChgVal, us.ChgAt, us.Rate = u.chgVal, u.chgAt, u.rate
 		}
 		if us != (UPSSnapshot{}) {
@@ -74,8 +77,8 @@ func (p *Power) Restore(s PowerSnapshot, now time.Time) []Action {
 		if us.OB {
 			u.status = "OB"
 		}
-		if us.Silent {
-			u.silent = true
+		u.silent = us.Silent
+		if !us.ChgAt.IsZero() {
 			u.chgVal, u.chgAt, u.rate = us.ChgVal, us.ChgAt, us.Rate
 			if u.rate <= 0 {
 				u.rate = 1
