@@ -15,8 +15,11 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/daemon/failover"
 	"github.com/rackwatch/rackwatch/daemon/kpi"
+	"github.com/rackwatch/rackwatch/daemon/poll"
 	"github.com/rackwatch/rackwatch/internal/testpeer"
+	"github.com/rackwatch/rackwatch/sensors"
 )
 
 // TestSavedWritesOnlyChanges: saving the same state again writes nothing to the file.
@@ -222,5 +225,49 @@ func TestTrapRepeatsWriteRarely(t *testing.T) {
 	s.trapDel("trap:ups2:on-battery")
 	if writes()-w < 2 {
 		t.Fatal("a new or resolved trap incident not written at once")
+	}
+}
+
+// TestCommandRecordedBeforeItRuns: when the shutdown command is carried out, the saved power
+// policy already says it ran, so a crash at that instant cannot run it again.
+func TestCommandRecordedBeforeItRuns(t *testing.T) {
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`site: e2e
+node: rack1
+data_dir: %s
+devices:
+  - {id: ups1, driver: sim.ups, poll: 1s}
+failover:
+  power: {ups: [ups1], shutdown_command: "true"}
+`, t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := open(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	s.relays = newRelays(s)
+	s.policies = newPolicies(s)
+	s.policies.runCommands = false
+	commands := 0
+	s.policies.onAction = func(a failover.Action) {
+		if a.Kind != failover.Command {
+			return
+		}
+		commands++
+		var snap failover.PowerSnapshot
+		if !newSaved(s.db).load(keyPower, &snap) || !snap.Ran || snap.State != failover.Shutdown {
+			t.Errorf("the command is carried out before the saved state says so: %+v", snap)
+		}
+	}
+	at := time.Now()
+	for range 4 {
+		at = at.Add(time.Second)
+		s.policies.observe(poll.Result{Device: "ups1", State: "ok", At: at,
+			Readings: []sensors.Reading{sensors.Text("ups1", "ups.status", "OB LB", at)}})
+	}
+	if commands != 1 {
+		t.Fatalf("%d shutdown commands, want 1", commands)
 	}
 }
