@@ -11,7 +11,7 @@ import (
 )
 
 // FuzzTimeline: whatever a timeline file holds, parsing and replaying it ends with an error or
-// decisions, never a panic. Timelines longer than an hour of virtual time are only parsed, so
+// decisions, never a panic. Timelines longer than ten minutes of virtual time are only parsed, so
 // that one input stays fast.
 func FuzzTimeline(f *testing.F) {
 	files, _ := filepath.Glob("testdata/replay/*.yaml")
@@ -28,11 +28,11 @@ func FuzzTimeline(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		tl, err := ParseTimeline("fuzz.yaml", b)
-		if err != nil || tl.Until > time.Hour || tl.Until < 0 || len(tl.Events) > 50 {
+		if err != nil || tl.Until > 10*time.Minute || tl.Until < 0 || len(tl.Events) > 20 {
 			return
 		}
 		for _, e := range tl.Events {
-			if e.At > time.Hour || e.At < -time.Hour {
+			if e.At > 10*time.Minute || e.At < -10*time.Minute {
 				return
 			}
 		}
