@@ -232,7 +232,7 @@ func main() {
 			}, raw: []string{"storage.txt"}},
 		{title: "10. Fuzzing", command: "FUZZTIME=" + text("fuzztime") + " make fuzz",
 			notes: "Every fuzz target of the module, one after the other (scripts/fuzz.sh); a crasher is kept under the package's testdata/fuzz/ and becomes a regression seed that `make test` runs.",
-			raw: []string{"fuzz.txt"}},
+			raw:   []string{"fuzz.txt"}},
 	}
 
 	var b strings.Builder
