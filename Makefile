@@ -7,13 +7,13 @@ PKGS     := ./...
 # Debian packages the integration tests talk to (real peers, not fakes).
 # nut-snmp: NUT's own snmp-ups for the upsmib differential test; systemd: systemd-analyze
 # verifies the .deb's unit; util-linux: unshare gives each test upsmon its own /run/nut.
-DEB_PEERS := mosquitto mosquitto-clients snmpsim snmp nut-client nut-server nut-snmp socat chromium qemu-system-arm u-boot-qemu systemd util-linux
+DEB_PEERS := prometheus mosquitto mosquitto-clients snmpsim snmp nut-client nut-server nut-snmp socat chromium qemu-system-arm u-boot-qemu systemd util-linux
 
 # Two image builds give the same bytes: every timestamp comes from here.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1735689600)
 export SOURCE_DATE_EPOCH
 
-.PHONY: all build run test test-go deps lint cross bench image deb fleet clean
+.PHONY: all build run test test-go deps lint cross bench fuzz image deb fleet clean
 
 all: build
 
@@ -43,6 +43,10 @@ cross:
 # Measurements (issue 9), not tests: rewrites docs/BENCHMARKS.md. BENCH_SHORT=1 for a quick run.
 bench: deps
 	N=$(N) bash scripts/bench.sh
+
+# Every fuzz target for FUZZTIME (default 1m) each; part of make bench.
+fuzz:
+	bash scripts/fuzz.sh
 
 # N sites in one process against one mosquitto: `make fleet N=500`.
 N ?= 500

@@ -20,6 +20,10 @@ if [ "${BENCH_SHORT:-}" = 1 ]; then
 	echo "**BENCH_SHORT=1**: footprint over $duration (not 5 min), $cycles UPS cycles." >"$out/short"
 fi
 echo "$duration" >"$out/duration"
+storage_duration=${BENCH_STORAGE_DURATION:-1h}
+[ "${BENCH_SHORT:-}" = 1 ] && storage_duration=${BENCH_STORAGE_DURATION:-3m}
+echo "$storage_duration" >"$out/storage_duration"
+export BENCH_STORAGE_DURATION=$storage_duration
 echo "${N:-500}" >"$out/fleet_n"
 
 {
@@ -42,6 +46,17 @@ step() { # step NAME CMD...: runs CMD, output to $out/NAME.txt and the terminal
 	local rc=${PIPESTATUS[0]}
 	[ "$rc" = 0 ] || echo "(exit status $rc)" | tee -a "$out/$name.txt"
 }
+
+# Storage (bench/storage) runs for BENCH_STORAGE_DURATION (1h; 3m with BENCH_SHORT) beside the
+# rest: three daemons, one per site kind, at once. They are quiet sites; the CPU and latency
+# figures below are measured with them running.
+$GO build -trimpath -ldflags '-s -w' -o "$out/rackwatch-storage" ./daemon
+storage_pids=()
+for kind in Quiet Demo Offline; do
+	RACKWATCH_BIN="$out/rackwatch-storage" $GO test -run '^$' -bench "^BenchmarkStorage$kind\$" -benchtime=1x -timeout 3h \
+		./bench/storage/ >"$out/storage-$kind.log" 2>&1 &
+	storage_pids+=($!)
+done
 
 step rules $GO test -run '^$' -bench . -benchmem ./daemon/rules/
 step state bash -c "$GO test -run '^\$' -bench RingAdd -benchmem ./daemon/state/ &&
@@ -81,6 +96,17 @@ else
 fi
 
 step fleet $GO run ./bench/fleet -n "${N:-500}"
+
+# Every fuzz target for FUZZTIME (1m; 10s with BENCH_SHORT): the summary line goes in the report.
+fuzztime=${FUZZTIME:-1m}
+[ "${BENCH_SHORT:-}" = 1 ] && fuzztime=${FUZZTIME:-10s}
+echo "$fuzztime" >"$out/fuzztime"
+FUZZTIME=$fuzztime bash scripts/fuzz.sh >"$out/fuzz.log" 2>&1
+grep -E '^fuzz: ' "$out/fuzz.log" | tee "$out/fuzz.txt"
+
+echo "== storage: waiting for the three storage runs (started at the beginning)"
+for p in "${storage_pids[@]}"; do wait "$p"; done
+cat "$out"/storage-*.log | tee "$out/storage.txt"
 
 mkdir -p docs
 $GO run ./bench/report -in "$out" -out docs/BENCHMARKS.md && echo "bench: wrote docs/BENCHMARKS.md"

@@ -223,6 +223,16 @@ func main() {
 				{"reconnect: last (s)", "fleet", "", "reconnect_last_s", false, 0, "%.2f"},
 				{"telemetry seqs missing", "fleet", "", "seq_missing", true, 0, "%.0f"},
 			}, raw: []string{"fleet.txt"}},
+		{title: "9. Storage", command: "BENCH_STORAGE_DURATION=" + text("storage_duration") + " go test -run '^$' -bench 'Storage(Quiet|Demo|Offline)$' -benchtime=1x ./bench/storage/ (three processes at once)",
+			notes: "write_bytes of the whole rackwatch process (/proc/PID/io: what it sent to storage, counted per page dirtied) over the window, from 30 s after it listens, extrapolated to a day. quiet: 10 sim devices that do not change (UPSes on mains, inlets, feeds, contacts, a relay), rules and both policies, telemetry every 10 s to mosquitto, no incidents. demo: daemon/demo.yaml (the story: an incident every few minutes) with its embedded broker. offline: the quiet site with no broker reachable (every telemetry message queued on disk). The hold file is in $RUNTIME_DIRECTORY (a tmpfs under systemd and on the image; a temp dir here).",
+			checks: []check{
+				{"quiet 10-device site, broker connected (MB/day)", "storage", "BenchmarkStorageQuiet", "MB/day", true, 10, "%.2f"},
+				{"demo story (MB/day)", "storage", "BenchmarkStorageDemo", "MB/day", true, 50, "%.2f"},
+				{"10-device site, no broker (MB/day)", "storage", "BenchmarkStorageOffline", "MB/day", true, 200, "%.1f"},
+			}, raw: []string{"storage.txt"}},
+		{title: "10. Fuzzing", command: "FUZZTIME=" + text("fuzztime") + " make fuzz",
+			notes: "Every fuzz target of the module, one after the other (scripts/fuzz.sh); a crasher is kept under the package's testdata/fuzz/ and becomes a regression seed that `make test` runs.",
+			raw:   []string{"fuzz.txt"}},
 	}
 
 	var b strings.Builder

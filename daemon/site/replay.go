@@ -75,11 +75,16 @@ func ReadTimeline(path string) (*Timeline, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ParseTimeline(path, b)
+}
+
+// ParseTimeline parses a timeline; name is used in errors.
+func ParseTimeline(name string, b []byte) (*Timeline, error) {
 	var tl Timeline
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&tl); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return &tl, nil
 }
