@@ -26,10 +26,12 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"go.etcd.io/bbolt"
 
 	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/site"
 	_ "github.com/rackwatch/rackwatch/sensors/all"
+	"github.com/rackwatch/rackwatch/uplink"
 )
 
 func main() {
@@ -165,12 +167,14 @@ func (w *watcher) onlineTimes() []time.Time {
 	return out
 }
 
-// gaps counts, over every node, the seqs between 1 and the highest seen that never arrived,
-// and the duplicates.
-func (w *watcher) gaps() (missing, dups, total int) {
+// gaps counts, over every node, the seqs up to the last one the node used that neither arrived
+// nor are still queued on the node's disk for its next start (so a lost tail counts as much as
+// a hole), and the duplicates.
+func (w *watcher) gaps(stopped map[string]uplink.Stopped) (missing, tail, queued, dups, total int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, s := range w.seqs {
+	for node, st := range stopped {
+		s := w.seqs[node]
 		seen := map[uint64]bool{}
 		var hi uint64
 		for _, q := range s {
@@ -181,16 +185,46 @@ func (w *watcher) gaps() (missing, dups, total int) {
 			hi = max(hi, q)
 			total++
 		}
-		for q := uint64(1); q <= hi; q++ {
-			if !seen[q] {
+		onDisk := map[uint64]bool{}
+		for _, q := range st.QueuedTelemetry {
+			onDisk[q] = true
+		}
+		for q := uint64(1); q <= max(hi, st.LastTelemetry); q++ {
+			switch {
+			case seen[q]:
+			case onDisk[q]:
+				queued++
+			default:
 				missing++
+				if q > hi {
+					tail++
+				}
 				if os.Getenv("FLEET_DEBUG") != "" {
-					fmt.Fprintf(os.Stderr, "missing seq %d; arrival order %v\n", q, s)
+					fmt.Fprintf(os.Stderr, "%s: missing seq %d (last used %d); arrival order %v\n", node, q, st.LastTelemetry, s)
 				}
 			}
 		}
 	}
-	return missing, dups, total
+	return missing, tail, queued, dups, total
+}
+
+// stoppedSeqs reads every stopped site's seqs from its database.
+func stoppedSeqs(dir string, n int) (map[string]uplink.Stopped, error) {
+	out := map[string]uplink.Stopped{}
+	for i := range n {
+		node := fmt.Sprintf("n%04d", i)
+		db, err := bbolt.Open(filepath.Join(dir, node, "rackwatch.db"), 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", node, err)
+		}
+		st, err := uplink.ReadStopped(db)
+		db.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", node, err)
+		}
+		out[node] = st
+	}
+	return out, nil
 }
 
 func (w *watcher) telemetryCount() int {
@@ -333,9 +367,13 @@ rules:
 		defer func() { total = t }()
 		return t == total
 	})
-	missing, dups, seen := w.gaps()
-	fmt.Printf("seq check:         %d telemetry messages from %d sites, %d seq missing, %d duplicates\n", seen, n, missing, dups)
-	fmt.Printf("seq_missing=%d\nseq_duplicates=%d\n", missing, dups)
+	final, err := stoppedSeqs(dir, n)
+	if err != nil {
+		return err
+	}
+	missing, tail, queued, dups, seen := w.gaps(final)
+	fmt.Printf("seq check:         %d telemetry messages from %d sites, %d seq missing (%d after the highest seen), %d still queued on disk for the next start, %d duplicates\n", seen, n, missing, tail, queued, dups)
+	fmt.Printf("seq_missing=%d\nseq_missing_tail=%d\nseq_queued_at_stop=%d\nseq_duplicates=%d\n", missing, tail, queued, dups)
 	if f := failed.Load(); f > 0 {
 		return fmt.Errorf("%d sites stopped with an error", f)
 	}
