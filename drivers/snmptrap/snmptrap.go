@@ -116,7 +116,7 @@ type Receiver struct {
 	done   chan struct{}
 
 	received, malformed, rejected, dropped atomic.Uint64
-	closeOnce                     sync.Once
+	closeOnce                              sync.Once
 }
 
 // Listen binds addr ("0.0.0.0:162", "127.0.0.1:0") and receives traps until ctx ends,
