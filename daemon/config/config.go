@@ -100,6 +100,11 @@ type Traps struct {
 	Users       []sensors.SNMPv3 `yaml:"users"`       // accepted v3 users
 	// ResolveAfter closes a trap-raised incident that no poll clears (default 15m).
 	ResolveAfter time.Duration `yaml:"resolve_after"`
+	// Sources may open incidents besides the devices: addresses or CIDR prefixes.
+	Sources []string `yaml:"sources"`
+	Rate    float64  `yaml:"rate"`     // traps per second per sender (default 1)
+	Burst   int      `yaml:"burst"`    // traps per sender at once (default 20)
+	MaxOpen int      `yaml:"max_open"` // open trap incidents per sender (default 20)
 }
 
 // Rule is one threshold or state rule.
