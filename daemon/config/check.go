@@ -139,6 +139,9 @@ func (c *checker) check(cfg *Config) {
 	if cfg.Traps.Rate < 0 || cfg.Traps.Burst < 0 || cfg.Traps.MaxOpen < 0 {
 		c.addf(c.at("traps"), "traps: rate, burst and max_open cannot be negative")
 	}
+	if cfg.Incidents.StormLimit < 0 {
+		c.addf(c.at("incidents", "storm_limit"), "incidents: storm_limit cannot be negative")
+	}
 	if cfg.MQTT.EmbeddedBroker != "" {
 		c.checkListen(cfg.MQTT.EmbeddedBroker, "mqtt", "embedded_broker")
 	}

@@ -162,6 +162,7 @@ type Incidents struct {
 	FlapCount   int           `yaml:"flap_count"`   // more flips than this …
 	FlapWindow  time.Duration `yaml:"flap_window"`  // … within this: one incident with a flap count
 	MaxResolved int           `yaml:"max_resolved"` // and at most this many resolved ones (10000)
+	StormLimit  int           `yaml:"storm_limit"`  // incidents one source may open a minute (30)
 }
 
 // Problem is one thing wrong with a config file.
