@@ -13,7 +13,7 @@ import (
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func newTracker(t *testing.T, cfg Config) *Tracker {
+func newTracker(t testing.TB, cfg Config) *Tracker {
 	t.Helper()
 	if cfg.Devices == nil {
 		cfg.Devices = map[string]string{"ups2": "192.0.2.10:161", "pdu-a": "pdu-a.example:161", "ups1": "/dev/ttyUSB0"}
@@ -206,4 +206,29 @@ func TestSendersBounded(t *testing.T) {
 	if tr.Limited() != 2*maxSenders {
 		t.Errorf("Limited() = %d, want %d", tr.Limited(), 2*maxSenders)
 	}
+}
+
+// FuzzHandle: no trap makes the tracker panic, and no sender ever has more than MaxOpen
+// incidents open.
+func FuzzHandle(f *testing.F) {
+	f.Add([]byte{192, 0, 2, 10}, onBattery, "", uint16(0))
+	f.Add([]byte{192, 0, 2, 10}, "1.3.6.1.2.1.33.2.3", "OnBattery", uint16(1000))
+	f.Add([]byte{192, 0, 2, 11}, "1.3.6.1.2.1.33.2.0.4", "unknown", uint16(1))
+	f.Add([]byte{198, 51, 100, 1}, "1.3.6.1.6.3.1.1.5.3", "", uint16(60000))
+	tr := newTracker(f, Config{Sources: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}, MaxOpen: 3, ResolveAfter: time.Minute})
+	now := t0
+	f.Fuzz(func(t *testing.T, ip []byte, oid, alarm string, ms uint16) {
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			return
+		}
+		now = now.Add(time.Duration(ms) * time.Millisecond)
+		tr.Handle(snmptrap.Trap{Source: a, TrapOID: oid, Name: snmptrap.Name(oid), Alarm: alarm}, now)
+		tr.Tick(now)
+		for who, n := range tr.perSend {
+			if n > 3 || n < 0 {
+				t.Fatalf("%s has %d open", who, n)
+			}
+		}
+	})
 }
