@@ -27,6 +27,7 @@
 package traps
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net"
@@ -77,7 +78,8 @@ type Config struct {
 	MaxOpen int
 	// ResolveAfter closes an incident whose trap was not repeated.
 	ResolveAfter time.Duration
-	// Lookup resolves a device's host name (default net.LookupIP); it runs once, in New.
+	// Lookup resolves a device's host name (default: the system resolver, 5 s at most per
+	// name); it runs once, in New.
 	Lookup func(host string) ([]net.IP, error)
 }
 
@@ -160,7 +162,7 @@ func New(cfg Config) *Tracker {
 		cfg.ResolveAfter = 15 * time.Minute
 	}
 	if cfg.Lookup == nil {
-		cfg.Lookup = net.LookupIP
+		cfg.Lookup = lookupIP
 	}
 	t := &Tracker{cfg: cfg, devices: map[netip.Addr]string{}, buckets: map[string]*bucket{},
 		opened: map[string]open{}, perSend: map[string]int{}, storms: map[string]*storm{}}
@@ -177,6 +179,12 @@ func New(cfg Config) *Tracker {
 		}
 	}
 	return t
+}
+
+func lookupIP(host string) ([]net.IP, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return net.DefaultResolver.LookupIP(ctx, "ip", host)
 }
 
 func (t *Tracker) resolve(target string) []netip.Addr {
