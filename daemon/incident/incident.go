@@ -128,6 +128,9 @@ type Manager struct {
 	// recent opens and storms, by source
 	recent map[string][]time.Time
 	storms map[string]*storm
+	// prune's schedule
+	resolvedSince bool
+	nextPrune     time.Time
 }
 
 // storm is what a source's storm incident has counted since it opened.
@@ -517,6 +520,7 @@ func (m *Manager) resolveLocked(in *Incident, now time.Time) (Event, error) {
 	in.State = Resolved
 	in.ClearAt = nil
 	delete(m.open, in.Key)
+	m.resolvedSince = true
 	return m.commit(in, ResolvedEvt, "", now)
 }
 
@@ -558,43 +562,55 @@ func (m *Manager) Tick(now time.Time) []Event {
 }
 
 // prune applies the retention bound. Past MaxResolved, the oldest resolved warnings go
-// first: a flood of warnings must not push the critical incidents out of the history.
+// first: a flood of warnings must not push the critical incidents out of the history. Tick
+// calls it every second for years, so it reads the store only after a resolution or once
+// retention may have expired something (hourly), and writes only when there is something to
+// delete.
 func (m *Manager) prune(now time.Time) {
+	if !m.resolvedSince && now.Before(m.nextPrune) {
+		return
+	}
+	m.resolvedSince = false
+	m.nextPrune = now.Add(time.Hour)
 	cutoff := now.Add(-m.opt.Retention)
-	m.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bIncidents)
-		var warnings, criticals [][]byte // resolved and kept, oldest first
-		b.ForEach(func(k, v []byte) error {
+	var del, warnings, criticals [][]byte // warnings and criticals: resolved and kept, oldest first
+	m.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bIncidents).ForEach(func(k, v []byte) error {
 			var in Incident
-			if json.Unmarshal(v, &in) == nil && !in.IsOpen() {
-				if m.opt.Retention > 0 && in.ResolvedAt != nil && in.ResolvedAt.Before(cutoff) {
-					b.Delete(k)
-					return nil
-				}
-				k = append([]byte(nil), k...)
-				if in.Severity == "critical" {
-					criticals = append(criticals, k)
-				} else {
-					warnings = append(warnings, k)
-				}
+			if json.Unmarshal(v, &in) != nil || in.IsOpen() {
+				return nil
+			}
+			k = append([]byte(nil), k...)
+			switch {
+			case m.opt.Retention > 0 && in.ResolvedAt != nil && in.ResolvedAt.Before(cutoff):
+				del = append(del, k)
+			case in.Severity == "critical":
+				criticals = append(criticals, k)
+			default:
+				warnings = append(warnings, k)
 			}
 			return nil
 		})
-		over := len(warnings) + len(criticals) - m.opt.MaxResolved
-		if m.opt.MaxResolved <= 0 || over <= 0 {
-			return nil
-		}
-		for _, list := range [][][]byte{warnings, criticals} {
-			for _, k := range list {
-				if over == 0 {
-					return nil
-				}
-				b.Delete(k)
-				over--
+	})
+	if over := len(warnings) + len(criticals) - m.opt.MaxResolved; m.opt.MaxResolved > 0 && over > 0 {
+		del = append(del, append(warnings, criticals...)[:over]...)
+	}
+	if len(del) == 0 {
+		return
+	}
+	err := m.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bIncidents)
+		for _, k := range del {
+			if err := b.Delete(k); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		m.resolvedSince = true // try again next tick
+		m.opt.Log.Error("incident store: retention", "err", err)
+	}
 }
 
 // OpenKeys returns the key and severity of each open incident (to seed the rules).
