@@ -20,6 +20,7 @@ import (
 	"github.com/gosnmp/gosnmp"
 
 	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/daemon/traps"
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
@@ -333,3 +334,49 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.b.Write(p)
 }
 func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
+
+// TestIncidentStormAcrossSenders: 100 listed senders, one trap each, are more incidents in a
+// minute than incidents.storm_limit allows: the rest become one incident-storm incident.
+func TestIncidentStormAcrossSenders(t *testing.T) {
+	trapPort := testpeer.FreeUDPPort(t)
+	const limit, senders = 10, 100
+	s := runSite(t, fmt.Sprintf(`site: e2e
+node: rack1
+data_dir: %s
+web: {listen: "127.0.0.1:0"}
+traps: {listen: "127.0.0.1:%d", sources: ["127.0.1.0/24"]}
+incidents: {storm_limit: %d}
+devices:
+  - {id: ups2, driver: sim.ups, target: "127.0.0.1:16100", poll: 1s}
+`, t.TempDir(), trapPort, limit))
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: trapPort}
+	for i := 1; i <= senders; i++ {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 1, byte(i))}, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(v2cTrapPacket(t, "public", "1.3.6.1.4.1.99999.0.1"))
+		c.Close()
+		if i%25 == 0 {
+			want := i
+			testpeer.Eventually(t, 60*time.Second, fmt.Sprintf("%d traps handled", want), func() bool { return handledTraps(t, s) >= want })
+		}
+	}
+	if a := trapsTotal(t, s, "accepted"); a != senders {
+		t.Fatalf("accepted %d of %d", a, senders)
+	}
+	testpeer.Eventually(t, 30*time.Second, "one storm incident counting the rest", func() bool {
+		trapIncs, storms := 0, 0
+		var value any
+		for _, in := range incidentsAPI(t, s, "open") {
+			switch in["rule"] {
+			case traps.RuleTrap:
+				trapIncs++
+			case incident.RuleStorm:
+				storms++
+				value = in["value"]
+			}
+		}
+		return trapIncs == limit && storms == 1 && value == float64(senders-limit)
+	})
+}
