@@ -46,10 +46,12 @@ const (
 	DefaultRate    = 1.0 // traps per second per sender, sustained
 	DefaultBurst   = 20  // traps per sender at once
 	DefaultMaxOpen = 20  // open trap incidents per sender
-	// maxSenders bounds the token buckets kept: a bucket that has refilled is forgotten, so
-	// only senders that are sending right now count.
+	// maxSenders bounds the token buckets kept for traps.sources senders (devices always
+	// have theirs, so a flood from a listed prefix cannot starve them): a bucket that has
+	// refilled is forgotten, so only senders that are sending right now count.
 	maxSenders = 1024
-	// maxOpenTotal bounds the open trap incidents of all senders together (storms included).
+	// maxOpenTotal bounds the open trap incidents of all traps.sources senders together
+	// (storms included).
 	maxOpenTotal = 4096
 )
 
@@ -126,6 +128,7 @@ type bucket struct {
 
 type storm struct {
 	key       string
+	listed    bool // a traps.sources sender, not a device
 	dropped   int
 	reported  int
 	severity  string
@@ -143,6 +146,7 @@ type Tracker struct {
 	opened  map[string]open
 	perSend map[string]int
 	storms  map[string]*storm
+	listed  int // open incidents and storms of traps.sources senders
 
 	unknown, limited atomic.Uint64
 }
@@ -245,12 +249,12 @@ func (t *Tracker) sender(a netip.Addr) (who, device string) {
 }
 
 // take spends one token of who's bucket.
-func (t *Tracker) take(who string, now time.Time) bool {
+func (t *Tracker) take(who string, listed bool, now time.Time) bool {
 	b, ok := t.buckets[who]
 	if !ok {
-		if len(t.buckets) >= maxSenders {
+		if bound := maxSenders + len(t.cfg.Devices); listed && len(t.buckets) >= bound {
 			t.forgetFull(now)
-			if len(t.buckets) >= maxSenders {
+			if len(t.buckets) >= bound {
 				return false
 			}
 		}
@@ -285,8 +289,9 @@ func (t *Tracker) Handle(tr snmptrap.Trap, now time.Time) (Outcome, []Action) {
 		return UnknownSource, nil
 	}
 	a := t.meaning(tr, who)
-	if !t.take(who, now) {
-		return RateLimited, t.drop(who, tr, a, now)
+	listed := device == ""
+	if !t.take(who, listed, now) {
+		return RateLimited, t.drop(who, listed, tr, a, now)
 	}
 	switch a.Kind {
 	case Log:
@@ -302,16 +307,26 @@ func (t *Tracker) Handle(tr snmptrap.Trap, now time.Time) (Outcome, []Action) {
 		t.opened[a.Key] = o
 		return Accepted, []Action{a}
 	}
-	if t.perSend[who] >= t.cfg.MaxOpen || len(t.opened)+len(t.storms) >= maxOpenTotal {
-		return RateLimited, t.drop(who, tr, a, now)
+	if t.perSend[who] >= t.cfg.MaxOpen || (listed && t.listed >= maxOpenTotal) {
+		return RateLimited, t.drop(who, listed, tr, a, now)
 	}
-	t.opened[a.Key] = open{sender: who, device: device, last: now, onBatt: tr.Name == "upsTrapOnBattery"}
-	t.perSend[who]++
+	t.track(a.Key, open{sender: who, device: device, last: now, onBatt: tr.Name == "upsTrapOnBattery"})
 	return Accepted, []Action{a}
+}
+
+func (t *Tracker) track(key string, o open) {
+	t.opened[key] = o
+	t.perSend[o.sender]++
+	if o.device == "" {
+		t.listed++
+	}
 }
 
 func (t *Tracker) forget(key string, o open) {
 	delete(t.opened, key)
+	if o.device == "" {
+		t.listed--
+	}
 	if t.perSend[o.sender]--; t.perSend[o.sender] <= 0 {
 		delete(t.perSend, o.sender)
 	}
@@ -352,15 +367,18 @@ func (t *Tracker) meaning(tr snmptrap.Trap, who string) Action {
 }
 
 // drop counts a trap that was not applied, in the metric and in who's storm incident.
-func (t *Tracker) drop(who string, tr snmptrap.Trap, a Action, now time.Time) []Action {
+func (t *Tracker) drop(who string, listed bool, tr snmptrap.Trap, a Action, now time.Time) []Action {
 	t.limited.Add(1)
 	s := t.storms[who]
 	if s == nil {
-		if len(t.opened)+len(t.storms) >= maxOpenTotal {
+		if listed && t.listed >= maxOpenTotal {
 			return nil // the metric still counts it
 		}
-		s = &storm{key: "trap:" + who + ":storm", severity: Warning}
+		s = &storm{key: "trap:" + who + ":storm", severity: Warning, listed: listed}
 		t.storms[who] = s
+		if listed {
+			t.listed++
+		}
 	}
 	s.dropped++
 	s.last = now
@@ -420,6 +438,9 @@ func (t *Tracker) Tick(now time.Time) []Action {
 		switch {
 		case now.Sub(s.last) >= t.cfg.ResolveAfter:
 			delete(t.storms, who)
+			if s.listed {
+				t.listed--
+			}
 			out = append(out, Action{Kind: Resolve, Key: s.key, Device: who, Value: s.dropped})
 		case s.dropped != s.reported:
 			out = append(out, t.stormAction(who, s))
@@ -440,11 +461,15 @@ func (t *Tracker) Adopt(key, sender string, last time.Time, onBatt bool) {
 		device = sender
 	}
 	if key == "trap:"+sender+":storm" {
-		t.storms[sender] = &storm{key: key, severity: Warning, last: last, committed: true}
+		if _, ok := t.storms[sender]; !ok {
+			t.storms[sender] = &storm{key: key, severity: Warning, last: last, committed: true, listed: device == ""}
+			if device == "" {
+				t.listed++
+			}
+		}
 		return
 	}
-	t.opened[key] = open{sender: sender, device: device, last: last, onBatt: onBatt}
-	t.perSend[sender]++
+	t.track(key, open{sender: sender, device: device, last: last, onBatt: onBatt})
 }
 
 func hasFlag(status, flag string) bool { return slices.Contains(strings.Fields(status), flag) }

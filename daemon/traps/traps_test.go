@@ -192,19 +192,27 @@ func TestCommunities(t *testing.T) {
 	}
 }
 
-// Senders in a large listed prefix cannot grow the tracker without bound.
+// Senders in a large listed prefix cannot grow the tracker without bound, nor crowd out a
+// device.
 func TestSendersBounded(t *testing.T) {
 	tr := newTracker(t, Config{Sources: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Burst: 1, Rate: 0.001})
 	a := netip.MustParseAddr("10.0.0.0")
-	for i := 0; i < 3*maxSenders; i++ {
+	bound := maxSenders + len(tr.cfg.Devices)
+	for i := 0; i < 3*bound; i++ {
 		a = a.Next()
 		tr.Handle(trap(a.String(), onBattery), t0)
 	}
-	if len(tr.buckets) > maxSenders {
-		t.Errorf("%d buckets kept, bound %d", len(tr.buckets), maxSenders)
+	if len(tr.buckets) > bound {
+		t.Errorf("%d buckets kept, bound %d", len(tr.buckets), bound)
 	}
-	if tr.Limited() != 2*maxSenders {
-		t.Errorf("Limited() = %d, want %d", tr.Limited(), 2*maxSenders)
+	if tr.Limited() != uint64(2*bound) {
+		t.Errorf("Limited() = %d, want %d", tr.Limited(), 2*bound)
+	}
+	if out, acts := tr.Handle(trap("192.0.2.10", onBattery), t0); out != Accepted || len(acts) != 1 {
+		t.Errorf("a device during a flood from a listed prefix: %s %+v", out, acts)
+	}
+	if tr.listed > maxOpenTotal || len(tr.opened) > maxOpenTotal+1 {
+		t.Errorf("%d listed senders' incidents tracked, %d in all", tr.listed, len(tr.opened))
 	}
 }
 
