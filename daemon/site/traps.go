@@ -79,14 +79,15 @@ func (s *Site) trapReceiver() *snmptrap.Receiver {
 }
 
 func (s *Site) trap(t snmptrap.Trap) {
+	if !s.traps.tracker.Admit(t.Source) {
+		s.log.Debug("trap from a sender that is no device and no traps.sources entry ignored", "from", t.Source, "trap", t.TrapOID)
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
 	out, acts := s.traps.tracker.Handle(t, now)
-	switch out {
-	case traps.UnknownSource:
-		s.log.Debug("trap from a sender that is no device and no traps.sources entry ignored", "from", t.Source, "trap", t.TrapOID)
-	case traps.Accepted:
+	if out == traps.Accepted {
 		who := ""
 		if len(acts) > 0 {
 			who = acts[0].Device

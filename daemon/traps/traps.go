@@ -233,6 +233,17 @@ func (t *Tracker) Unknown() uint64 { return t.unknown.Load() }
 // Limited counts traps dropped by a sender's rate limit or open-incident cap.
 func (t *Tracker) Limited() uint64 { return t.limited.Load() }
 
+// Admit reports whether a trap from addr may open incidents at all, and counts it in
+// Unknown when not. It reads only what New set, so it is safe for concurrent use: the site
+// turns strangers away without taking its lock.
+func (t *Tracker) Admit(addr netip.Addr) bool {
+	if who, _ := t.sender(addr); who != "" {
+		return true
+	}
+	t.unknown.Add(1)
+	return false
+}
+
 // sender names a trap's sender: its device id, its address for a listed source, "" when
 // it may not open incidents.
 func (t *Tracker) sender(a netip.Addr) (who, device string) {

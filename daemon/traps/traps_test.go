@@ -109,6 +109,9 @@ func TestSenders(t *testing.T) {
 	if tr.Unknown() != 3 {
 		t.Errorf("Unknown() = %d, want 3", tr.Unknown())
 	}
+	if tr.Admit(netip.MustParseAddr("192.0.2.99")) || !tr.Admit(netip.MustParseAddr("192.0.2.10")) || !tr.Admit(netip.MustParseAddr("198.51.100.1")) || tr.Unknown() != 4 {
+		t.Errorf("Admit: Unknown() = %d after one stranger more", tr.Unknown())
+	}
 }
 
 // The token bucket: Burst at once, then Rate per second; a dropped trap that would have
