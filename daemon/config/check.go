@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -129,6 +130,17 @@ func (c *checker) check(cfg *Config) {
 	}
 	if cfg.Traps.Listen != "" {
 		c.checkListen(cfg.Traps.Listen, "traps", "listen")
+	}
+	for i, src := range cfg.Traps.Sources {
+		if _, err := ParseSource(src); err != nil {
+			c.addf(c.at("traps", "sources", i), "traps source %q: write an address or a CIDR prefix (192.0.2.0/24)", src)
+		}
+	}
+	if cfg.Traps.Rate < 0 || cfg.Traps.Burst < 0 || cfg.Traps.MaxOpen < 0 {
+		c.addf(c.at("traps"), "traps: rate, burst and max_open cannot be negative")
+	}
+	if cfg.Incidents.StormLimit < 0 {
+		c.addf(c.at("incidents", "storm_limit"), "incidents: storm_limit cannot be negative")
 	}
 	if cfg.MQTT.EmbeddedBroker != "" {
 		c.checkListen(cfg.MQTT.EmbeddedBroker, "mqtt", "embedded_broker")
@@ -356,4 +368,17 @@ func (c *checker) checkRule(n *yaml.Node, r Rule, ids map[string]sensors.Spec) {
 	if r.Hysteresis < 0 || r.For < 0 {
 		c.addf(n, "rule %q: hysteresis and for must not be negative", r.Name)
 	}
+}
+
+// ParseSource reads one traps.sources entry: an address (one host) or a CIDR prefix.
+func ParseSource(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return p.Masked(), nil
 }

@@ -100,6 +100,11 @@ type Traps struct {
 	Users       []sensors.SNMPv3 `yaml:"users"`       // accepted v3 users
 	// ResolveAfter closes a trap-raised incident that no poll clears (default 15m).
 	ResolveAfter time.Duration `yaml:"resolve_after"`
+	// Sources may open incidents besides the devices: addresses or CIDR prefixes.
+	Sources []string `yaml:"sources"`
+	Rate    float64  `yaml:"rate"`     // traps per second per sender (default 1)
+	Burst   int      `yaml:"burst"`    // traps per sender at once (default 20)
+	MaxOpen int      `yaml:"max_open"` // open trap incidents per sender (default 20)
 }
 
 // Rule is one threshold or state rule.
@@ -157,6 +162,7 @@ type Incidents struct {
 	FlapCount   int           `yaml:"flap_count"`   // more flips than this …
 	FlapWindow  time.Duration `yaml:"flap_window"`  // … within this: one incident with a flap count
 	MaxResolved int           `yaml:"max_resolved"` // and at most this many resolved ones (10000)
+	StormLimit  int           `yaml:"storm_limit"`  // incidents one source may open a minute (30)
 }
 
 // Problem is one thing wrong with a config file.

@@ -9,6 +9,7 @@
 package incident
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -81,15 +82,26 @@ type Raise struct {
 	Value, Threshold          any
 }
 
-// Options bound the history and set flapping suppression.
+// Options bound the history and set flapping and storm suppression.
 type Options struct {
 	Node        string // prefix of incident ids
 	Retention   time.Duration
 	MaxResolved int
 	FlapCount   int
 	FlapWindow  time.Duration
+	// StormLimit is how many incidents one source (Raise.Source: rule, trap, system, uplink,
+	// power, cooling) may open in StormWindow; past it, the source's one storm incident
+	// counts the rest (default DefaultStormLimit a minute).
+	StormLimit  int
+	StormWindow time.Duration
 	Log         *slog.Logger
 }
+
+// DefaultStormLimit is Options.StormLimit's default.
+const DefaultStormLimit = 30
+
+// RuleStorm is the rule of a storm incident; its key is "storm:<source>".
+const RuleStorm = "incident-storm"
 
 var (
 	bIncidents = []byte("incidents")
@@ -113,6 +125,19 @@ type Manager struct {
 	opens   map[string][]time.Time
 	publish func(Event) error
 	stage   Stager
+	// recent opens and storms, by source
+	recent map[string][]time.Time
+	storms map[string]*storm
+	// prune's schedule
+	resolvedSince bool
+	nextPrune     time.Time
+}
+
+// storm is what a source's storm incident has counted since it opened.
+type storm struct {
+	suppressed int
+	last       time.Time
+	dirty      bool // Value changed in memory, not yet saved
 }
 
 // Stager puts an event into a durable queue inside the incident's own write transaction (the
@@ -132,7 +157,14 @@ func New(db *bolt.DB, opt Options) (*Manager, error) {
 	if opt.FlapWindow == 0 {
 		opt.FlapWindow = 10 * time.Minute
 	}
-	m := &Manager{db: db, opt: opt, open: map[string]*Incident{}, opens: map[string][]time.Time{}}
+	if opt.StormLimit == 0 {
+		opt.StormLimit = DefaultStormLimit
+	}
+	if opt.StormWindow == 0 {
+		opt.StormWindow = time.Minute
+	}
+	m := &Manager{db: db, opt: opt, open: map[string]*Incident{}, opens: map[string][]time.Time{},
+		recent: map[string][]time.Time{}, storms: map[string]*storm{}}
 	err := db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bIncidents, bOutbox, bMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -148,6 +180,15 @@ func New(db *bolt.DB, opt Options) (*Manager, error) {
 			if in.IsOpen() {
 				c := in
 				m.open[in.Key] = &c
+				if in.Rule == RuleStorm {
+					// Counted on from where it was; quiet since it was last stored.
+					n, _ := in.Value.(float64)
+					last := in.OpenedAt
+					if in.EscalatedAt != nil {
+						last = *in.EscalatedAt
+					}
+					m.storms[in.Key] = &storm{suppressed: int(n), last: last}
+				}
 			}
 			return nil
 		})
@@ -321,6 +362,9 @@ func (m *Manager) Raise(r Raise, now time.Time) (Event, error) {
 		}
 		return Event{}, nil
 	}
+	if m.suppress(r, now) {
+		return Event{}, nil
+	}
 	m.opens[r.Key] = append(pruneBefore(m.opens[r.Key], now.Add(-m.opt.FlapWindow)), now)
 	in := &Incident{Key: r.Key, Rule: r.Rule, Device: r.Device, Metric: r.Metric, Severity: r.Severity,
 		State: Open, Source: r.Source, Summary: r.Summary, Value: r.Value, Threshold: r.Threshold, OpenedAt: now}
@@ -339,6 +383,99 @@ func pruneBefore(ts []time.Time, t time.Time) []time.Time {
 		}
 	}
 	return out
+}
+
+// suppress reports whether a new incident of r's source is one too many this window, and
+// if so counts it in the source's storm incident instead. Critical incidents of the rack's
+// own making (rules, policies, device checks, the uplink) are bounded by the config and
+// always open; a critical trap that is suppressed makes the storm critical, so no critical
+// condition goes unseen.
+func (m *Manager) suppress(r Raise, now time.Time) bool {
+	src := r.Source
+	if strings.HasPrefix(r.Key, "storm:") {
+		return false
+	}
+	recent := pruneBefore(m.recent[src], now.Add(-m.opt.StormWindow))
+	if len(recent) < m.opt.StormLimit || (r.Severity == "critical" && src != "trap") {
+		if len(recent) < m.opt.StormLimit {
+			recent = append(recent, now)
+		}
+		m.recent[src] = recent
+		return false
+	}
+	m.recent[src] = recent
+	key := "storm:" + src
+	st := m.storms[key]
+	in, open := m.open[key]
+	if st == nil || !open {
+		st = &storm{}
+		m.storms[key] = st
+	}
+	st.suppressed++
+	st.last = now
+	summary := fmt.Sprintf("%s opened more than %d incidents in %s: %d more not opened (last: %s)",
+		sourceName(src), m.opt.StormLimit, m.opt.StormWindow, st.suppressed, r.Summary)
+	sev := "warning"
+	if r.Severity == "critical" {
+		sev = "critical"
+	}
+	if !open {
+		in = &Incident{Key: key, Rule: RuleStorm, Severity: sev, State: Open, Source: src, Summary: summary,
+			Value: st.suppressed, Threshold: m.opt.StormLimit, OpenedAt: now}
+		m.open[key] = in
+		if _, err := m.commit(in, Opened, "", now); err != nil {
+			m.opt.Log.Error("storm incident not stored", "key", key, "err", err)
+		}
+		return true
+	}
+	in.Value = st.suppressed
+	if sevRank(sev) > sevRank(in.Severity) {
+		in.Severity, in.Summary = sev, summary
+		t := now
+		in.EscalatedAt = &t
+		if _, err := m.commit(in, Escalated, "", now); err != nil {
+			m.opt.Log.Error("storm incident not stored", "key", key, "err", err)
+		}
+		st.dirty = false
+		return true
+	}
+	in.Summary = summary
+	st.dirty = true // saved by Tick, not once per suppressed incident
+	return true
+}
+
+func sourceName(src string) string {
+	if src == "" {
+		return "an unnamed source"
+	}
+	return "source " + src
+}
+
+// tickStorms saves storm counts that changed and resolves storms quiet for a whole window.
+func (m *Manager) tickStorms(now time.Time) []Event {
+	var evs []Event
+	for key, st := range m.storms {
+		in, ok := m.open[key]
+		if !ok {
+			delete(m.storms, key)
+			continue
+		}
+		if now.Sub(st.last) >= m.opt.StormWindow {
+			delete(m.storms, key)
+			in.Value = st.suppressed
+			if e, err := m.resolveLocked(in, now); err == nil {
+				evs = append(evs, e)
+			}
+			continue
+		}
+		if st.dirty {
+			st.dirty = false
+			if err := m.save(in); err != nil {
+				m.opt.Log.Error("storm incident not stored", "key", key, "err", err)
+			}
+		}
+	}
+	return evs
 }
 
 func (m *Manager) save(in *Incident) error {
@@ -383,6 +520,7 @@ func (m *Manager) resolveLocked(in *Incident, now time.Time) (Event, error) {
 	in.State = Resolved
 	in.ClearAt = nil
 	delete(m.open, in.Key)
+	m.resolvedSince = true
 	return m.commit(in, ResolvedEvt, "", now)
 }
 
@@ -418,32 +556,61 @@ func (m *Manager) Tick(now time.Time) []Event {
 			}
 		}
 	}
+	evs = append(evs, m.tickStorms(now)...)
 	m.prune(now)
 	return evs
 }
 
+// prune applies the retention bound. Past MaxResolved, the oldest resolved warnings go
+// first: a flood of warnings must not push the critical incidents out of the history. Tick
+// calls it every second for years, so it reads the store only after a resolution or once
+// retention may have expired something (hourly), and writes only when there is something to
+// delete.
 func (m *Manager) prune(now time.Time) {
+	if !m.resolvedSince && now.Before(m.nextPrune) {
+		return
+	}
+	m.resolvedSince = false
+	m.nextPrune = now.Add(time.Hour)
 	cutoff := now.Add(-m.opt.Retention)
-	m.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bIncidents)
-		var resolved [][]byte
-		b.ForEach(func(k, v []byte) error {
+	var del, warnings, criticals [][]byte // warnings and criticals: resolved and kept, oldest first
+	m.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bIncidents).ForEach(func(k, v []byte) error {
 			var in Incident
-			if json.Unmarshal(v, &in) == nil && !in.IsOpen() {
-				resolved = append(resolved, append([]byte(nil), k...))
-				if m.opt.Retention > 0 && in.ResolvedAt != nil && in.ResolvedAt.Before(cutoff) {
-					b.Delete(k)
-				}
+			if json.Unmarshal(v, &in) != nil || in.IsOpen() {
+				return nil
+			}
+			k = append([]byte(nil), k...)
+			switch {
+			case m.opt.Retention > 0 && in.ResolvedAt != nil && in.ResolvedAt.Before(cutoff):
+				del = append(del, k)
+			case in.Severity == "critical":
+				criticals = append(criticals, k)
+			default:
+				warnings = append(warnings, k)
 			}
 			return nil
 		})
-		if m.opt.MaxResolved > 0 && len(resolved) > m.opt.MaxResolved {
-			for _, k := range resolved[:len(resolved)-m.opt.MaxResolved] {
-				b.Delete(k)
+	})
+	if over := len(warnings) + len(criticals) - m.opt.MaxResolved; m.opt.MaxResolved > 0 && over > 0 {
+		del = append(del, append(warnings, criticals...)[:over]...)
+	}
+	if len(del) == 0 {
+		return
+	}
+	err := m.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bIncidents)
+		for _, k := range del {
+			if err := b.Delete(k); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		m.resolvedSince = true // try again next tick
+		m.opt.Log.Error("incident store: retention", "err", err)
+	}
 }
 
 // OpenKeys returns the key and severity of each open incident (to seed the rules).
@@ -486,22 +653,51 @@ func sortNewest(in []Incident) {
 	})
 }
 
-// All returns every stored incident, newest first, at most limit (0: all).
+// All returns the stored incidents, newest first, at most limit (0: all). When there are
+// more, the newest critical ones keep up to a quarter of the places, so that a flood of
+// warnings cannot hide them.
 func (m *Manager) All(limit int) []Incident {
-	var out []Incident
+	type rec struct {
+		k  string
+		in Incident
+	}
+	var main, crits, spill []rec
+	reserve := limit / 4
+	critical := []byte(`"severity":"critical"`)
 	m.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bIncidents).Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			isCrit := bytes.Contains(v, critical)
+			var to *[]rec
+			switch {
+			case limit <= 0 || len(main) < limit-reserve:
+				to = &main
+			case isCrit:
+				to = &crits
+			case len(spill) < reserve:
+				to = &spill
+			default:
+				continue
+			}
 			var in Incident
 			if json.Unmarshal(v, &in) == nil {
-				out = append(out, in)
+				*to = append(*to, rec{string(k), in})
 			}
-			if limit > 0 && len(out) >= limit {
+			if limit > 0 && len(crits) >= reserve {
 				break
 			}
 		}
 		return nil
 	})
+	if room := limit - len(main) - len(crits); limit > 0 && len(spill) > room {
+		spill = spill[:room]
+	}
+	all := append(append(main, crits...), spill...)
+	sort.Slice(all, func(i, j int) bool { return all[i].k > all[j].k })
+	out := make([]Incident, len(all))
+	for i, r := range all {
+		out[i] = r.in
+	}
 	return out
 }
 

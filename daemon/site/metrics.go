@@ -41,7 +41,7 @@ func newMetrics(s *Site) *metrics {
 	m.queued = prometheus.NewDesc("rackwatch_uplink_queued_messages", "Messages on disk waiting for the broker's acknowledgement.", nil, nil)
 	m.dropped = prometheus.NewDesc("rackwatch_uplink_dropped_total", "Telemetry messages dropped because the queue was full.", nil, nil)
 	m.upConn = prometheus.NewDesc("rackwatch_uplink_connected", "1 while connected to a broker.", nil, nil)
-	m.traps = prometheus.NewDesc("rackwatch_traps_total", "SNMP trap packets by outcome: accepted, malformed (dropped), rejected (unknown community or user).", []string{"outcome"}, nil)
+	m.traps = prometheus.NewDesc("rackwatch_traps_total", "SNMP trap packets by outcome: accepted, malformed (dropped), rejected (unknown community or user), unknown_source (no device, not in traps.sources), rate_limited (past the sender's rate or open cap), queue_full (the handler fell behind).", []string{"outcome"}, nil)
 	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rackwatch_build_info", Help: "Build information."}, []string{"version", "site", "node"})
 	bi.WithLabelValues(s.opt.Version, s.cfg.Site, s.cfg.Node).Set(1)
 	m.reg.MustRegister(m.pollDur, m.pollErrs, bi, m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -105,7 +105,13 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.open, prometheus.GaugeValue, n, sev)
 	}
 	if r := s.trapReceiver(); r != nil {
-		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(r.Received()), "accepted")
+		// Read the later stages first: every trap they count was received before.
+		unknown, limited := s.trapCounts()
+		dropped := r.Dropped()
+		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(r.Received()-unknown-limited), "accepted")
+		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(unknown), "unknown_source")
+		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(limited), "rate_limited")
+		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(dropped), "queue_full")
 		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(r.Malformed()), "malformed")
 		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(r.Rejected()), "rejected")
 	}

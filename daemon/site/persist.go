@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/rackwatch/rackwatch/daemon/traps"
 )
 
 // saved keeps small pieces of state (a policy's snapshot, the trap incidents' deadlines) in
@@ -95,66 +98,60 @@ func lastAlive(dbPath string) time.Time {
 	return t
 }
 
-// savedTrap is a trap incident as saved: its resolve deadline runs from Last.
-type savedTrap struct {
-	Device string    `json:"device,omitempty"`
-	Last   time.Time `json:"last"`
-	OnBatt bool      `json:"on_battery,omitempty"`
-}
-
 const keyTraps = "traps"
 
-// trapSet and trapDel change the open trap incidents and save them, so that their deadlines
-// (traps.resolve_after from the last trap) and the on-battery ones a poll resolves outlive a
-// restart. Called with s.mu held.
-func (s *Site) trapSet(key string, ti trapIncident) {
-	old, had := s.traps.opened[key]
-	s.traps.opened[key] = ti
-	// A UPS repeats its trap (upsTrapOnBattery every minute), and a storm repeats any trap:
-	// the saved deadline moves in steps of resolve_after/16, so a repeat costs a write at most
-	// that often, and a restart may resolve the incident that much early (a repeat reopens it).
-	if had && old.device == ti.device && old.onBatt == ti.onBatt && ti.last.Sub(s.traps.saved[key]) < s.cfg.Traps.ResolveAfter/16 {
+// saveTraps saves the open trap incidents when the tracker's set changed, so that their
+// deadlines (traps.resolve_after from the last trap) and the on-battery ones a poll resolves
+// outlive a restart. A UPS repeats its trap (upsTrapOnBattery every minute), and a storm
+// repeats any trap: a saved deadline moves in steps of resolve_after/16, so a repeat costs a
+// write at most that often, and a restart may resolve the incident that much early (a repeat
+// reopens it). Called with s.mu held.
+func (s *Site) saveTraps() {
+	open := s.traps.tracker.Open()
+	changed := len(open) != len(s.traps.saved)
+	for k, o := range open {
+		last, ok := s.traps.saved[k]
+		if !ok || o.Last.Sub(last) >= s.cfg.Traps.ResolveAfter/16 {
+			changed = true
+			break
+		}
+	}
+	if !changed {
 		return
 	}
-	s.saveTraps()
-}
-
-func (s *Site) trapDel(key string) {
-	delete(s.traps.opened, key)
-	s.saveTraps()
-}
-
-func (s *Site) saveTraps() {
-	m := make(map[string]savedTrap, len(s.traps.opened))
-	at := make(map[string]time.Time, len(s.traps.opened))
-	for k, ti := range s.traps.opened {
-		m[k] = savedTrap{Device: ti.device, Last: ti.last, OnBatt: ti.onBatt}
-		at[k] = ti.last
-	}
-	if err := s.saved.save(keyTraps, m); err != nil {
+	if err := s.saved.save(keyTraps, open); err != nil {
 		s.log.Error("trap incidents not saved", "err", err)
 		return
 	}
-	s.traps.saved = at
+	s.traps.saved = make(map[string]time.Time, len(open))
+	for k, o := range open {
+		s.traps.saved[k] = o.Last
+	}
 }
 
-// restoreTraps takes back the trap incidents still open in the incident store; one resolved
-// meanwhile (or never stored) is forgotten. A deadline that passed while the daemon was down
-// resolves on the first tick.
+// restoreTraps hands the tracker the trap incidents still open in the incident store, with
+// their saved deadlines; one resolved meanwhile is forgotten. An open trap incident with no
+// saved deadline (a storm, or a save that failed) runs from now. A deadline that passed while
+// the daemon was down resolves on the first tick.
 func (s *Site) restoreTraps() {
-	var m map[string]savedTrap
-	if !s.saved.load(keyTraps, &m) {
-		return
-	}
-	open := s.inc.OpenKeys()
+	var m map[string]traps.OpenTrap
+	s.saved.load(keyTraps, &m)
 	s.traps.saved = map[string]time.Time{}
-	for k, st := range m {
-		if _, ok := open[k]; ok {
-			s.traps.opened[k] = trapIncident{device: st.Device, last: st.Last, onBatt: st.OnBatt}
-			s.traps.saved[k] = st.Last
+	now := s.now()
+	for _, in := range s.inc.OpenIncidents() {
+		if !strings.HasPrefix(in.Key, "trap:") {
+			continue
 		}
+		if o, ok := m[in.Key]; ok {
+			s.traps.tracker.Adopt(in.Key, o.Sender, o.Last, o.OnBatt)
+			s.traps.saved[in.Key] = o.Last
+			continue
+		}
+		sender := in.Device
+		if rest, ok := strings.CutSuffix(strings.TrimPrefix(in.Key, "trap:"), ":storm"); ok {
+			sender = rest
+		}
+		s.traps.tracker.Adopt(in.Key, sender, now, false)
 	}
-	if len(s.traps.opened) != len(m) {
-		s.saveTraps()
-	}
+	s.saveTraps()
 }

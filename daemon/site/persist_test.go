@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"github.com/rackwatch/rackwatch/daemon/failover"
 	"github.com/rackwatch/rackwatch/daemon/kpi"
 	"github.com/rackwatch/rackwatch/daemon/poll"
+	"github.com/rackwatch/rackwatch/daemon/traps"
+	"github.com/rackwatch/rackwatch/drivers/snmptrap"
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 	"github.com/rackwatch/rackwatch/sensors"
 )
@@ -203,28 +206,42 @@ func TestTrapRepeatsWriteRarely(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	tr := traps.New(traps.Config{Devices: map[string]string{"ups2": "127.0.0.5:161"}, Rate: 100, Burst: 100, MaxOpen: 20,
+		ResolveAfter: 16 * time.Minute})
 	s := &Site{cfg: &config.Config{Traps: config.Traps{ResolveAfter: 16 * time.Minute}}, saved: newSaved(db),
-		traps: &trapState{opened: map[string]trapIncident{}}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		traps: &trapState{tracker: tr, saved: map[string]time.Time{}}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	writes := func() int64 { st := db.Stats(); return st.TxStats.GetWrite() }
+	from := netip.MustParseAddr("127.0.0.5")
+	handle := func(name string, at time.Time) {
+		if out, _ := tr.Handle(snmptrap.Trap{Source: from, Name: name, TrapOID: "1.3.6.1.4.1.99." + name}, at); out != traps.Accepted {
+			t.Fatalf("trap %s at %v: %s", name, at, out)
+		}
+		s.saveTraps()
+	}
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	w := writes()
-	s.trapSet("trap:ups2:on-battery", trapIncident{device: "ups2", last: t0, onBatt: true})
+	handle("upsTrapOnBattery", t0)
 	one := writes() - w // the page writes of one commit
 	if one == 0 {
 		t.Fatal("a new trap incident not written")
 	}
 	w = writes()
 	for i := range 3600 {
-		s.trapSet("trap:ups2:on-battery", trapIncident{device: "ups2", last: t0.Add(time.Duration(i+1) * time.Second), onBatt: true})
+		handle("upsTrapOnBattery", t0.Add(time.Duration(i+1)*time.Second))
 	}
 	if n := (writes() - w) / one; n > 60 {
 		t.Fatalf("%d commits for an hour of repeats, want one a minute", n)
 	}
 	w = writes()
-	s.trapSet("trap:ups2:other", trapIncident{device: "ups2", last: t0.Add(time.Hour)})
-	s.trapDel("trap:ups2:on-battery")
-	if writes()-w < 2 {
-		t.Fatal("a new or resolved trap incident not written at once")
+	handle("other", t0.Add(time.Hour))
+	if writes() == w {
+		t.Fatal("a new trap incident not written at once")
+	}
+	w = writes()
+	tr.Tick(t0.Add(3 * time.Hour))
+	s.saveTraps()
+	if writes() == w {
+		t.Fatal("resolved trap incidents not written at once")
 	}
 }
 

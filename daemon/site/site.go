@@ -141,7 +141,8 @@ func open(cfg *config.Config, opt Options) (*Site, error) {
 	s.db = db
 	s.store = state.New(24 * time.Hour)
 	s.inc, err = incident.New(db, incident.Options{Node: cfg.Node, Retention: cfg.Incidents.Retention,
-		MaxResolved: cfg.Incidents.MaxResolved, FlapCount: cfg.Incidents.FlapCount, FlapWindow: cfg.Incidents.FlapWindow, Log: s.log})
+		MaxResolved: cfg.Incidents.MaxResolved, FlapCount: cfg.Incidents.FlapCount, FlapWindow: cfg.Incidents.FlapWindow,
+		StormLimit: cfg.Incidents.StormLimit, Log: s.log})
 	if err != nil {
 		db.Close()
 		return nil, err

@@ -4,51 +4,36 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/netip"
-	"strings"
 	"time"
 
+	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/incident"
+	"github.com/rackwatch/rackwatch/daemon/traps"
 	"github.com/rackwatch/rackwatch/drivers/snmptrap"
 	"github.com/rackwatch/rackwatch/sensors"
 	snmpdev "github.com/rackwatch/rackwatch/sensors/snmp"
 )
 
-// Traps become incidents:
-//
-//   - upsTrapOnBattery (repeated each minute by the UPS) opens a critical incident on the
-//     sending device, resolved when a poll of that device shows it off battery, or after
-//     traps.resolve_after without a repeat;
-//   - upsTrapAlarmEntryAdded opens one incident per well-known alarm (critical for the battery
-//     and output alarms, warning for the rest), upsTrapAlarmEntryRemoved resolves it;
-//   - upsTrapTestCompleted is logged and shown on the page, not an incident;
-//   - any other trap from a configured device's address opens a warning incident named after
-//     the trap, resolved after traps.resolve_after.
-//
-// Traps from addresses that are no configured device are accepted only when they are RFC 1628
-// traps (a UPS not polled, but still worth knowing about).
+// What a trap means and how many a sender may send is daemon/traps'; here the receiver is
+// started and the tracker's actions become incidents, under s.mu like every other incident.
 
 type trapState struct {
-	recv   *snmptrap.Receiver
-	opened map[string]trapIncident // incident key → last refresh
-	saved  map[string]time.Time    // incident key → last refresh as saved (persist.go)
+	recv    *snmptrap.Receiver
+	tracker *traps.Tracker
+	saved   map[string]time.Time // incident key → last refresh as saved (persist.go)
 }
-
-type trapIncident struct {
-	device string
-	last   time.Time
-	onBatt bool
-}
-
-var criticalAlarms = map[string]bool{"BatteryBad": true, "OnBattery": true, "LowBattery": true, "DepletedBattery": true,
-	"OutputOverload": true, "OutputBad": true, "ChargerFailed": true, "UpsOutputOff": true, "UpsSystemOff": true, "ShutdownPending": true, "ShutdownImminent": true}
 
 func (s *Site) startTraps(ctx context.Context) error {
 	c := s.cfg.Traps
 	if c.Listen == "" {
 		return nil
 	}
-	tc := snmptrap.Config{Communities: c.Communities, Logger: s.log.With("part", "traps")}
+	log := s.log.With("part", "traps")
+	communities, warning := traps.Communities(c.Communities)
+	if warning != "" {
+		log.Warn(warning)
+	}
+	tc := snmptrap.Config{Communities: communities, Logger: log}
 	for _, u := range c.Users {
 		u := u
 		cc, err := snmpdev.ClientConfig(sensors.Spec{Target: "trap-sender", Version: "3", V3: &u})
@@ -59,7 +44,18 @@ func (s *Site) startTraps(ctx context.Context) error {
 		usm.EngineID = u.EngineID
 		tc.Users = append(tc.Users, usm)
 	}
-	s.traps = &trapState{opened: map[string]trapIncident{}}
+	tcfg := traps.Config{Devices: map[string]string{}, Rate: c.Rate, Burst: c.Burst, MaxOpen: c.MaxOpen, ResolveAfter: c.ResolveAfter}
+	for _, d := range s.cfg.Devices {
+		tcfg.Devices[d.ID] = d.Target
+	}
+	for _, src := range c.Sources {
+		p, err := config.ParseSource(src)
+		if err != nil {
+			return fmt.Errorf("traps: source %q: %w", src, err)
+		}
+		tcfg.Sources = append(tcfg.Sources, p)
+	}
+	s.traps = &trapState{tracker: traps.New(tcfg)}
 	s.restoreTraps()
 	r, err := snmptrap.Listen(ctx, c.Listen, tc, s.trap)
 	if err != nil {
@@ -84,77 +80,40 @@ func (s *Site) trapReceiver() *snmptrap.Receiver {
 	return s.traps.recv
 }
 
-// deviceAt finds the configured device whose SNMP target is at addr.
-func (s *Site) deviceAt(addr netip.Addr) string {
-	for _, d := range s.cfg.Devices {
-		if d.Target == "" {
-			continue
-		}
-		host := d.Target
-		if h, _, err := net.SplitHostPort(d.Target); err == nil {
-			host = h
-		}
-		if a, err := netip.ParseAddr(host); err == nil && a.Unmap() == addr.Unmap() {
-			return d.ID
-		}
-		if ips, err := net.LookupIP(host); err == nil {
-			for _, ip := range ips {
-				if a, ok := netip.AddrFromSlice(ip); ok && a.Unmap() == addr.Unmap() {
-					return d.ID
-				}
-			}
-		}
-	}
-	return ""
-}
-
 func (s *Site) trap(t snmptrap.Trap) {
-	dev := s.deviceAt(t.Source)
-	ups := strings.HasPrefix(t.Name, "upsTrap")
-	if dev == "" && !ups {
-		s.log.Debug("trap from an unknown sender dropped", "from", t.Source, "trap", t.TrapOID)
+	if !s.traps.tracker.Admit(t.Source) {
+		s.log.Debug("trap from a sender that is no device and no traps.sources entry ignored", "from", t.Source, "trap", t.TrapOID)
 		return
 	}
-	who := dev
-	if who == "" {
-		who = t.Source.String()
-	}
-	s.hub.publishTrap(t, who)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	raise := func(key, sev, metric, summary string, onBatt bool) {
-		s.trapSet(key, trapIncident{device: dev, last: now, onBatt: onBatt})
-		s.raise(incident.Raise{Key: key, Rule: "snmp-trap", Device: who, Metric: metric, Severity: sev, Source: "trap",
-			Summary: summary, Value: t.Name, Threshold: t.TrapOID}, now)
+	out, acts := s.traps.tracker.Handle(t, now)
+	if out == traps.Accepted {
+		who := ""
+		if len(acts) > 0 {
+			who = acts[0].Device
+		}
+		s.hub.publishTrap(t, who)
 	}
-	switch t.Name {
-	case "upsTrapOnBattery":
-		raise("trap:"+who+":on-battery", "critical", "ups.status", fmt.Sprintf("%s sent upsTrapOnBattery: running on battery", who), true)
-	case "upsTrapAlarmEntryAdded", "upsTrapAlarmEntryRemoved":
-		alarm := t.Alarm
-		if alarm == "" {
-			alarm = "unknown"
+	s.applyTraps(acts, now)
+}
+
+// applyTraps carries out the tracker's actions. Called with s.mu held.
+func (s *Site) applyTraps(acts []traps.Action, now time.Time) {
+	for _, a := range acts {
+		switch a.Kind {
+		case traps.Raise:
+			s.raise(incident.Raise{Key: a.Key, Rule: a.Rule, Device: a.Device, Metric: a.Metric, Severity: a.Severity, Source: "trap",
+				Summary: a.Summary, Value: a.Value, Threshold: a.Threshold}, now)
+		case traps.Resolve:
+			s.resolve(a.Key, a.Value, now)
+		case traps.Log:
+			s.log.Info(a.Summary, "device", a.Device)
 		}
-		key := "trap:" + who + ":alarm:" + alarm
-		if t.Name == "upsTrapAlarmEntryRemoved" {
-			s.trapDel(key)
-			s.resolve(key, t.Name, now)
-			return
-		}
-		sev := "warning"
-		if criticalAlarms[alarm] {
-			sev = "critical"
-		}
-		raise(key, sev, "ups.alarm", fmt.Sprintf("%s raised the UPS alarm %s", who, alarm), false)
-	case "upsTrapTestCompleted":
-		s.log.Info("UPS self-test completed", "device", who)
-	default:
-		name := t.Name
-		if name == "" {
-			name = t.TrapOID
-		}
-		raise("trap:"+who+":"+name, "warning", "", fmt.Sprintf("%s sent the trap %s", who, name), false)
+	}
+	if len(acts) > 0 {
+		s.saveTraps()
 	}
 }
 
@@ -164,28 +123,22 @@ func (s *Site) trapsObserve(id string, rs []sensors.Reading, at time.Time) {
 	if s.traps == nil {
 		return
 	}
-	for key, ti := range s.traps.opened {
-		if !ti.onBatt || ti.device != id {
-			continue
-		}
-		for _, r := range rs {
-			if r.Metric == "ups.status" && r.Quality == sensors.Good && !hasFlag(r.Text, "OB") {
-				s.trapDel(key)
-				s.resolve(key, r.Text, at)
-			}
-		}
-	}
+	s.applyTraps(s.traps.tracker.Observe(id, rs), at)
 }
 
-// trapsTick resolves trap incidents that were not repeated for traps.resolve_after.
+// trapsTick resolves trap incidents that were not repeated for traps.resolve_after and
+// brings the storms' counts up to date. Called with s.mu held.
 func (s *Site) trapsTick(now time.Time) {
 	if s.traps == nil {
 		return
 	}
-	for key, ti := range s.traps.opened {
-		if now.Sub(ti.last) >= s.cfg.Traps.ResolveAfter {
-			s.trapDel(key)
-			s.resolve(key, nil, now)
-		}
+	s.applyTraps(s.traps.tracker.Tick(now), now)
+}
+
+// trapCounts are the tracker's counters for the metrics (zero when traps are off).
+func (s *Site) trapCounts() (unknown, limited uint64) {
+	if s.traps == nil || s.traps.tracker == nil {
+		return 0, 0
 	}
+	return s.traps.tracker.Unknown(), s.traps.tracker.Limited()
 }

@@ -5,7 +5,8 @@
 //
 // Anything that is not a trap we accept is counted and dropped: malformed packets (Malformed)
 // and traps with an unknown community or user or a bad signature (Rejected). A packet never
-// stops the receiver.
+// stops the receiver. Accepted traps wait in a bounded queue for the handler, so a slow
+// handler never stalls the socket; what does not fit is counted (Dropped), not kept.
 //
 // It knows PDUs, not incidents or devices: it must not import sensors/, daemon/ or uplink/.
 package snmptrap
@@ -62,7 +63,12 @@ type Config struct {
 	Users []snmp.USM
 	// Logger gets one debug line per dropped packet; default slog.Default().
 	Logger *slog.Logger
+	// Queue is how many accepted traps may wait for the handler (default DefaultQueue).
+	Queue int
 }
+
+// DefaultQueue is the handler queue's length when Config.Queue is 0.
+const DefaultQueue = 256
 
 // Trap is one received trap or inform, in SNMPv2 form.
 type Trap struct {
@@ -106,20 +112,27 @@ type Receiver struct {
 	log    *slog.Logger
 	v2     *gosnmp.GoSNMP // decodes v1 and v2c
 	v3     *gosnmp.GoSNMP // decodes v3 with the user table; nil without users
+	queue  chan Trap
 	done   chan struct{}
 
-	received, malformed, rejected atomic.Uint64
-	closeOnce                     sync.Once
+	received, malformed, rejected, dropped atomic.Uint64
+	closeOnce                              sync.Once
 }
 
 // Listen binds addr ("0.0.0.0:162", "127.0.0.1:0") and receives traps until ctx ends,
-// calling handle for each accepted trap from the receiving goroutine, one at a time: handle
-// should return quickly. The socket is bound when Listen returns.
+// calling handle for each accepted trap in arrival order, one at a time, from a goroutine of
+// its own. The socket is bound when Listen returns.
 func Listen(ctx context.Context, addr string, cfg Config, handle func(Trap)) (*Receiver, error) {
 	if handle == nil {
 		return nil, errors.New("snmptrap: no handler")
 	}
-	r := &Receiver{cfg: cfg, handle: handle, log: cfg.Logger, done: make(chan struct{})}
+	if cfg.Queue < 0 {
+		return nil, fmt.Errorf("snmptrap: queue length %d", cfg.Queue)
+	}
+	if cfg.Queue == 0 {
+		cfg.Queue = DefaultQueue
+	}
+	r := &Receiver{cfg: cfg, handle: handle, log: cfg.Logger, done: make(chan struct{}), queue: make(chan Trap, cfg.Queue)}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -170,6 +183,9 @@ func (r *Receiver) Addr() net.Addr { return r.conn.LocalAddr() }
 // Received counts the traps accepted and handed to the callback.
 func (r *Receiver) Received() uint64 { return r.received.Load() }
 
+// Dropped counts accepted traps dropped because the handler's queue was full.
+func (r *Receiver) Dropped() uint64 { return r.dropped.Load() }
+
 // Malformed counts packets that could not be decoded as an SNMP trap.
 func (r *Receiver) Malformed() uint64 { return r.malformed.Load() }
 
@@ -189,7 +205,19 @@ func (r *Receiver) Close() error {
 func (r *Receiver) Done() <-chan struct{} { return r.done }
 
 func (r *Receiver) loop() {
-	defer close(r.done)
+	handled := make(chan struct{})
+	go func() {
+		defer close(handled)
+		for t := range r.queue {
+			r.received.Add(1)
+			r.handle(t)
+		}
+	}()
+	defer func() {
+		close(r.queue)
+		<-handled
+		close(r.done)
+	}()
 	buf := make([]byte, 65536)
 	for {
 		n, from, err := r.conn.ReadFrom(buf)
@@ -216,8 +244,12 @@ func (r *Receiver) loop() {
 				r.log.Warn("snmptrap: inform response", "to", from.String(), "err", err)
 			}
 		}
-		r.received.Add(1)
-		r.handle(trap)
+		select {
+		case r.queue <- trap:
+		default:
+			r.dropped.Add(1)
+			r.log.Debug("snmptrap: queue full, trap dropped", "from", from.String(), "trap", trap.TrapOID)
+		}
 	}
 }
 

@@ -297,3 +297,50 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// A handler that does not keep up: Queue traps wait, the rest are counted as dropped, and the
+// receiver still reads the socket; once the handler is free the queued ones are handled.
+func TestQueueBounded(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	handled := 0
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := Listen(ctx, "127.0.0.1:0", Config{Queue: 4}, func(Trap) {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release
+		mu.Lock()
+		handled++
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("udp", r.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	pkt := v2cTrap(t)
+	conn.Write(pkt)
+	select {
+	case <-entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the handler never saw the first trap")
+	}
+	for i := 0; i < 9; i++ {
+		conn.Write(pkt)
+	}
+	testpeer.Eventually(t, 20*time.Second, "5 traps dropped", func() bool { return r.Dropped() == 5 })
+	close(release)
+	testpeer.Eventually(t, 20*time.Second, "5 traps handled", func() bool { mu.Lock(); defer mu.Unlock(); return handled == 5 })
+	cancel()
+	<-r.Done()
+	if r.Dropped() != 5 || r.Received() != 5 {
+		t.Errorf("dropped %d, received %d; want 5 and 5", r.Dropped(), r.Received())
+	}
+}
