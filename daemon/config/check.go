@@ -1,15 +1,17 @@
 package config
 
 import (
+	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rackwatch/rackwatch/daemon/nut"
 	"github.com/rackwatch/rackwatch/sensors"
+	snmpdev "github.com/rackwatch/rackwatch/sensors/snmp"
+	"github.com/rackwatch/rackwatch/uplink"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
@@ -40,7 +42,7 @@ func (c *checker) addf(n *yaml.Node, format string, args ...any) {
 	if n != nil {
 		line = n.Line
 	}
-	c.problems = append(c.problems, Problem{File: c.file, Line: line, Msg: fmt.Sprintf(format, args...)})
+	c.problems = append(c.problems, Problem{File: c.file, Line: line, Msg: cutMsg(fmt.Sprintf(format, cutArgs(args)...))})
 }
 
 // at walks a path of mapping keys (string) and sequence indexes (int) and returns the node
@@ -108,42 +110,53 @@ func (c *checker) check(cfg *Config) {
 	if len(cfg.Devices) == 0 {
 		c.addf(c.at("devices"), "devices is required: list at least one device")
 	}
-	c.checkListen(cfg.Web.Listen, "web", "listen")
+	c.checkListen("tcp", cfg.Web.Listen, "web", "listen")
 	if (cfg.Web.TLSCert == "") != (cfg.Web.TLSKey == "") {
 		c.addf(c.at("web"), "web: tls_cert and tls_key go together")
 	}
 	if cfg.NUT.Listen != "" {
-		c.checkListen(cfg.NUT.Listen, "nut", "listen")
+		c.checkListen("tcp", cfg.NUT.Listen, "nut", "listen")
 	}
+	if (cfg.NUT.TLSCert == "") != (cfg.NUT.TLSKey == "") {
+		c.addf(c.at("nut"), "nut: tls_cert and tls_key go together")
+	}
+	users := make([]nut.User, len(cfg.NUT.Users))
 	for i, u := range cfg.NUT.Users {
-		n := c.at("nut", "users", i)
-		if u.Name == "" {
-			c.addf(n, "nut user: name is required")
-		}
-		if u.PasswordFile == "" && u.Password == "" {
-			c.addf(n, "nut user %q: password_file is required", u.Name)
-		}
-		if u.Upsmon != "" && u.Upsmon != "primary" && u.Upsmon != "secondary" {
-			c.addf(keyNode(n, "upsmon"), "nut user %q: upsmon is primary or secondary, not %q", u.Name, u.Upsmon)
+		users[i] = nut.User{Name: u.Name, PasswordFile: u.PasswordFile, Password: u.Password, Upsmon: u.Upsmon, Instcmds: u.Instcmds}
+	}
+	for i := range users {
+		if err := nut.CheckUser(users, i); err != nil {
+			c.addf(c.at("nut", "users", i), "%v", err)
 		}
 	}
 	if cfg.Traps.Listen != "" {
-		c.checkListen(cfg.Traps.Listen, "traps", "listen")
+		c.checkListen("udp", cfg.Traps.Listen, "traps", "listen")
 	}
-	if cfg.MQTT.EmbeddedBroker != "" {
-		c.checkListen(cfg.MQTT.EmbeddedBroker, "mqtt", "embedded_broker")
-	}
-	for i, b := range cfg.MQTT.Brokers {
-		u, err := url.Parse(b)
-		if err != nil || u.Host == "" || (u.Scheme != "tcp" && u.Scheme != "ssl" && u.Scheme != "tls" && u.Scheme != "mqtt" && u.Scheme != "mqtts" && u.Scheme != "ws" && u.Scheme != "wss") {
-			c.addf(c.at("mqtt", "brokers", i), "mqtt broker %q: write it as tcp://host:port or ssl://host:port", b)
+	for i, u := range cfg.Traps.Users {
+		if err := snmpdev.CheckTrapUser(u); err != nil {
+			c.addf(c.at("traps", "users", i), "traps: %v", err)
 		}
 	}
-	if cfg.MQTT.Prefix != "" && strings.ContainsAny(cfg.MQTT.Prefix, "+#") {
-		c.addf(c.at("mqtt", "prefix"), "mqtt prefix %q must not contain MQTT wildcards", cfg.MQTT.Prefix)
+	if cfg.MQTT.EmbeddedBroker != "" {
+		c.checkListen("tcp", cfg.MQTT.EmbeddedBroker, "mqtt", "embedded_broker")
 	}
-	if q := cfg.MQTT.TelemetryQoS; q != nil && (*q < 0 || *q > 2) {
-		c.addf(c.at("mqtt", "telemetry_qos"), "mqtt telemetry_qos is 0, 1 or 2")
+	for i, b := range cfg.MQTT.Brokers {
+		if err := uplink.CheckBroker(b); err != nil {
+			where := c.at("mqtt", "brokers", i)
+			if keyNode(c.at("mqtt"), "brokers") == c.at("mqtt") {
+				// The broker is the one the embedded_broker default made.
+				where = c.at("mqtt", "embedded_broker")
+			}
+			c.addf(where, "mqtt: %v", err)
+		}
+	}
+	if err := uplink.CheckTopicLevel(cfg.MQTT.Prefix); err != nil {
+		c.addf(c.at("mqtt", "prefix"), "mqtt prefix: %v", err)
+	}
+	if q := cfg.MQTT.TelemetryQoS; q != nil {
+		if err := uplink.CheckTelemetryQoS(*q); err != nil {
+			c.addf(c.at("mqtt", "telemetry_qos"), "mqtt telemetry_qos: %v", err)
+		}
 	}
 	if cfg.MQTT.TelemetryInterval < 0 {
 		c.addf(c.at("mqtt", "telemetry_interval"), "mqtt telemetry_interval must be positive")
@@ -219,16 +232,6 @@ func (c *checker) checkRelay(n *yaml.Node, where, id string, ids map[string]sens
 	}
 }
 
-func (c *checker) checkListen(addr string, path ...string) {
-	anyPath := make([]any, len(path))
-	for i, p := range path {
-		anyPath[i] = p
-	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		c.addf(c.at(anyPath...), "%s %q: write it as host:port (%v)", strings.Join(path, "."), addr, err)
-	}
-}
-
 func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 	if d.ID == "" {
 		c.addf(n, "device: id is required")
@@ -266,8 +269,16 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 			c.addf(n, "device %q: the %s driver needs %q", d.ID, d.Driver, k)
 		}
 	}
-	if d.Poll < 0 || d.Timeout < 0 {
-		c.addf(keyNode(n, "poll"), "device %q: poll and timeout must be positive", d.ID)
+	if d.Timeout < 0 {
+		c.addf(keyNode(n, "timeout"), "device %q: timeout must be positive", d.ID)
+	}
+	for _, err := range unjoin(sensors.CheckSpec(d)) {
+		where := n
+		var ke *sensors.KeyError
+		if errors.As(err, &ke) {
+			where, err = keyNode(n, ke.Key), ke.Err
+		}
+		c.addf(where, "device %q: %v", d.ID, err)
 	}
 	if d.Active != "" && d.Active != "high" && d.Active != "low" {
 		c.addf(keyNode(n, "active"), "device %q: active is high or low, not %q", d.ID, d.Active)
@@ -275,22 +286,26 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 	if d.SafeState != "" && d.SafeState != "on" && d.SafeState != "off" {
 		c.addf(keyNode(n, "safe_state"), "device %q: safe_state is on or off, not %q", d.ID, d.SafeState)
 	}
-	if d.Version != "" && d.Version != "1" && d.Version != "2c" && d.Version != "3" {
-		c.addf(keyNode(n, "version"), "device %q: SNMP version is 1, 2c or 3, not %q", d.ID, d.Version)
-	}
-	if d.Version == "3" && d.V3 == nil {
-		c.addf(keyNode(n, "version"), "device %q: SNMP version 3 needs a v3: {user, auth_protocol, …} entry", d.ID)
-	}
-	for j, m := range d.Metrics {
-		if m.Name == "" || m.OID == "" {
-			c.addf(c.nodeIn(n, "metrics", j), "device %q: each metric needs a name and an oid", d.ID)
-		}
-	}
 	for j, s := range d.Script {
 		if j > 0 && s.At < d.Script[j-1].At {
 			c.addf(c.nodeIn(n, "script", j), "device %q: script steps must be in time order", d.ID)
 		}
 	}
+}
+
+// unjoin lists the errors errors.Join put together (err itself otherwise).
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
 
 func (c *checker) nodeIn(n *yaml.Node, key string, i int) *yaml.Node {

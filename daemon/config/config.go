@@ -186,7 +186,12 @@ func (ps Problems) Error() string {
 
 // Load reads, decodes, defaults and checks a config file. A non-nil error is Problems.
 func Load(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, Problems{{File: path, Msg: err.Error()}}
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxBytes+1))
 	if err != nil {
 		return nil, Problems{{File: path, Msg: err.Error()}}
 	}
@@ -198,6 +203,9 @@ var fieldRE = regexp.MustCompile(`^field (\S+) not found in type (\S+)`)
 
 // Parse is Load on bytes; name is used in the messages.
 func Parse(name string, b []byte) (*Config, error) {
+	if len(b) > MaxBytes {
+		return nil, Problems{{File: name, Msg: fmt.Sprintf("larger than %d bytes (1 MiB), the most a config may be; is it the right file?", MaxBytes)}}
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, Problems{yamlProblem(name, err.Error())}
@@ -222,6 +230,7 @@ func Parse(name string, b []byte) (*Config, error) {
 	}
 	cfg.applyDefaults()
 	c.check(cfg)
+	c.checkFinite(c.root, "")
 	ps = append(ps, c.problems...)
 	if len(ps) > 0 {
 		sort.SliceStable(ps, func(i, j int) bool { return ps[i].Line < ps[j].Line })
@@ -236,13 +245,13 @@ func yamlProblem(file, msg string) Problem {
 		n, _ := strconv.Atoi(m[1])
 		text := m[2]
 		if f := fieldRE.FindStringSubmatch(text); f != nil {
-			text = fmt.Sprintf("unknown key %q", f[1])
+			text = fmt.Sprintf("unknown key %q", cut(f[1]))
 		}
 		text = strings.Replace(text, "cannot unmarshal !!str", "cannot read", 1)
 		text = strings.Replace(text, "into time.Duration", "as a duration (use Go durations like 30s, 5m)", 1)
-		return Problem{File: file, Line: n, Msg: text}
+		return Problem{File: file, Line: n, Msg: cutMsg(text)}
 	}
-	return Problem{File: file, Msg: msg}
+	return Problem{File: file, Msg: cutMsg(msg)}
 }
 
 // DefaultDataDir is the data folder when the config names none: $XDG_STATE_HOME/rackwatch,

@@ -88,6 +88,8 @@ func init() {
 			Name:    kind,
 			Keys:    append(append([]string(nil), keys[kind]...), "values", "script", "loop"),
 			Metrics: units[kind],
+			// A sim reads no hardware: tests may poll it fast.
+			MinPoll: time.Millisecond,
 			New: func(spec sensors.Spec, env sensors.Env) (sensors.Device, error) {
 				d := New(kind, spec, time.Now)
 				if kind == "sim.relay" {
