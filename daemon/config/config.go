@@ -249,9 +249,9 @@ func yamlProblem(file, msg string) Problem {
 		}
 		text = strings.Replace(text, "cannot unmarshal !!str", "cannot read", 1)
 		text = strings.Replace(text, "into time.Duration", "as a duration (use Go durations like 30s, 5m)", 1)
-		return Problem{File: file, Line: n, Msg: cutMsg(text)}
+		return Problem{File: file, Line: n, Msg: cutMsg(cutRuns(text))}
 	}
-	return Problem{File: file, Msg: cutMsg(msg)}
+	return Problem{File: file, Msg: cutMsg(cutRuns(msg))}
 }
 
 // DefaultDataDir is the data folder when the config names none: $XDG_STATE_HOME/rackwatch,

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"regexp"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -41,12 +43,21 @@ func cutArgs(args []any) []any {
 		case string:
 			out[i] = cut(v)
 		case error:
-			out[i] = cut(v.Error())
+			out[i] = cutRuns(v.Error())
 		default:
 			out[i] = a
 		}
 	}
 	return out
+}
+
+// longRun is a word too long to repeat whole.
+var longRun = regexp.MustCompile(`\S{` + strconv.Itoa(MaxShown+1) + `,}`)
+
+// cutRuns cuts every long word of a message the runtime wrote (which quotes the value it
+// refuses) and keeps the rest, the reason.
+func cutRuns(s string) string {
+	return longRun.ReplaceAllStringFunc(s, cut)
 }
 
 // cutMsg bounds a whole message that may quote values it did not cut itself (the YAML
