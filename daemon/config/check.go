@@ -280,12 +280,6 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 		}
 		c.addf(where, "device %q: %v", d.ID, err)
 	}
-	if d.Active != "" && d.Active != "high" && d.Active != "low" {
-		c.addf(keyNode(n, "active"), "device %q: active is high or low, not %q", d.ID, d.Active)
-	}
-	if d.SafeState != "" && d.SafeState != "on" && d.SafeState != "off" {
-		c.addf(keyNode(n, "safe_state"), "device %q: safe_state is on or off, not %q", d.ID, d.SafeState)
-	}
 	for j, s := range d.Script {
 		if j > 0 && s.At < d.Script[j-1].At {
 			c.addf(c.nodeIn(n, "script", j), "device %q: script steps must be in time order", d.ID)
