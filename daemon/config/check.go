@@ -111,15 +111,11 @@ func (c *checker) check(cfg *Config) {
 		c.addf(c.at("devices"), "devices is required: list at least one device")
 	}
 	c.checkListen("tcp", cfg.Web.Listen, "web", "listen")
-	if (cfg.Web.TLSCert == "") != (cfg.Web.TLSKey == "") {
-		c.addf(c.at("web"), "web: tls_cert and tls_key go together")
-	}
+	c.checkPair("web", cfg.Web.TLSCert, cfg.Web.TLSKey, "tls_cert", "tls_key")
 	if cfg.NUT.Listen != "" {
 		c.checkListen("tcp", cfg.NUT.Listen, "nut", "listen")
 	}
-	if (cfg.NUT.TLSCert == "") != (cfg.NUT.TLSKey == "") {
-		c.addf(c.at("nut"), "nut: tls_cert and tls_key go together")
-	}
+	c.checkPair("nut", cfg.NUT.TLSCert, cfg.NUT.TLSKey, "tls_cert", "tls_key")
 	users := make([]nut.User, len(cfg.NUT.Users))
 	for i, u := range cfg.NUT.Users {
 		users[i] = nut.User{Name: u.Name, PasswordFile: u.PasswordFile, Password: u.Password, Upsmon: u.Upsmon, Instcmds: u.Instcmds}
@@ -150,6 +146,7 @@ func (c *checker) check(cfg *Config) {
 			c.addf(where, "mqtt: %v", err)
 		}
 	}
+	c.checkPair("mqtt.tls", cfg.MQTT.TLS.CertFile, cfg.MQTT.TLS.KeyFile, "cert_file", "key_file")
 	if err := uplink.CheckTopicLevel(cfg.MQTT.Prefix); err != nil {
 		c.addf(c.at("mqtt", "prefix"), "mqtt prefix: %v", err)
 	}
@@ -220,6 +217,23 @@ func (c *checker) check(cfg *Config) {
 			c.addf(c.at("failover", "cooling", "off_below"), "failover.cooling: off_below (%g) must be below on_above (%g)", *cl.OffBelow, *cl.OnAbove)
 		}
 	}
+}
+
+// checkPair refuses a certificate without its key or a key without its certificate, at the
+// line of the one given.
+func (c *checker) checkPair(section, cert, key, certKey, keyKey string) {
+	if (cert == "") == (key == "") {
+		return
+	}
+	var path []any
+	for _, p := range strings.Split(section, ".") {
+		path = append(path, p)
+	}
+	given := certKey
+	if cert == "" {
+		given = keyKey
+	}
+	c.addf(keyNode(c.at(path...), given), "%s: %s and %s go together", section, certKey, keyKey)
 }
 
 func (c *checker) checkRelay(n *yaml.Node, where, id string, ids map[string]sensors.Spec) {
