@@ -155,8 +155,8 @@ func (c *checker) check(cfg *Config) {
 			c.addf(c.at("mqtt", "telemetry_qos"), "mqtt telemetry_qos: %v", err)
 		}
 	}
-	if cfg.MQTT.TelemetryInterval < 0 {
-		c.addf(c.at("mqtt", "telemetry_interval"), "mqtt telemetry_interval must be positive")
+	if cfg.MQTT.TelemetryInterval < MinTelemetryInterval {
+		c.addf(c.at("mqtt", "telemetry_interval"), "mqtt telemetry_interval %v is below the floor of %v", cfg.MQTT.TelemetryInterval, MinTelemetryInterval)
 	}
 	if f := cfg.MQTT.QueueFlush; f != nil && *f < 0 {
 		c.addf(c.at("mqtt", "queue_flush"), "mqtt queue_flush must be 0 (commit every telemetry message) or positive")

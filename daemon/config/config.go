@@ -1,6 +1,9 @@
 // Package config reads and checks a site's YAML config (CONTRACT.md §2). Every problem is
 // reported as FILE:LINE: message, all of them at once, so an operator fixes a file in one go.
-// It knows the drivers only through the sensors registry; it must not import the site's parts.
+// What the runtime would refuse it asks the part that refuses it (the uplink, the NUT server,
+// the drivers through the sensors registry), so -check and a start judge a value the same
+// way; it keeps no list of its own of what those parts accept. It must not import the site's
+// wiring (daemon/site) nor any part that imports config.
 package config
 
 import (

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
@@ -15,6 +16,10 @@ import (
 // MaxBytes is the largest config file read: a site's config is a few kB, and a file far
 // larger is a mistake (a log or a binary named by -config) that should not be parsed.
 const MaxBytes = 1 << 20
+
+// MinTelemetryInterval is the shortest mqtt.telemetry_interval: each snapshot carries every
+// reading, so a shorter one busies a core and the link with copies of the same values.
+const MinTelemetryInterval = 100 * time.Millisecond
 
 // MaxShown is how much of a value an error message repeats; the rest is cut, so that a huge
 // value in a file is never echoed back whole.

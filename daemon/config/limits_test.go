@@ -30,6 +30,7 @@ func TestBadValues(t *testing.T) {
 		{"mqtt tls half", "mqtt:\n  brokers: [\"ssl://h:8883\"]\n  tls: {cert_file: /etc/c.pem} # <-", `mqtt.tls: cert_file and key_file go together`},
 		{"web tls half", "web:\n  tls_cert: /etc/c.pem # <-", `web: tls_cert and tls_key go together`},
 		{"nut tls half", "nut:\n  listen: \"127.0.0.1:0\"\n  tls_key: /etc/k.pem # <-", `nut: tls_cert and tls_key go together`},
+		{"telemetry interval", "mqtt:\n  brokers: [\"tcp://h:1883\"]\n  telemetry_interval: 1ns # <-", `mqtt telemetry_interval 1ns is below the floor of 100ms`},
 		{"prefix wildcard", "mqtt:\n  prefix: a/+ # <-", `mqtt prefix: "a/+" is not usable in a topic`},
 		{"prefix NUL", "mqtt:\n  prefix: \"a\\0b\" # <-", `is not usable in a topic`},
 		{"poll 1ns", "  - {id: ups1, driver: megatec, port: /dev/ttyUSB0, poll: 1ns} # <-", `device "ups1": 1ns is below the megatec driver's floor of 100ms`},
