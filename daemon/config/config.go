@@ -2,7 +2,7 @@
 // reported as FILE:LINE: message, all of them at once, so an operator fixes a file in one go.
 // What the runtime would refuse it asks the part that refuses it (the uplink, the NUT server,
 // the drivers through the sensors registry), so -check and a start judge a value the same
-// way; it keeps no list of its own of what those parts accept. It must not import the site's
+// way, and keeps no second list of the values those parts accept. It must not import the site's
 // wiring (daemon/site) nor any part that imports config.
 package config
 
