@@ -75,7 +75,7 @@ type KeyError struct {
 	Err error
 }
 
-func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *KeyError) Error() string { return e.Err.Error() }
 func (e *KeyError) Unwrap() error { return e.Err }
 
 // CheckSpec reports why spec cannot work: an unknown driver, a poll below the driver's

@@ -278,15 +278,21 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 			}
 		}
 	}
+	missing := false
 	for _, k := range drv.Required {
 		if !present[k] {
 			c.addf(n, "device %q: the %s driver needs %q", d.ID, d.Driver, k)
+			missing = true
 		}
 	}
 	if d.Timeout < 0 {
 		c.addf(keyNode(n, "timeout"), "device %q: timeout must be positive", d.ID)
 	}
-	for _, err := range unjoin(sensors.CheckSpec(d)) {
+	var specErr error
+	if !missing { // else the driver's own check would say the same again
+		specErr = sensors.CheckSpec(d)
+	}
+	for _, err := range unjoin(specErr) {
 		where := n
 		var ke *sensors.KeyError
 		if errors.As(err, &ke) {
