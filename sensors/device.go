@@ -64,8 +64,8 @@ type Driver struct {
 	MinPoll time.Duration
 }
 
-// MinPoll is the shortest poll interval of a device: a shorter one keeps a core busy and
-// floods the history without telling anything a slower poll would not.
+// MinPoll is the shortest poll interval of a device: a shorter one keeps a core busy (and a
+// bus or agent) for changes no rack sensor makes that fast.
 const MinPoll = 100 * time.Millisecond
 
 // KeyError is a spec problem that belongs to one key, so the config check can point at its
