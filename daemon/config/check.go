@@ -254,11 +254,11 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 	}
 	drv, ok := sensors.Lookup(d.Driver)
 	if d.Driver == "" {
-		c.addf(n, "device %q: driver is required (one of %s)", d.ID, strings.Join(sensors.Drivers(), ", "))
+		c.addf(n, "device %q: driver is required (one of %s)", d.ID, names(sensors.Drivers()))
 		return
 	}
 	if !ok {
-		c.addf(keyNode(n, "driver"), "device %q: unknown driver %q (known: %s)", d.ID, d.Driver, strings.Join(sensors.Drivers(), ", "))
+		c.addf(keyNode(n, "driver"), "device %q: unknown driver %q (known: %s)", d.ID, d.Driver, names(sensors.Drivers()))
 		return
 	}
 	allowed := map[string]bool{}

@@ -40,6 +40,11 @@ func cut(s string) string {
 	return s
 }
 
+// names is a list of our own (the drivers) for a message: never cut, unlike the file's values.
+type names []string
+
+func (n names) String() string { return strings.Join(n, ", ") }
+
 // cutArgs shortens every string argument of a message.
 func cutArgs(args []any) []any {
 	out := make([]any, len(args))

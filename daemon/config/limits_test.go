@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rackwatch/rackwatch/sensors"
 )
 
 // base is a valid config the bad-value cases add to; every case's bad line carries "# <-".
@@ -55,6 +57,7 @@ func TestBadValues(t *testing.T) {
 		{"bme280 address", "  - {id: t, driver: bme280, bus: \"1\", address: 0x44} # <-", `a BME280 is at 0x76 or 0x77`},
 		{"ina219 shunt", "  - id: f\n    driver: ina219\n    bus: \"1\"\n    shunt_ohms: -0.1 # <-", `shunt resistance must be positive`},
 		{"megatec baud", "  - id: m\n    driver: megatec\n    port: /dev/ttyUSB0\n    baud: 12345 # <-", `baud 12345 is not a serial speed`},
+		{"unknown driver", "  - {id: x, driver: " + strings.Repeat("z", 200) + "} # <-", `unknown driver "` + strings.Repeat("z", MaxShown) + `…" (known: ` + strings.Join(sensors.Drivers(), ", ") + ")"},
 		{"relay active", "  - id: k\n    driver: relay\n    pin: GPIO5\n    active: sideways # <-", `device "k": relay: gpio: active is high or low, not "sideways"`},
 		{"sim relay safe_state", "  - id: k\n    driver: sim.relay\n    safe_state: maybe # <-\n    active: low", `safe_state is on or off, not "maybe"`},
 		{"contact debounce", "  - id: d\n    driver: contact\n    pin: GPIO6\n    debounce: -5ms # <-", `debounce -5ms is negative`},
