@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -234,6 +235,13 @@ func Parse(name string, b []byte) (*Config, error) {
 	cfg.applyDefaults()
 	c.check(cfg)
 	c.checkFinite(c.root, "")
+	if c.root != nil && c.root.Kind == yaml.MappingNode {
+		lines := map[int]bool{}
+		for _, p := range c.problems {
+			lines[p.Line] = true
+		}
+		c.checkNegative(reflect.ValueOf(cfg).Elem(), nil, lines)
+	}
 	ps = append(ps, c.problems...)
 	if len(ps) > 0 {
 		sort.SliceStable(ps, func(i, j int) bool { return ps[i].Line < ps[j].Line })

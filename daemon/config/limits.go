@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -121,5 +122,44 @@ func (c *checker) checkListen(network, addr string, path ...any) {
 	}
 	if err != nil {
 		c.addf(c.at(path...), "%s %q: write it as host:port, the port 1-65535 (0: any free port) (%v)", strings.Join(where, "."), addr, err)
+	}
+}
+
+// checkNegative refuses a negative duration or count anywhere in the config (a negative
+// retention would drop every resolved incident, a negative connection cap means nothing), at
+// the line of the value, unless that line has a problem already.
+func (c *checker) checkNegative(v reflect.Value, path []any, lines map[int]bool) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			c.checkNegative(v.Elem(), path, lines)
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			if name == "" || name == "-" || !t.Field(i).IsExported() {
+				continue
+			}
+			c.checkNegative(v.Field(i), append(path[:len(path):len(path)], name), lines)
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			c.checkNegative(v.Index(i), append(path[:len(path):len(path)], i), lines)
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if v.Int() >= 0 {
+			return
+		}
+		n := c.at(path...)
+		if n == nil || lines[n.Line] {
+			return
+		}
+		lines[n.Line] = true
+		where := make([]string, len(path))
+		for i, p := range path {
+			where[i] = fmt.Sprint(p)
+		}
+		c.addf(n, "%s: %s must not be negative", strings.Join(where, "."), n.Value)
 	}
 }
