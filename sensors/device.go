@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Device is one configured device. The daemon's poller calls Poll every Spec.Poll with a
@@ -55,6 +56,47 @@ type Driver struct {
 	// for checking that a rule names a metric the device can have. Empty means "any".
 	Metrics map[string]string
 	New     Factory
+	// Check reports why a spec cannot work with this driver, without touching the hardware
+	// or reading files (the config is checked where neither may be); nil checks nothing
+	// beyond the keys. A problem with one key is best returned as a *KeyError.
+	Check func(Spec) error
+	// MinPoll lowers the poll floor below MinPoll, for drivers that read no hardware.
+	MinPoll time.Duration
+}
+
+// MinPoll is the shortest poll interval of a device: a shorter one keeps a core busy (and a
+// bus or agent) for changes no rack sensor makes that fast.
+const MinPoll = 100 * time.Millisecond
+
+// KeyError is a spec problem that belongs to one key, so the config check can point at its
+// line.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Err.Error() }
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// CheckSpec reports why spec cannot work: an unknown driver, a poll below the driver's
+// floor, or what the driver's own Check finds. The config check and the device factory both
+// call it, so a spec is judged the same way by -check and at start.
+func CheckSpec(spec Spec) error {
+	d, ok := Lookup(spec.Driver)
+	if !ok {
+		return &KeyError{Key: "driver", Err: fmt.Errorf("unknown driver %q", spec.Driver)}
+	}
+	floor := MinPoll
+	if d.MinPoll > 0 {
+		floor = d.MinPoll
+	}
+	if spec.Poll != 0 && spec.Poll < floor {
+		return &KeyError{Key: "poll", Err: fmt.Errorf("%v is below the %s driver's floor of %v", spec.Poll, spec.Driver, floor)}
+	}
+	if d.Check != nil {
+		return d.Check(spec)
+	}
+	return nil
 }
 
 var (
@@ -101,6 +143,9 @@ func New(spec Spec, env Env) (Device, error) {
 	}
 	if d.New == nil {
 		return nil, fmt.Errorf("%s: driver %q is not available in this build", spec.ID, spec.Driver)
+	}
+	if err := CheckSpec(spec); err != nil {
+		return nil, fmt.Errorf("%s: %w", spec.ID, err)
 	}
 	dev, err := d.New(spec, env)
 	if err != nil {

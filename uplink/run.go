@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,14 +18,24 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
+// CheckBroker reports why a broker URL cannot be used, or nil. The config check calls it,
+// so that -check refuses exactly what New would.
+func CheckBroker(s string) error {
+	_, _, err := parseBroker(s)
+	return err
+}
+
 // parseBroker checks a broker URL and tells whether it uses TLS.
 func parseBroker(s string) (*url.URL, bool, error) {
 	u, err := url.Parse(s)
 	if err != nil {
 		return nil, false, fmt.Errorf("broker %q: %w", s, err)
 	}
-	if u.Host == "" || u.Port() == "" {
+	if u.Hostname() == "" || u.Port() == "" {
 		return nil, false, fmt.Errorf("broker %q: want scheme://host:port", s)
+	}
+	if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
+		return nil, false, fmt.Errorf("broker %q: port %s is not 1-65535", s, u.Port())
 	}
 	switch u.Scheme {
 	case "tcp", "mqtt":

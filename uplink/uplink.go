@@ -193,6 +193,23 @@ const (
 
 var kindName = [2]string{"incidents", "telemetry"}
 
+// CheckTopicLevel reports why v cannot be a part of the root topic (prefix, site, node).
+func CheckTopicLevel(v string) error {
+	if v == "" || strings.ContainsAny(v, "+#\x00") {
+		return fmt.Errorf("%q is not usable in a topic (empty, or holds +, # or NUL)", v)
+	}
+	return nil
+}
+
+// CheckTelemetryQoS reports why q cannot be the telemetry QoS; the uplink publishes telemetry
+// with QoS 0 or 1 only.
+func CheckTelemetryQoS(q int) error {
+	if q != 0 && q != 1 {
+		return fmt.Errorf("telemetry QoS %d not supported (0 or 1)", q)
+	}
+	return nil
+}
+
 // New opens the uplink's buckets in db (shared with the rest of the daemon; the uplink's
 // buckets are named "uplink.*") and counts what is queued from earlier runs.
 func New(db *bbolt.DB, opts Options) (*Uplink, error) {
@@ -208,12 +225,12 @@ func New(db *bbolt.DB, opts Options) (*Uplink, error) {
 		}
 	}
 	for name, v := range map[string]string{"prefix": opts.Prefix, "site": opts.Site, "node": opts.Node} {
-		if v == "" || strings.ContainsAny(v, "+#\x00") {
-			return nil, fmt.Errorf("uplink: %s %q is not usable in a topic", name, v)
+		if err := CheckTopicLevel(v); err != nil {
+			return nil, fmt.Errorf("uplink: %s: %w", name, err)
 		}
 	}
-	if opts.TelemetryQoS > 1 {
-		return nil, fmt.Errorf("uplink: telemetry QoS %d not supported (0 or 1)", opts.TelemetryQoS)
+	if err := CheckTelemetryQoS(int(opts.TelemetryQoS)); err != nil {
+		return nil, fmt.Errorf("uplink: %w", err)
 	}
 	if opts.TelemetryQoS == 0 && !opts.TelemetryQoS0 {
 		opts.TelemetryQoS = 1

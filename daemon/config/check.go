@@ -1,16 +1,18 @@
 package config
 
 import (
+	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"net/url"
 	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rackwatch/rackwatch/daemon/nut"
 	"github.com/rackwatch/rackwatch/sensors"
+	snmpdev "github.com/rackwatch/rackwatch/sensors/snmp"
+	"github.com/rackwatch/rackwatch/uplink"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
@@ -41,7 +43,7 @@ func (c *checker) addf(n *yaml.Node, format string, args ...any) {
 	if n != nil {
 		line = n.Line
 	}
-	c.problems = append(c.problems, Problem{File: c.file, Line: line, Msg: fmt.Sprintf(format, args...)})
+	c.problems = append(c.problems, Problem{File: c.file, Line: line, Msg: cutMsg(fmt.Sprintf(format, cutArgs(args)...))})
 }
 
 // at walks a path of mapping keys (string) and sequence indexes (int) and returns the node
@@ -109,31 +111,27 @@ func (c *checker) check(cfg *Config) {
 	if len(cfg.Devices) == 0 {
 		c.addf(c.at("devices"), "devices is required: list at least one device")
 	}
-	c.checkListen(cfg.Web.Listen, "web", "listen")
-	if (cfg.Web.TLSCert == "") != (cfg.Web.TLSKey == "") {
-		c.addf(c.at("web"), "web: tls_cert and tls_key go together")
-	}
+	c.checkListen("tcp", cfg.Web.Listen, "web", "listen")
+	c.checkPair("web", cfg.Web.TLSCert, cfg.Web.TLSKey, "tls_cert", "tls_key")
 	if cfg.NUT.Listen != "" {
-		c.checkListen(cfg.NUT.Listen, "nut", "listen")
+		c.checkListen("tcp", cfg.NUT.Listen, "nut", "listen")
 	}
+	c.checkPair("nut", cfg.NUT.TLSCert, cfg.NUT.TLSKey, "tls_cert", "tls_key")
+	users := make([]nut.User, len(cfg.NUT.Users))
 	for i, u := range cfg.NUT.Users {
-		n := c.at("nut", "users", i)
-		if u.Name == "" {
-			c.addf(n, "nut user: name is required")
-		}
-		if u.PasswordFile == "" && u.Password == "" {
-			c.addf(n, "nut user %q: password_file is required", u.Name)
-		}
-		if u.Upsmon != "" && u.Upsmon != "primary" && u.Upsmon != "secondary" {
-			c.addf(keyNode(n, "upsmon"), "nut user %q: upsmon is primary or secondary, not %q", u.Name, u.Upsmon)
+		users[i] = nut.User{Name: u.Name, PasswordFile: u.PasswordFile, Password: u.Password, Upsmon: u.Upsmon, Instcmds: u.Instcmds}
+	}
+	for i := range users {
+		if err := nut.CheckUser(users, i); err != nil {
+			c.addf(c.at("nut", "users", i), "%v", err)
 		}
 	}
 	if cfg.Traps.Listen != "" {
-		c.checkListen(cfg.Traps.Listen, "traps", "listen")
+		c.checkListen("udp", cfg.Traps.Listen, "traps", "listen")
 	}
 	for i, src := range cfg.Traps.Sources {
 		if _, err := ParseSource(src); err != nil {
-			c.addf(c.at("traps", "sources", i), "traps source %q: write an address or a CIDR prefix (192.0.2.0/24)", src)
+			c.addf(c.at("traps", "sources", i), "traps source %q: write an address or a CIDR prefix (192.0.2.0/24)", cut(src))
 		}
 	}
 	if cfg.Traps.Rate < 0 || cfg.Traps.Burst < 0 || cfg.Traps.MaxOpen < 0 {
@@ -142,23 +140,35 @@ func (c *checker) check(cfg *Config) {
 	if cfg.Incidents.StormLimit < 0 {
 		c.addf(c.at("incidents", "storm_limit"), "incidents: storm_limit cannot be negative")
 	}
-	if cfg.MQTT.EmbeddedBroker != "" {
-		c.checkListen(cfg.MQTT.EmbeddedBroker, "mqtt", "embedded_broker")
-	}
-	for i, b := range cfg.MQTT.Brokers {
-		u, err := url.Parse(b)
-		if err != nil || u.Host == "" || (u.Scheme != "tcp" && u.Scheme != "ssl" && u.Scheme != "tls" && u.Scheme != "mqtt" && u.Scheme != "mqtts" && u.Scheme != "ws" && u.Scheme != "wss") {
-			c.addf(c.at("mqtt", "brokers", i), "mqtt broker %q: write it as tcp://host:port or ssl://host:port", b)
+	for i, u := range cfg.Traps.Users {
+		if err := snmpdev.CheckTrapUser(u); err != nil {
+			c.addf(c.at("traps", "users", i), "traps: %v", err)
 		}
 	}
-	if cfg.MQTT.Prefix != "" && strings.ContainsAny(cfg.MQTT.Prefix, "+#") {
-		c.addf(c.at("mqtt", "prefix"), "mqtt prefix %q must not contain MQTT wildcards", cfg.MQTT.Prefix)
+	if cfg.MQTT.EmbeddedBroker != "" {
+		c.checkListen("tcp", cfg.MQTT.EmbeddedBroker, "mqtt", "embedded_broker")
 	}
-	if q := cfg.MQTT.TelemetryQoS; q != nil && (*q < 0 || *q > 2) {
-		c.addf(c.at("mqtt", "telemetry_qos"), "mqtt telemetry_qos is 0, 1 or 2")
+	for i, b := range cfg.MQTT.Brokers {
+		if err := uplink.CheckBroker(b); err != nil {
+			where := c.at("mqtt", "brokers", i)
+			if keyNode(c.at("mqtt"), "brokers") == c.at("mqtt") {
+				// The broker is the one the embedded_broker default made.
+				where = c.at("mqtt", "embedded_broker")
+			}
+			c.addf(where, "mqtt: %v", err)
+		}
 	}
-	if cfg.MQTT.TelemetryInterval < 0 {
-		c.addf(c.at("mqtt", "telemetry_interval"), "mqtt telemetry_interval must be positive")
+	c.checkPair("mqtt.tls", cfg.MQTT.TLS.CertFile, cfg.MQTT.TLS.KeyFile, "cert_file", "key_file")
+	if err := uplink.CheckTopicLevel(cfg.MQTT.Prefix); err != nil {
+		c.addf(c.at("mqtt", "prefix"), "mqtt prefix: %v", err)
+	}
+	if q := cfg.MQTT.TelemetryQoS; q != nil {
+		if err := uplink.CheckTelemetryQoS(*q); err != nil {
+			c.addf(c.at("mqtt", "telemetry_qos"), "mqtt telemetry_qos: %v", err)
+		}
+	}
+	if cfg.MQTT.TelemetryInterval < MinTelemetryInterval {
+		c.addf(c.at("mqtt", "telemetry_interval"), "mqtt telemetry_interval %v is below the floor of %v", cfg.MQTT.TelemetryInterval, MinTelemetryInterval)
 	}
 	if f := cfg.MQTT.QueueFlush; f != nil && *f < 0 {
 		c.addf(c.at("mqtt", "queue_flush"), "mqtt queue_flush must be 0 (commit every telemetry message) or positive")
@@ -221,6 +231,23 @@ func (c *checker) check(cfg *Config) {
 	}
 }
 
+// checkPair refuses a certificate without its key or a key without its certificate, at the
+// line of the one given.
+func (c *checker) checkPair(section, cert, key, certKey, keyKey string) {
+	if (cert == "") == (key == "") {
+		return
+	}
+	var path []any
+	for _, p := range strings.Split(section, ".") {
+		path = append(path, p)
+	}
+	given := certKey
+	if cert == "" {
+		given = keyKey
+	}
+	c.addf(keyNode(c.at(path...), given), "%s: %s and %s go together", section, certKey, keyKey)
+}
+
 func (c *checker) checkRelay(n *yaml.Node, where, id string, ids map[string]sensors.Spec) {
 	d, ok := ids[id]
 	switch {
@@ -228,16 +255,6 @@ func (c *checker) checkRelay(n *yaml.Node, where, id string, ids map[string]sens
 		c.addf(n, "%s: no device %q", where, id)
 	case !IsRelay(d.Driver):
 		c.addf(n, "%s: %q is a %s, not a relay", where, id, d.Driver)
-	}
-}
-
-func (c *checker) checkListen(addr string, path ...string) {
-	anyPath := make([]any, len(path))
-	for i, p := range path {
-		anyPath[i] = p
-	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		c.addf(c.at(anyPath...), "%s %q: write it as host:port (%v)", strings.Join(path, "."), addr, err)
 	}
 }
 
@@ -249,11 +266,11 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 	}
 	drv, ok := sensors.Lookup(d.Driver)
 	if d.Driver == "" {
-		c.addf(n, "device %q: driver is required (one of %s)", d.ID, strings.Join(sensors.Drivers(), ", "))
+		c.addf(n, "device %q: driver is required (one of %s)", d.ID, names(sensors.Drivers()))
 		return
 	}
 	if !ok {
-		c.addf(keyNode(n, "driver"), "device %q: unknown driver %q (known: %s)", d.ID, d.Driver, strings.Join(sensors.Drivers(), ", "))
+		c.addf(keyNode(n, "driver"), "device %q: unknown driver %q (known: %s)", d.ID, d.Driver, names(sensors.Drivers()))
 		return
 	}
 	allowed := map[string]bool{}
@@ -273,36 +290,48 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 			}
 		}
 	}
+	missing := false
 	for _, k := range drv.Required {
 		if !present[k] {
 			c.addf(n, "device %q: the %s driver needs %q", d.ID, d.Driver, k)
+			missing = true
 		}
 	}
-	if d.Poll < 0 || d.Timeout < 0 {
-		c.addf(keyNode(n, "poll"), "device %q: poll and timeout must be positive", d.ID)
+	if d.Timeout < 0 {
+		c.addf(keyNode(n, "timeout"), "device %q: timeout must be positive", d.ID)
 	}
-	if d.Active != "" && d.Active != "high" && d.Active != "low" {
-		c.addf(keyNode(n, "active"), "device %q: active is high or low, not %q", d.ID, d.Active)
+	var specErr error
+	if !missing { // else the driver's own check would say the same again
+		specErr = sensors.CheckSpec(d)
 	}
-	if d.SafeState != "" && d.SafeState != "on" && d.SafeState != "off" {
-		c.addf(keyNode(n, "safe_state"), "device %q: safe_state is on or off, not %q", d.ID, d.SafeState)
-	}
-	if d.Version != "" && d.Version != "1" && d.Version != "2c" && d.Version != "3" {
-		c.addf(keyNode(n, "version"), "device %q: SNMP version is 1, 2c or 3, not %q", d.ID, d.Version)
-	}
-	if d.Version == "3" && d.V3 == nil {
-		c.addf(keyNode(n, "version"), "device %q: SNMP version 3 needs a v3: {user, auth_protocol, …} entry", d.ID)
-	}
-	for j, m := range d.Metrics {
-		if m.Name == "" || m.OID == "" {
-			c.addf(c.nodeIn(n, "metrics", j), "device %q: each metric needs a name and an oid", d.ID)
+	for _, err := range unjoin(specErr) {
+		where := n
+		var ke *sensors.KeyError
+		if errors.As(err, &ke) {
+			where, err = keyNode(n, ke.Key), ke.Err
 		}
+		c.addf(where, "device %q: %v", d.ID, err)
 	}
 	for j, s := range d.Script {
 		if j > 0 && s.At < d.Script[j-1].At {
 			c.addf(c.nodeIn(n, "script", j), "device %q: script steps must be in time order", d.ID)
 		}
 	}
+}
+
+// unjoin lists the errors errors.Join put together (err itself otherwise).
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
 
 func (c *checker) nodeIn(n *yaml.Node, key string, i int) *yaml.Node {

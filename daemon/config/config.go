@@ -1,6 +1,9 @@
 // Package config reads and checks a site's YAML config (CONTRACT.md §2). Every problem is
 // reported as FILE:LINE: message, all of them at once, so an operator fixes a file in one go.
-// It knows the drivers only through the sensors registry; it must not import the site's parts.
+// What the runtime would refuse it asks the part that refuses it (the uplink, the NUT server,
+// the drivers through the sensors registry), so -check and a start judge a value the same
+// way, and keeps no second list of the values those parts accept. It must not import the site's
+// wiring (daemon/site) nor any part that imports config.
 package config
 
 import (
@@ -10,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -192,7 +196,12 @@ func (ps Problems) Error() string {
 
 // Load reads, decodes, defaults and checks a config file. A non-nil error is Problems.
 func Load(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, Problems{{File: path, Msg: err.Error()}}
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxBytes+1))
 	if err != nil {
 		return nil, Problems{{File: path, Msg: err.Error()}}
 	}
@@ -204,6 +213,9 @@ var fieldRE = regexp.MustCompile(`^field (\S+) not found in type (\S+)`)
 
 // Parse is Load on bytes; name is used in the messages.
 func Parse(name string, b []byte) (*Config, error) {
+	if len(b) > MaxBytes {
+		return nil, Problems{{File: name, Msg: fmt.Sprintf("larger than %d bytes (1 MiB), the most a config may be; is it the right file?", MaxBytes)}}
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, Problems{yamlProblem(name, err.Error())}
@@ -228,6 +240,14 @@ func Parse(name string, b []byte) (*Config, error) {
 	}
 	cfg.applyDefaults()
 	c.check(cfg)
+	c.checkFinite(c.root, "")
+	if c.root != nil && c.root.Kind == yaml.MappingNode {
+		lines := map[int]bool{}
+		for _, p := range c.problems {
+			lines[p.Line] = true
+		}
+		c.checkNegative(reflect.ValueOf(cfg).Elem(), nil, lines)
+	}
 	ps = append(ps, c.problems...)
 	if len(ps) > 0 {
 		sort.SliceStable(ps, func(i, j int) bool { return ps[i].Line < ps[j].Line })
@@ -242,13 +262,13 @@ func yamlProblem(file, msg string) Problem {
 		n, _ := strconv.Atoi(m[1])
 		text := m[2]
 		if f := fieldRE.FindStringSubmatch(text); f != nil {
-			text = fmt.Sprintf("unknown key %q", f[1])
+			text = fmt.Sprintf("unknown key %q", cut(f[1]))
 		}
 		text = strings.Replace(text, "cannot unmarshal !!str", "cannot read", 1)
 		text = strings.Replace(text, "into time.Duration", "as a duration (use Go durations like 30s, 5m)", 1)
-		return Problem{File: file, Line: n, Msg: text}
+		return Problem{File: file, Line: n, Msg: cutMsg(cutRuns(text))}
 	}
-	return Problem{File: file, Msg: msg}
+	return Problem{File: file, Msg: cutMsg(cutRuns(msg))}
 }
 
 // DefaultDataDir is the data folder when the config names none: $XDG_STATE_HOME/rackwatch,

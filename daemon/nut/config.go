@@ -76,14 +76,48 @@ type account struct {
 	instcmds map[string]bool // lower case; "all"
 }
 
+// CheckUser reports why users[i] cannot be loaded, without reading its password file (a
+// config is checked where that file may not be). The site's config check calls it, so that
+// -check refuses what New would.
+func CheckUser(users []User, i int) error {
+	u := users[i]
+	if u.Name == "" {
+		return fmt.Errorf("nut: users[%d]: no name", i)
+	}
+	for _, e := range users[:i] {
+		if e.Name == u.Name {
+			return fmt.Errorf("nut: user %s: defined twice", u.Name)
+		}
+	}
+	if u.PasswordFile == "" && u.Password == "" {
+		return fmt.Errorf("nut: user %s: no password (password_file)", u.Name)
+	}
+	if _, ok := upsmonActions[strings.ToLower(u.Upsmon)]; !ok {
+		return fmt.Errorf("nut: user %s: upsmon %q: want primary, secondary or none", u.Name, u.Upsmon)
+	}
+	for _, act := range u.Actions {
+		switch strings.ToUpper(act) {
+		case "SET", "FSD":
+		default:
+			return fmt.Errorf("nut: user %s: action %q: want SET or FSD", u.Name, act)
+		}
+	}
+	return nil
+}
+
+// upsmonActions are the upsd actions each upsmon role grants ("master" and "slave" are the
+// names before NUT 2.8).
+var upsmonActions = map[string][]string{
+	"primary": {"LOGIN", "MASTER", "PRIMARY", "FSD"}, "master": {"LOGIN", "MASTER", "PRIMARY", "FSD"},
+	"": {"LOGIN"}, "secondary": {"LOGIN"}, "slave": {"LOGIN"},
+	"none": nil,
+}
+
 func loadAccounts(users []User) (map[string]*account, error) {
 	out := make(map[string]*account, len(users))
 	for i, u := range users {
-		if u.Name == "" {
-			return nil, fmt.Errorf("nut: users[%d]: no name", i)
-		}
-		if _, dup := out[u.Name]; dup {
-			return nil, fmt.Errorf("nut: user %s: defined twice", u.Name)
+		if err := CheckUser(users, i); err != nil {
+			return nil, err
 		}
 		pw := u.Password
 		if u.PasswordFile != "" {
@@ -99,22 +133,11 @@ func loadAccounts(users []User) (map[string]*account, error) {
 		}
 		a := &account{name: u.Name, pwHash: sha256.Sum256([]byte(pw)),
 			actions: map[string]bool{}, instcmds: map[string]bool{}}
-		switch strings.ToLower(u.Upsmon) {
-		case "primary", "master":
-			a.actions["LOGIN"], a.actions["MASTER"], a.actions["PRIMARY"], a.actions["FSD"] = true, true, true, true
-		case "", "secondary", "slave":
-			a.actions["LOGIN"] = true
-		case "none":
-		default:
-			return nil, fmt.Errorf("nut: user %s: upsmon %q: want primary, secondary or none", u.Name, u.Upsmon)
+		for _, act := range upsmonActions[strings.ToLower(u.Upsmon)] {
+			a.actions[act] = true
 		}
 		for _, act := range u.Actions {
-			switch strings.ToUpper(act) {
-			case "SET", "FSD":
-				a.actions[strings.ToUpper(act)] = true
-			default:
-				return nil, fmt.Errorf("nut: user %s: action %q: want SET or FSD", u.Name, act)
-			}
+			a.actions[strings.ToUpper(act)] = true
 		}
 		for _, c := range u.Instcmds {
 			a.instcmds[strings.ToLower(c)] = true

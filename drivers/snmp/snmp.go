@@ -85,20 +85,55 @@ type Client struct {
 	maxOids   int
 }
 
+// CheckTarget reports why target cannot be an agent's address ("host:port", or "host" for
+// port 161).
+func CheckTarget(target string) error {
+	_, _, err := splitTarget(target)
+	return err
+}
+
+func splitTarget(target string) (string, uint16, error) {
+	host, portStr, err := net.SplitHostPort(target)
+	if err != nil {
+		// No port given.
+		host, portStr = target, "161"
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || host == "" {
+		return "", 0, fmt.Errorf("snmp: target %q: want host:port", target)
+	}
+	if port == 0 {
+		return "", 0, fmt.Errorf("snmp: target %q: port 0 is not 1-65535", target)
+	}
+	return host, uint16(port), nil
+}
+
+// CheckVersion reports why v cannot be an SNMP version ("" is 2c); version 3 needs a user.
+func CheckVersion(v string, v3 *USM) error {
+	switch v {
+	case "1", "", "2c", "2":
+		return nil
+	case "3":
+		if v3 == nil || v3.User == "" {
+			return errors.New("snmp: version 3 needs a v3 user")
+		}
+		return nil
+	}
+	return fmt.Errorf("snmp: unknown version %q (want 1, 2c or 3)", v)
+}
+
 // New checks cfg and makes a client. It does not send anything yet: an agent that is down
 // now fails the calls, not New.
 func New(cfg Config) (*Client, error) {
 	if cfg.Target == "" {
 		return nil, errors.New("snmp: no target")
 	}
-	host, portStr, err := net.SplitHostPort(cfg.Target)
+	host, port, err := splitTarget(cfg.Target)
 	if err != nil {
-		// No port given.
-		host, portStr = cfg.Target, "161"
+		return nil, err
 	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil || host == "" {
-		return nil, fmt.Errorf("snmp: target %q: want host:port", cfg.Target)
+	if err := CheckVersion(cfg.Version, cfg.V3); err != nil {
+		return nil, err
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
@@ -116,7 +151,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	g := &gosnmp.GoSNMP{
 		Target:    host,
-		Port:      uint16(port),
+		Port:      port,
 		Transport: "udp",
 		Community: cfg.Community,
 		Timeout:   cfg.Timeout,
@@ -132,9 +167,6 @@ func New(cfg Config) (*Client, error) {
 		g.Version = gosnmp.Version2c
 	case "3":
 		g.Version = gosnmp.Version3
-		if cfg.V3 == nil || cfg.V3.User == "" {
-			return nil, fmt.Errorf("snmp %s: version 3 needs a v3 user", cfg.Target)
-		}
 		usm, flags, err := cfg.V3.Params()
 		if err != nil {
 			return nil, fmt.Errorf("snmp %s: %w", cfg.Target, err)
@@ -143,8 +175,6 @@ func New(cfg Config) (*Client, error) {
 		g.MsgFlags = flags
 		g.SecurityParameters = usm
 		g.ContextName = cfg.V3.Context
-	default:
-		return nil, fmt.Errorf("snmp %s: unknown version %q (want 1, 2c or 3)", cfg.Target, cfg.Version)
 	}
 	return &Client{cfg: cfg, g: g, maxOids: cfg.MaxOids}, nil
 }

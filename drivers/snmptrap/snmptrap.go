@@ -141,8 +141,8 @@ func Listen(ctx context.Context, addr string, cfg Config, handle func(Trap)) (*R
 	if len(cfg.Users) > 0 {
 		table := gosnmp.NewSnmpV3SecurityParametersTable(quiet)
 		for _, u := range cfg.Users {
-			if u.User == "" || u.EngineID == "" {
-				return nil, fmt.Errorf("snmptrap: v3 user %q: user and engine_id are required", u.User)
+			if err := CheckUser(u); err != nil {
+				return nil, err
 			}
 			p, err := usmParams(u)
 			if err != nil {
@@ -172,6 +172,18 @@ func Listen(ctx context.Context, addr string, cfg Config, handle func(Trap)) (*R
 }
 
 // usmParams builds gosnmp's USM parameters for one trap user, localised to its engine ID.
+// CheckUser reports why u cannot be a v3 user of the receiver: a trap's sender is the
+// authoritative engine, so its engine ID must be known.
+func CheckUser(u snmp.USM) error {
+	if u.User == "" || u.EngineID == "" {
+		return fmt.Errorf("snmptrap: v3 user %q: user and engine_id are required", u.User)
+	}
+	if _, _, err := u.Params(); err != nil {
+		return fmt.Errorf("snmptrap: %w", err)
+	}
+	return nil
+}
+
 func usmParams(u snmp.USM) (*gosnmp.UsmSecurityParameters, error) {
 	p, _, err := u.Params()
 	return p, err

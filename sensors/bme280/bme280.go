@@ -44,6 +44,8 @@ func init() {
 		New: func(spec sensors.Spec, _ sensors.Env) (sensors.Device, error) {
 			return New(spec)
 		},
+		// NewWithBus opens nothing: it checks the spec.
+		Check: func(spec sensors.Spec) error { _, err := NewWithBus(spec, nil); return err },
 	})
 }
 
@@ -72,7 +74,7 @@ func NewWithBus(spec sensors.Spec, open OpenBus) (*Device, error) {
 		addr = uint16(spec.Address)
 	}
 	if addr != bme280.AddrLow && addr != bme280.AddrHigh {
-		return nil, fmt.Errorf("bme280: address %#x: a BME280 is at 0x76 or 0x77", spec.Address)
+		return nil, &sensors.KeyError{Key: "address", Err: fmt.Errorf("bme280: address %#x: a BME280 is at 0x76 or 0x77", spec.Address)}
 	}
 	chip := func(ctx context.Context, bus i2c.Bus) (*bme280.Dev, error) { return bme280.New(ctx, bus, addr) }
 	return &Device{id: spec.ID, chip: i2cbus.NewLazy(open, chip)}, nil

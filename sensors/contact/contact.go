@@ -54,6 +54,7 @@ func init() {
 		Keys:     []string{"pin", "active", "debounce"},
 		Required: []string{"pin"},
 		Metrics:  map[string]string{"contact": ""},
+		Check:    Check,
 		New: func(spec sensors.Spec, _ sensors.Env) (sensors.Device, error) {
 			return New(spec)
 		},
@@ -108,15 +109,22 @@ func NewWithPin(spec sensors.Spec, pin gpio.PinIO) (*Contact, error) {
 	return c, nil
 }
 
+// Check reports why spec cannot read a contact (active, debounce); the simulated contact
+// shares it.
+func Check(spec sensors.Spec) error {
+	_, _, err := parse(spec)
+	return err
+}
+
 func parse(spec sensors.Spec) (rwgpio.Polarity, time.Duration, error) {
 	pol, err := rwgpio.ParsePolarity(spec.Active)
 	if err != nil {
-		return pol, 0, fmt.Errorf("contact: %w", err)
+		return pol, 0, &sensors.KeyError{Key: "active", Err: fmt.Errorf("contact: %w", err)}
 	}
 	d := spec.Debounce
 	switch {
 	case d < 0:
-		return pol, 0, fmt.Errorf("contact: debounce %v is negative", d)
+		return pol, 0, &sensors.KeyError{Key: "debounce", Err: fmt.Errorf("contact: debounce %v is negative", d)}
 	case d == 0:
 		d = DefaultDebounce
 	}

@@ -49,6 +49,8 @@ func init() {
 		New: func(spec sensors.Spec, _ sensors.Env) (sensors.Device, error) {
 			return New(spec)
 		},
+		// NewWithBus opens nothing: it checks the spec.
+		Check: func(spec sensors.Spec) error { _, err := NewWithBus(spec, nil); return err },
 	})
 }
 
@@ -85,7 +87,7 @@ func NewWithBus(spec sensors.Spec, open OpenBus) (*Device, error) {
 		addr = uint16(spec.Address)
 	}
 	if addr < 0x40 || addr > 0x4F {
-		return nil, fmt.Errorf("ina219: address %#x: an INA219 is at 0x40–0x4F", spec.Address)
+		return nil, &sensors.KeyError{Key: "address", Err: fmt.Errorf("ina219: address %#x: an INA219 is at 0x40–0x4F", spec.Address)}
 	}
 	o := ina219.Opts{
 		ShuntResistance: physic.ElectricResistance(math.Round(spec.ShuntOhms * float64(physic.Ohm))),
@@ -93,7 +95,7 @@ func NewWithBus(spec sensors.Spec, open OpenBus) (*Device, error) {
 	}
 	// Check the shunt now: a calibration that cannot work is a config error, not a poll error.
 	if _, err := ina219.Compute(o); err != nil {
-		return nil, err
+		return nil, &sensors.KeyError{Key: "shunt_ohms", Err: err}
 	}
 	poll := spec.Poll
 	if poll <= 0 {

@@ -82,6 +82,8 @@ func init() {
 		Required: []string{"port"},
 		Metrics:  Metrics,
 		New:      func(spec sensors.Spec, _ sensors.Env) (sensors.Device, error) { return New(spec) },
+		// New opens nothing (the port is opened at the first poll): it checks the spec.
+		Check: func(spec sensors.Spec) error { _, err := New(spec); return err },
 	})
 }
 
@@ -115,7 +117,7 @@ func New(spec sensors.Spec) (*Device, error) {
 		baud = DefaultBaud
 	}
 	if !bauds[baud] {
-		return nil, fmt.Errorf("megatec: baud %d is not a serial speed (1200 … 115200)", spec.Baud)
+		return nil, &sensors.KeyError{Key: "baud", Err: fmt.Errorf("megatec: baud %d is not a serial speed (1200 … 115200)", spec.Baud)}
 	}
 	return &Device{
 		id: spec.ID, port: spec.Port, baud: baud,

@@ -37,6 +37,7 @@ func init() {
 		Keys:     []string{"pin", "active", "safe_state"},
 		Required: []string{"pin"},
 		Metrics:  map[string]string{"relay": ""},
+		Check:    Check,
 		New: func(spec sensors.Spec, _ sensors.Env) (sensors.Device, error) {
 			return New(spec)
 		},
@@ -80,10 +81,17 @@ func NewWithPin(spec sensors.Spec, pin gpio.PinIO) (*Relay, error) {
 	return r, nil
 }
 
+// Check reports why spec cannot drive a relay (active, safe_state); the simulated relay
+// shares it.
+func Check(spec sensors.Spec) error {
+	_, _, err := parse(spec)
+	return err
+}
+
 func parse(spec sensors.Spec) (rwgpio.Polarity, bool, error) {
 	pol, err := rwgpio.ParsePolarity(spec.Active)
 	if err != nil {
-		return pol, false, fmt.Errorf("relay: %w", err)
+		return pol, false, &sensors.KeyError{Key: "active", Err: fmt.Errorf("relay: %w", err)}
 	}
 	switch spec.SafeState {
 	case "", "off":
@@ -91,7 +99,7 @@ func parse(spec sensors.Spec) (rwgpio.Polarity, bool, error) {
 	case "on":
 		return pol, true, nil
 	}
-	return pol, false, fmt.Errorf("relay: safe_state is on or off, not %q", spec.SafeState)
+	return pol, false, &sensors.KeyError{Key: "safe_state", Err: fmt.Errorf("relay: safe_state is on or off, not %q", spec.SafeState)}
 }
 
 // drive sets the output. Called with mu held, or before r is shared.

@@ -44,6 +44,8 @@ func init() {
 		New: func(spec sensors.Spec, _ sensors.Env) (sensors.Device, error) {
 			return New(spec)
 		},
+		// NewWithBus opens nothing: it checks the spec.
+		Check: func(spec sensors.Spec) error { _, err := NewWithBus(spec, nil); return err },
 	})
 }
 
@@ -75,7 +77,7 @@ func NewWithBus(spec sensors.Spec, open OpenBus) (*Device, error) {
 		addr = uint16(spec.Address)
 	}
 	if addr != sht3x.AddrLow && addr != sht3x.AddrHigh {
-		return nil, fmt.Errorf("sht3x: address %#x: an SHT3x is at 0x44 or 0x45", spec.Address)
+		return nil, &sensors.KeyError{Key: "address", Err: fmt.Errorf("sht3x: address %#x: an SHT3x is at 0x44 or 0x45", spec.Address)}
 	}
 	chip := func(_ context.Context, bus i2c.Bus) (*sht3x.Dev, error) { return sht3x.New(bus, addr) }
 	return &Device{id: spec.ID, chip: i2cbus.NewLazy(open, chip)}, nil

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/rackwatch/rackwatch/sensors"
+	"github.com/rackwatch/rackwatch/sensors/contact"
+	"github.com/rackwatch/rackwatch/sensors/relay"
 )
 
 // Clock is the time source; tests and replay use a virtual one.
@@ -81,6 +83,9 @@ var keys = map[string][]string{
 	"sim.relay":   {"pin", "active", "safe_state"},
 }
 
+// checks are the real twins' checks of the keys a twin shares with them.
+var checks = map[string]func(sensors.Spec) error{"sim.contact": contact.Check, "sim.relay": relay.Check}
+
 func init() {
 	for kind := range units {
 		kind := kind
@@ -88,6 +93,9 @@ func init() {
 			Name:    kind,
 			Keys:    append(append([]string(nil), keys[kind]...), "values", "script", "loop"),
 			Metrics: units[kind],
+			// A sim reads no hardware: tests may poll it fast.
+			MinPoll: time.Millisecond,
+			Check:   checks[kind],
 			New: func(spec sensors.Spec, env sensors.Env) (sensors.Device, error) {
 				d := New(kind, spec, time.Now)
 				if kind == "sim.relay" {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	snmpdrv "github.com/rackwatch/rackwatch/drivers/snmp"
+	"github.com/rackwatch/rackwatch/drivers/snmptrap"
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
@@ -28,8 +29,55 @@ func init() {
 		Keys:     []string{"target", "community", "version", "v3", "metrics"},
 		Required: []string{"target", "metrics"},
 		// Metric names come from the config: any.
-		New: func(spec sensors.Spec, env sensors.Env) (sensors.Device, error) { return New(spec) },
+		New:   func(spec sensors.Spec, env sensors.Env) (sensors.Device, error) { return New(spec) },
+		Check: func(spec sensors.Spec) error { _, err := metrics(spec); return errors.Join(CheckAgent(spec), err) },
 	})
+}
+
+// CheckAgent reports what in the agent keys of spec (target, version, v3) cannot work,
+// without reading the v3 password files. The upsmib device shares it.
+func CheckAgent(spec sensors.Spec) error {
+	var errs []error
+	if err := snmpdrv.CheckTarget(spec.Target); err != nil {
+		errs = append(errs, &sensors.KeyError{Key: "target", Err: err})
+	}
+	version := spec.Version
+	if spec.V3 != nil && version == "" {
+		version = "3"
+	}
+	var usm *snmpdrv.USM
+	if spec.V3 != nil {
+		u := unreadUSM(*spec.V3)
+		u.EngineID = "" // the client learns the agent's by discovery
+		usm = &u
+	}
+	if err := snmpdrv.CheckVersion(version, usm); err != nil {
+		errs = append(errs, &sensors.KeyError{Key: "version", Err: err})
+	} else if usm != nil && version == "3" {
+		if _, _, err := usm.Params(); err != nil {
+			errs = append(errs, &sensors.KeyError{Key: "v3", Err: err})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckTrapUser reports why u cannot be a v3 user of the trap receiver, without reading its
+// password files.
+func CheckTrapUser(u sensors.SNMPv3) error {
+	return snmptrap.CheckUser(unreadUSM(u))
+}
+
+// unreadUSM is u for checking: a password named by a file counts as given.
+func unreadUSM(u sensors.SNMPv3) snmpdrv.USM {
+	usm := snmpdrv.USM{User: u.User, AuthProtocol: u.AuthProtocol, AuthPass: u.AuthPass,
+		PrivProtocol: u.PrivProtocol, PrivPass: u.PrivPass, EngineID: u.EngineID}
+	if u.AuthPassFile != "" {
+		usm.AuthPass = "(" + u.AuthPassFile + ")"
+	}
+	if u.PrivPassFile != "" {
+		usm.PrivPass = "(" + u.PrivPassFile + ")"
+	}
+	return usm
 }
 
 // ClientConfig turns the SNMP keys of a device spec into a drivers/snmp configuration,
@@ -84,6 +132,34 @@ func readSecret(path string) (string, error) {
 	return s, nil
 }
 
+// metrics checks the metrics of spec and returns them ready to read: OIDs without a leading
+// dot, scale 0 made 1.
+func metrics(spec sensors.Spec) ([]sensors.MetricSpec, error) {
+	if len(spec.Metrics) == 0 {
+		return nil, &sensors.KeyError{Key: "metrics", Err: errors.New("snmp: no metrics")}
+	}
+	seen := map[string]bool{}
+	var out []sensors.MetricSpec
+	for _, m := range spec.Metrics {
+		if m.Name == "" || m.OID == "" {
+			return nil, &sensors.KeyError{Key: "metrics", Err: fmt.Errorf("snmp: metric %q: name and oid are required", m.Name)}
+		}
+		if seen[m.Name] {
+			return nil, &sensors.KeyError{Key: "metrics", Err: fmt.Errorf("snmp: metric %q listed twice", m.Name)}
+		}
+		seen[m.Name] = true
+		m.OID = strings.TrimPrefix(strings.TrimSpace(m.OID), ".")
+		if !snmpdrv.ValidOID(m.OID) {
+			return nil, &sensors.KeyError{Key: "metrics", Err: fmt.Errorf("snmp: metric %q: oid %q is not a numeric OID", m.Name, m.OID)}
+		}
+		if m.Scale == 0 {
+			m.Scale = 1
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
 // Device is one generic SNMP device.
 type Device struct {
 	id      string
@@ -98,27 +174,12 @@ func New(spec sensors.Spec) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(spec.Metrics) == 0 {
-		return nil, errors.New("snmp: no metrics")
+	ms, err := metrics(spec)
+	if err != nil {
+		return nil, err
 	}
-	seen := map[string]bool{}
-	d := &Device{id: spec.ID}
-	for _, m := range spec.Metrics {
-		if m.Name == "" || m.OID == "" {
-			return nil, fmt.Errorf("snmp: metric %q: name and oid are required", m.Name)
-		}
-		if seen[m.Name] {
-			return nil, fmt.Errorf("snmp: metric %q listed twice", m.Name)
-		}
-		seen[m.Name] = true
-		m.OID = strings.TrimPrefix(strings.TrimSpace(m.OID), ".")
-		if !snmpdrv.ValidOID(m.OID) {
-			return nil, fmt.Errorf("snmp: metric %q: oid %q is not a numeric OID", m.Name, m.OID)
-		}
-		if m.Scale == 0 {
-			m.Scale = 1
-		}
-		d.metrics = append(d.metrics, m)
+	d := &Device{id: spec.ID, metrics: ms}
+	for _, m := range ms {
 		d.oids = append(d.oids, m.OID)
 	}
 	if d.client, err = snmpdrv.New(cfg); err != nil {

@@ -84,6 +84,7 @@ func init() {
 		Required: []string{"target"},
 		Metrics:  Metrics,
 		New:      func(spec sensors.Spec, env sensors.Env) (sensors.Device, error) { return New(spec) },
+		Check:    snmpdev.CheckAgent,
 	})
 }
 
