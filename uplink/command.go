@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
@@ -113,23 +114,6 @@ type reply struct {
 	Error string `json:"error,omitempty"`
 }
 
-// commands runs the commands of connection c one at a time until ctx ends.
-func (u *Uplink) commands(ctx context.Context, c *conn) {
-	for {
-		var m mqtt.Message
-		select {
-		case <-ctx.Done():
-			return
-		case m = <-c.cmds:
-		}
-		r := u.command(ctx, m.Payload())
-		b, _ := json.Marshal(r)
-		// Best effort: a reply lost with the connection is not queued (the command, if its
-		// PUBACK was lost too, comes again through the persistent session).
-		c.client.Publish(u.root+"/cmd/reply", 1, false, b)
-	}
-}
-
 // recentCommands remembers the replies to the last commands by id: QoS 1 may deliver a
 // command twice (a PUBACK lost with the connection), and the second delivery must get the
 // same answer without acting again.
@@ -159,14 +143,126 @@ func (r *recentCommands) put(id string, rep reply) {
 	}
 }
 
-func (u *Uplink) command(ctx context.Context, payload []byte) reply {
-	cmd, err := parseCommand(payload)
-	if err != nil {
-		u.log.Warn("command refused", "id", cmd.ID, "err", err)
-		return reply{ID: cmd.ID, Error: err.Error()}
+// Commands are applied one at a time, in the order the broker delivered them, so that
+// central's last order is the one that sticks. paho calls receive on its router goroutine
+// (order matters), which must not block: the PUBACKs of our own publishes come in on the
+// same path. So receive only checks a command and queues it, and one worker, runCommands,
+// applies them; a handler may take as long as it needs, the queue just waits. A full queue
+// refuses at once with "busy"; that reply is not remembered, so the same id may come again.
+
+// DefaultCommandQueue is how many valid commands may wait for the one being applied.
+const DefaultCommandQueue = 64
+
+// maxPendingRefusals bounds the replies to refused and busy commands waiting to be published.
+const maxPendingRefusals = 16
+
+// CommandCounts counts the messages received on R/cmd since New, by outcome.
+type CommandCounts struct {
+	OK             uint64 `json:"ok"`              // applied, handler returned nil
+	Failed         uint64 `json:"failed"`          // applied, handler returned an error
+	Refused        uint64 `json:"refused"`         // not a valid command: not applied
+	Repeated       uint64 `json:"repeated"`        // an id already answered: its first reply again, not applied
+	Busy           uint64 `json:"busy"`            // the queue was full: not applied
+	Abandoned      uint64 `json:"abandoned"`       // still queued when Run ended: not applied, no reply
+	RepliesDropped uint64 `json:"replies_dropped"` // refusals left unanswered, too many at once
+}
+
+type commandCounters struct {
+	ok, failed, refused, repeated, busy, abandoned, repliesDropped atomic.Uint64
+}
+
+func (c *commandCounters) load() CommandCounts {
+	return CommandCounts{
+		OK: c.ok.Load(), Failed: c.failed.Load(), Refused: c.refused.Load(), Repeated: c.repeated.Load(),
+		Busy: c.busy.Load(), Abandoned: c.abandoned.Load(), RepliesDropped: c.repliesDropped.Load(),
 	}
-	// Only the commands goroutine of the current connection runs this, one at a time.
+}
+
+// receive takes one message from R/cmd on paho's router goroutine; it never blocks.
+func (u *Uplink) receive(m mqtt.Message) {
+	cmd, err := parseCommand(m.Payload())
+	if err != nil {
+		u.cmdStats.refused.Add(1)
+		u.log.Warn("command refused", "id", cmd.ID, "err", err)
+		u.replyLater(reply{ID: cmd.ID, Error: err.Error()})
+		return
+	}
+	select {
+	case u.cmdq <- cmd:
+	default:
+		u.cmdStats.busy.Add(1)
+		u.log.Warn("command refused: queue full", "id", cmd.ID, "action", cmd.Action, "waiting", cap(u.cmdq))
+		u.replyLater(reply{ID: cmd.ID, Error: fmt.Sprintf("busy: %d commands already waiting; not run, send it again later", cap(u.cmdq))})
+	}
+}
+
+// replyLater hands a refusal to replyRefusals: paho's router goroutine must not publish.
+func (u *Uplink) replyLater(r reply) {
+	select {
+	case u.refusals <- r:
+	default:
+		u.cmdStats.repliesDropped.Add(1)
+	}
+}
+
+// runCommands applies queued commands one at a time until ctx ends. What is still queued
+// then is not applied: its PUBACK is gone, so central hears nothing and must send it again.
+func (u *Uplink) runCommands(ctx context.Context) {
+	defer func() {
+		for {
+			select {
+			case <-u.cmdq:
+				u.cmdStats.abandoned.Add(1)
+			default:
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case cmd := <-u.cmdq:
+			if ctx.Err() != nil {
+				u.cmdStats.abandoned.Add(1)
+				return
+			}
+			u.publishReply(u.command(ctx, cmd))
+		}
+	}
+}
+
+// replyRefusals publishes the replies receive could not publish itself, until ctx ends.
+func (u *Uplink) replyRefusals(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-u.refusals:
+			u.publishReply(r)
+		}
+	}
+}
+
+// publishReply publishes r on the current connection, best effort: a reply lost with the
+// connection is not queued (the command, if its PUBACK was lost too, comes again through the
+// persistent session and gets the same reply from recent).
+func (u *Uplink) publishReply(r reply) {
+	b, _ := json.Marshal(r)
+	u.mu.Lock()
+	cl := u.client
+	u.mu.Unlock()
+	if cl == nil {
+		u.log.Warn("command reply lost: not connected", "id", r.ID)
+		return
+	}
+	cl.Publish(u.root+"/cmd/reply", 1, false, b)
+}
+
+// command applies cmd unless its id was answered already; only runCommands calls it.
+func (u *Uplink) command(ctx context.Context, cmd Command) reply {
 	if rep, ok := u.recent.get(cmd.ID); ok {
+		u.cmdStats.repeated.Add(1)
 		u.log.Info("command repeated, not run again", "id", cmd.ID, "action", cmd.Action)
 		return rep
 	}
@@ -180,12 +276,15 @@ func (u *Uplink) run(ctx context.Context, cmd Command) reply {
 	h := u.handler
 	u.mu.Unlock()
 	if h == nil {
+		u.cmdStats.failed.Add(1)
 		return reply{ID: cmd.ID, Error: "commands are not handled by this node"}
 	}
 	if err := h(ctx, cmd); err != nil {
+		u.cmdStats.failed.Add(1)
 		u.log.Warn("command failed", "id", cmd.ID, "action", cmd.Action, "err", err)
 		return reply{ID: cmd.ID, Error: err.Error()}
 	}
+	u.cmdStats.ok.Add(1)
 	u.log.Info("command done", "id", cmd.ID, "action", cmd.Action)
 	return reply{ID: cmd.ID, OK: true}
 }

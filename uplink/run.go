@@ -57,6 +57,21 @@ func (u *Uplink) Run(ctx context.Context) error {
 		return errors.New("uplink: Run called twice")
 	}
 	defer u.running.Store(false)
+	var cwg sync.WaitGroup
+	cctx, stopCommands := context.WithCancel(ctx)
+	cwg.Add(2)
+	go func() {
+		defer cwg.Done()
+		u.runCommands(cctx)
+	}()
+	go func() {
+		defer cwg.Done()
+		u.replyRefusals(cctx)
+	}()
+	defer func() {
+		stopCommands()
+		cwg.Wait()
+	}()
 	defer func() {
 		if err := u.flushAcked(true); err != nil {
 			u.log.Error("stop", "err", err)
@@ -169,8 +184,6 @@ type conn struct {
 	client mqtt.Client
 	broker string
 	lost   chan struct{}
-	closed chan struct{} // serve is over: nobody reads cmds any more
-	cmds   chan mqtt.Message
 	once   sync.Once
 	why    error
 }
@@ -198,7 +211,7 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{broker: broker, lost: make(chan struct{}), closed: make(chan struct{}), cmds: make(chan mqtt.Message, 16)}
+	c := &conn{broker: broker, lost: make(chan struct{})}
 	o := mqtt.NewClientOptions()
 	o.AddBroker(broker)
 	o.SetClientID(u.opts.ClientID)
@@ -209,7 +222,9 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 	o.SetConnectRetry(false)
 	o.SetResumeSubs(false)
 	o.SetStore(mqtt.NewMemoryStore())
-	o.SetOrderMatters(false)
+	// Commands must be applied in the order they came: the router goroutine calls receive,
+	// which only queues them (command.go).
+	o.SetOrderMatters(true)
 	o.SetKeepAlive(u.opts.KeepAlive)
 	o.SetPingTimeout(u.opts.ConnectTimeout)
 	o.SetConnectTimeout(u.opts.ConnectTimeout)
@@ -229,11 +244,7 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
 		// Commands queued in our persistent session may arrive before SUBSCRIBE is redone.
 		if m.Topic() == u.root+"/cmd" {
-			select {
-			case c.cmds <- m:
-			case <-c.lost:
-			case <-c.closed:
-			}
+			u.receive(m)
 		}
 	})
 	// We dial ourselves so that the dial and the TLS handshake follow ctx and so that a TLS
@@ -353,12 +364,15 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 	u.log.Info("connected", "broker", c.broker, "client_id", u.opts.ClientID)
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	u.mu.Lock()
+	u.client = c.client // replies to commands go out on the current connection
+	u.mu.Unlock()
 	defer func() {
 		cancel()
-		close(c.closed)
 		wg.Wait()
 		u.mu.Lock()
 		u.connected = false
+		u.client = nil
 		u.mu.Unlock()
 	}()
 
@@ -385,11 +399,7 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 	if err := u.wait(sctx, c, t); err != nil {
 		return end(fmt.Errorf("publish online: %w", err))
 	}
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		u.commands(sctx, c)
-	}()
+	wg.Add(1)
 	go func() {
 		// Deletes of acknowledged messages are committed off the send path.
 		defer wg.Done()
@@ -406,13 +416,7 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 			}
 		}
 	}()
-	st := c.client.Subscribe(root+"/cmd", 1, func(_ mqtt.Client, m mqtt.Message) {
-		select {
-		case c.cmds <- m:
-		case <-c.lost:
-		case <-c.closed:
-		}
-	})
+	st := c.client.Subscribe(root+"/cmd", 1, func(_ mqtt.Client, m mqtt.Message) { u.receive(m) })
 	if err := u.wait(sctx, c, st); err != nil {
 		return end(fmt.Errorf("subscribe %s/cmd: %w", root, err))
 	}
