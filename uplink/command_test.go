@@ -160,3 +160,186 @@ func TestCommands(t *testing.T) {
 		t.Errorf("handler saw %+v\nwant %+v", got, want)
 	}
 }
+
+// pubLines publishes each line as one QoS 1 message on R/cmd, back to back on one
+// connection (mosquitto_pub -l).
+func pubLines(t *testing.T, m *testpeer.Mosquitto, lines ...string) {
+	t.Helper()
+	pub := testpeer.Require(t, "mosquitto_pub", "mosquitto-clients")
+	cmd := exec.Command(pub, "-h", "127.0.0.1", "-p", fmt.Sprint(m.Port), "-q", "1", "-t", root+"/cmd", "-l")
+	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+}
+
+// replyIDs returns the ids of the replies the subscriber saw, in arrival order.
+func replyIDs(t *testing.T, sub *testpeer.Sub) []string {
+	var ids []string
+	for _, p := range sub.Matching(root + "/cmd/reply") {
+		var r reply
+		if err := json.Unmarshal([]byte(p), &r); err != nil {
+			t.Fatalf("reply %q: %v", p, err)
+		}
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
+// TestCommandsInOrder: commands sent back to back reach the handler one at a time in the
+// order sent, and their replies go out in that order; a repeated id gets the first reply
+// even when the repeat comes before the first was applied.
+func TestCommandsInOrder(t *testing.T) {
+	m := startMosquitto(t)
+	sub := m.Subscribe(t, root+"/cmd/reply", "")
+	u := start(t, tempDB(t), testOptions(m.URL))
+	var (
+		mu      sync.Mutex
+		got     []string
+		running int
+	)
+	u.OnCommand(func(ctx context.Context, c Command) error {
+		mu.Lock()
+		running++
+		if running > 1 {
+			t.Errorf("%d commands applied at once", running)
+		}
+		got = append(got, c.ID)
+		mu.Unlock()
+		time.Sleep(time.Millisecond) // gives a racing second command time to start
+		mu.Lock()
+		running--
+		mu.Unlock()
+		if c.Device == "nosuch" {
+			return errors.New("no relay named nosuch")
+		}
+		return nil
+	})
+	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
+
+	const n = 40
+	var lines, want []string
+	for i := range n {
+		state := []string{"on", "off"}[i%2]
+		lines = append(lines, fmt.Sprintf(`{"id":"o%d","action":"relay","device":"genset","state":"%s"}`, i, state))
+		want = append(want, fmt.Sprintf("o%d", i))
+	}
+	pubLines(t, m, lines...)
+	testpeer.Eventually(t, 30*time.Second, "every reply", func() bool { return len(sub.Matching("/cmd/reply")) >= n })
+	mu.Lock()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("handler saw %v\nwant %v", got, want)
+	}
+	mu.Unlock()
+	if ids := replyIDs(t, sub); fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Errorf("replies %v\nwant %v", ids, want)
+	}
+
+	// The same id twice back to back, the first failing: both get the first's reply and
+	// the handler sees it once.
+	pubLines(t, m,
+		`{"id":"d1","action":"relay","device":"nosuch","state":"on"}`,
+		`{"id":"d1","action":"relay","device":"genset","state":"off"}`)
+	testpeer.Eventually(t, 30*time.Second, "both replies to d1", func() bool {
+		return len(sub.Matching("/cmd/reply", `"id":"d1"`)) == 2
+	})
+	for _, p := range sub.Matching("/cmd/reply", `"id":"d1"`) {
+		if p != `{"id":"d1","ok":false,"error":"no relay named nosuch"}` {
+			t.Errorf("reply to d1: %s", p)
+		}
+	}
+	mu.Lock()
+	if last := got[len(got)-1]; len(got) != n+1 || last != "d1" {
+		t.Errorf("handler saw %d commands, the last %q; want %d, d1", len(got), last, n+1)
+	}
+	mu.Unlock()
+	if c := u.Status().Commands; c.OK != n || c.Failed != 1 || c.Repeated != 1 || c.Busy != 0 {
+		t.Errorf("counts %+v", c)
+	}
+}
+
+// TestSlowCommand: while the handler is stuck on a command, the uplink still publishes and
+// takes its PUBACKs, further commands wait their turn, and past the queue's bound they are
+// refused "busy" at once, with a count; once the handler returns the queued ones run in order.
+func TestSlowCommand(t *testing.T) {
+	m := startMosquitto(t)
+	sub := m.Subscribe(t, root+"/#", "")
+	o := testOptions(m.URL)
+	o.CommandQueue = 3
+	u := start(t, tempDB(t), o)
+	entered, release := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}) // before Run is stopped: Run waits for the handler
+	var (
+		mu  sync.Mutex
+		got []string
+	)
+	u.OnCommand(func(ctx context.Context, c Command) error {
+		mu.Lock()
+		got = append(got, c.ID)
+		mu.Unlock()
+		if c.ID == "slow" {
+			close(entered)
+			<-release
+		}
+		return nil
+	})
+	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
+
+	pubLines(t, m, `{"id":"slow","action":"reload"}`)
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the slow command did not reach the handler")
+	}
+	// Ten more arrive while the handler is stuck: three fill the queue, seven are refused
+	// at once. Were paho's router the one waiting for room, the commands behind it would
+	// stall paho's reader, and the PUBACK below would never be read.
+	var lines []string
+	for i := range 10 {
+		lines = append(lines, fmt.Sprintf(`{"id":"q%d","action":"reload"}`, i))
+	}
+	pubLines(t, m, lines...)
+	testpeer.Eventually(t, 30*time.Second, "the queue full", func() bool { return len(u.cmdq) == 3 })
+	before := u.Status().Published
+	if err := u.Incident(Incident{ID: "inc-1", Event: "opened", Severity: "warning", Rule: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.Eventually(t, 30*time.Second, "the incident acknowledged by the broker", func() bool {
+		st := u.Status()
+		return st.Published > before && st.Incidents == 0
+	})
+	testpeer.Eventually(t, 30*time.Second, "seven busy replies", func() bool {
+		return len(sub.Matching("/cmd/reply", `"ok":false`, `"error":"busy: 3 commands already waiting`)) == 7
+	})
+	if c := u.Status().Commands; c.Busy != 7 || c.OK != 0 {
+		t.Errorf("counts while stuck %+v", c)
+	}
+	for i := 3; i < 10; i++ {
+		if len(sub.Matching("/cmd/reply", fmt.Sprintf(`"id":"q%d"`, i), "busy")) != 1 {
+			t.Errorf("no busy reply to q%d: %v", i, sub.Matching("/cmd/reply"))
+		}
+	}
+	close(release)
+	testpeer.Eventually(t, 30*time.Second, "the queued commands applied", func() bool {
+		return len(sub.Matching("/cmd/reply", `"ok":true`)) == 4
+	})
+	mu.Lock()
+	if fmt.Sprint(got) != "[slow q0 q1 q2]" {
+		t.Errorf("handler saw %v, want [slow q0 q1 q2]", got)
+	}
+	mu.Unlock()
+	if c := u.Status().Commands; c.OK != 4 || c.Busy != 7 {
+		t.Errorf("counts %+v", c)
+	}
+	// A busy id is not remembered: sent again, it runs.
+	pubLines(t, m, `{"id":"q9","action":"reload"}`)
+	testpeer.Eventually(t, 30*time.Second, "q9 applied when sent again", func() bool {
+		return len(sub.Matching("/cmd/reply", `"id":"q9","ok":true`)) == 1
+	})
+}
