@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,5 +89,20 @@ devices:
 	}
 	if wrong > 0 {
 		t.Errorf("%d of %d rounds ended in the first command's state", wrong, rounds)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", webPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf(`rackwatch_uplink_commands_total{outcome="ok"} %d`, 2*rounds),
+		`rackwatch_uplink_commands_total{outcome="busy"} 0`,
+		`rackwatch_uplink_command_replies_dropped_total 0`,
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }
