@@ -350,3 +350,42 @@ func TestSlowCommand(t *testing.T) {
 		return len(sub.Matching("/cmd/reply", `"id":"q29","ok":true`)) == 1
 	})
 }
+
+// TestCommandStoppedByRun: a command running when Run is stopped sees its ctx end, and its
+// reply still goes out before offline; what is queued behind it is counted abandoned.
+func TestCommandStoppedByRun(t *testing.T) {
+	m := startMosquitto(t)
+	sub := m.Subscribe(t, root+"/#", "")
+	u := start(t, tempDB(t), testOptions(m.URL))
+	entered := make(chan struct{})
+	u.OnCommand(func(ctx context.Context, c Command) error {
+		close(entered)
+		<-ctx.Done()
+		return errors.New("stopped before the reload was done")
+	})
+	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
+	pubLines(t, m, `{"id":"s1","action":"reload"}`, `{"id":"s2","action":"reload"}`)
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the command did not reach the handler")
+	}
+	testpeer.Eventually(t, 30*time.Second, "s2 queued", func() bool { return len(u.cmdq) == 1 })
+	u.stop(t)
+	testpeer.Eventually(t, 30*time.Second, "offline", func() bool { return len(sub.Matching("/state", `"offline"`)) > 0 })
+	var order []string
+	for _, l := range sub.Lines() {
+		switch {
+		case strings.Contains(l, `"id":"s1","ok":false,"error":"stopped before the reload was done"`):
+			order = append(order, "reply")
+		case strings.HasPrefix(l, root+"/state ") && strings.Contains(l, `"offline"`):
+			order = append(order, "offline")
+		}
+	}
+	if fmt.Sprint(order) != "[reply offline]" {
+		t.Errorf("reply and offline in the order %v; messages %q", order, sub.Lines())
+	}
+	if c := u.Status().Commands; c.Failed != 1 || c.Abandoned != 1 {
+		t.Errorf("counts %+v", c)
+	}
+}

@@ -57,8 +57,14 @@ func (u *Uplink) Run(ctx context.Context) error {
 		return errors.New("uplink: Run called twice")
 	}
 	defer u.running.Store(false)
+	// Commands stop when the connection ends because ctx did (serve), before offline is
+	// published, so that a command applied just then still gets its reply.
 	var cwg sync.WaitGroup
-	cctx, stopCommands := context.WithCancel(ctx)
+	cctx, cancelCommands := context.WithCancel(context.WithoutCancel(ctx))
+	u.stopCommands = func() {
+		cancelCommands()
+		cwg.Wait()
+	}
 	cwg.Add(2)
 	go func() {
 		defer cwg.Done()
@@ -68,10 +74,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 		defer cwg.Done()
 		u.replyRefusals(cctx)
 	}()
-	defer func() {
-		stopCommands()
-		cwg.Wait()
-	}()
+	defer u.stopCommands()
 	defer func() {
 		if err := u.flushAcked(true); err != nil {
 			u.log.Error("stop", "err", err)
@@ -384,6 +387,9 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 	// end closes the connection; when Run is stopping it first replaces the retained online
 	// with offline (the will only fires on an unclean loss).
 	end := func(why error) error {
+		if ctx.Err() != nil {
+			u.stopCommands()
+		}
 		if ctx.Err() != nil || errors.Is(why, errSwitch) {
 			t := c.client.Publish(root+"/state", 1, true, u.statePayload("offline"))
 			t.WaitTimeout(2 * time.Second)

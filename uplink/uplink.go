@@ -174,6 +174,9 @@ type Uplink struct {
 	cmdq      chan Command   // valid commands waiting for runCommands
 	refusals  chan reply     // replies receive could not publish itself
 	cmdStats  commandCounters
+	// stopCommands stops runCommands and replyRefusals and waits for them; only Run's
+	// goroutine calls it.
+	stopCommands func()
 
 	fmu sync.Mutex // serialises commits of held telemetry, and the direct path after stop
 	pmu sync.Mutex // guards the held telemetry below (hold.go); never taken inside a bbolt transaction
