@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"go.etcd.io/bbolt"
 )
 
 // MaxCommandBytes is the largest command payload accepted on R/cmd.
@@ -114,33 +115,122 @@ type reply struct {
 	Error string `json:"error,omitempty"`
 }
 
-// recentCommands remembers the replies to the last commands by id: QoS 1 may deliver a
-// command twice (a PUBACK lost with the connection), and the second delivery must get the
-// same answer without acting again.
+// recentCommands remembers the first reply to each of the last commands by id, in memory and
+// in repliesBucket: QoS 1 may deliver a command twice (a PUBACK lost with the connection or
+// with the process), and central may send an id again when its reply was lost; the second
+// delivery gets the first answer without acting again. Only runCommands uses it.
 type recentCommands struct {
+	loaded  bool
 	replies map[string]reply
-	order   []string
+	order   []recentEntry // oldest first
+}
+
+type recentEntry struct {
+	id  string
+	key []byte // its record in repliesBucket; nil when not stored
 }
 
 const rememberCommands = 256
+
+var repliesBucket = []byte("uplink.replies")
 
 func (r *recentCommands) get(id string) (reply, bool) {
 	rep, ok := r.replies[id]
 	return rep, ok
 }
 
-func (r *recentCommands) put(id string, rep reply) {
+// add remembers rep unless its id is known, and returns the records of the entries it
+// pushed out (and key itself when the id was known).
+func (r *recentCommands) add(rep reply, key []byte) (stale [][]byte) {
 	if r.replies == nil {
 		r.replies = map[string]reply{}
 	}
-	if _, ok := r.replies[id]; !ok {
-		r.order = append(r.order, id)
+	if _, ok := r.replies[rep.ID]; ok {
+		if key != nil {
+			stale = append(stale, key)
+		}
+		return stale
 	}
-	r.replies[id] = rep
-	if len(r.order) > rememberCommands {
-		delete(r.replies, r.order[0])
+	r.replies[rep.ID] = rep
+	r.order = append(r.order, recentEntry{id: rep.ID, key: key})
+	for len(r.order) > rememberCommands {
+		delete(r.replies, r.order[0].id)
+		if r.order[0].key != nil {
+			stale = append(stale, r.order[0].key)
+		}
 		r.order = r.order[1:]
 	}
+	return stale
+}
+
+// loadRecent reads the replies remembered by earlier runs, once.
+func (u *Uplink) loadRecent() {
+	r := &u.recent
+	if r.loaded {
+		return
+	}
+	r.loaded = true
+	var stale [][]byte
+	err := u.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(repliesBucket)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var rep reply
+			if err := json.Unmarshal(v, &rep); err != nil || rep.ID == "" {
+				stale = append(stale, bytes.Clone(k))
+				return nil
+			}
+			stale = append(stale, r.add(rep, bytes.Clone(k))...)
+			return nil
+		})
+	})
+	if err == nil && len(stale) > 0 {
+		err = u.db.Update(func(tx *bbolt.Tx) error { return deleteKeys(tx.Bucket(repliesBucket), stale) })
+	}
+	if err != nil {
+		u.log.Warn("replies to earlier commands not read: a repeated id may run again", "err", err)
+	}
+}
+
+// remember keeps rep as the reply to its id, in memory and on disk.
+func (u *Uplink) remember(rep reply) {
+	r := &u.recent
+	stale := r.add(rep, nil)
+	v, _ := json.Marshal(rep)
+	var key []byte
+	err := u.db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(repliesBucket)
+		if err != nil {
+			return err
+		}
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		key = seqKey(seq)
+		if err := b.Put(key, v); err != nil {
+			return err
+		}
+		return deleteKeys(b, stale)
+	})
+	if err != nil {
+		u.log.Warn("reply not stored: kept in memory only", "id", rep.ID, "err", err)
+		return
+	}
+	if e := &r.order[len(r.order)-1]; e.id == rep.ID {
+		e.key = key
+	}
+}
+
+func deleteKeys(b *bbolt.Bucket, keys [][]byte) error {
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Commands are applied one at a time, in the order the broker delivered them, so that
@@ -208,6 +298,7 @@ func (u *Uplink) replyLater(r reply) {
 // runCommands applies queued commands one at a time until ctx ends. What is still queued
 // then is not applied: its PUBACK is gone, so central hears nothing and must send it again.
 func (u *Uplink) runCommands(ctx context.Context) {
+	u.loadRecent()
 	defer func() {
 		for {
 			select {
@@ -266,19 +357,20 @@ func (u *Uplink) command(ctx context.Context, cmd Command) reply {
 		u.log.Info("command repeated, not run again", "id", cmd.ID, "action", cmd.Action)
 		return rep
 	}
-	rep := u.run(ctx, cmd)
-	u.recent.put(cmd.ID, rep)
-	return rep
-}
-
-func (u *Uplink) run(ctx context.Context, cmd Command) reply {
 	u.mu.Lock()
 	h := u.handler
 	u.mu.Unlock()
 	if h == nil {
+		// Not remembered: nothing was done, and a handler may be set by the next delivery.
 		u.cmdStats.failed.Add(1)
 		return reply{ID: cmd.ID, Error: "commands are not handled by this node"}
 	}
+	rep := u.run(ctx, h, cmd)
+	u.remember(rep)
+	return rep
+}
+
+func (u *Uplink) run(ctx context.Context, h func(context.Context, Command) error, cmd Command) reply {
 	if err := h(ctx, cmd); err != nil {
 		u.cmdStats.failed.Add(1)
 		u.log.Warn("command failed", "id", cmd.ID, "action", cmd.Action, "err", err)

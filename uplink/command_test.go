@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
@@ -387,5 +389,79 @@ func TestCommandStoppedByRun(t *testing.T) {
 	}
 	if c := u.Status().Commands; c.Failed != 1 || c.Abandoned != 1 {
 		t.Errorf("counts %+v", c)
+	}
+}
+
+// TestRepliesRemembered: the first reply to an id survives a restart of the uplink (a new
+// Uplink on the same database), and only the last 256 ids are kept, on disk too.
+func TestRepliesRemembered(t *testing.T) {
+	m := startMosquitto(t)
+	sub := m.Subscribe(t, root+"/cmd/reply", "")
+	db := tempDB(t)
+	var (
+		mu  sync.Mutex
+		got []string
+	)
+	handler := func(ctx context.Context, c Command) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, c.ID)
+		if len(got) == 1 {
+			return errors.New("first run fails")
+		}
+		return nil
+	}
+	u := start(t, db, testOptions(m.URL))
+	u.OnCommand(handler)
+	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
+	pubLines(t, m, `{"id":"p1","action":"reload"}`)
+	testpeer.Eventually(t, 30*time.Second, "the reply to p1", func() bool { return len(sub.Matching("/cmd/reply")) == 1 })
+	u.stop(t)
+
+	u = start(t, db, testOptions(m.URL))
+	u.OnCommand(handler)
+	testpeer.Eventually(t, 20*time.Second, "connected again", func() bool { return u.Status().Connected })
+	pubLines(t, m, `{"id":"p1","action":"reload"}`)
+	testpeer.Eventually(t, 30*time.Second, "the reply to p1 again", func() bool { return len(sub.Matching("/cmd/reply")) == 2 })
+	for _, p := range sub.Matching("/cmd/reply") {
+		if p != `{"id":"p1","ok":false,"error":"first run fails"}` {
+			t.Errorf("reply %s", p)
+		}
+	}
+	mu.Lock()
+	if len(got) != 1 {
+		t.Errorf("handler ran %v", got)
+	}
+	mu.Unlock()
+	u.stop(t)
+
+	// Past 256 ids the oldest go, from memory and from the bucket.
+	u2, err := New(db, testOptions(m.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u2.loadRecent()
+	for i := range 300 {
+		u2.remember(reply{ID: fmt.Sprintf("e%d", i), OK: true})
+	}
+	db.View(func(tx *bbolt.Tx) error {
+		if n := tx.Bucket(repliesBucket).Stats().KeyN; n != rememberCommands {
+			t.Errorf("%d records in %s, want %d", n, repliesBucket, rememberCommands)
+		}
+		return nil
+	})
+	u3, err := New(db, testOptions(m.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u3.loadRecent()
+	for i := range 300 {
+		_, ok := u3.recent.get(fmt.Sprintf("e%d", i))
+		if ok != (i >= 300-rememberCommands) {
+			t.Errorf("e%d remembered: %v", i, ok)
+		}
+	}
+	if _, ok := u3.recent.get("p1"); ok {
+		t.Error("p1 still remembered after 300 newer ids")
 	}
 }
