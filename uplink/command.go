@@ -281,7 +281,10 @@ func (u *Uplink) receive(m mqtt.Message) {
 	case u.cmdq <- cmd:
 	default:
 		u.cmdStats.busy.Add(1)
-		u.log.Warn("command refused: queue full", "id", cmd.ID, "action", cmd.Action, "waiting", cap(u.cmdq))
+		// Once per episode: a flood of commands must not become a flood of log lines.
+		if u.cmdFull.CompareAndSwap(false, true) {
+			u.log.Warn("command queue full: refusing commands as busy until it drains", "id", cmd.ID, "action", cmd.Action, "waiting", cap(u.cmdq))
+		}
 		u.replyLater(reply{ID: cmd.ID, Error: fmt.Sprintf("busy: %d commands already waiting; not run, send it again later", cap(u.cmdq))})
 	}
 }
@@ -314,6 +317,9 @@ func (u *Uplink) runCommands(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case cmd := <-u.cmdq:
+			if len(u.cmdq) == 0 && u.cmdFull.CompareAndSwap(true, false) {
+				u.log.Info("command queue drained", "busy_total", u.cmdStats.busy.Load())
+			}
 			if ctx.Err() != nil {
 				u.cmdStats.abandoned.Add(1)
 				return

@@ -174,6 +174,7 @@ type Uplink struct {
 	cmdq      chan Command   // valid commands waiting for runCommands
 	refusals  chan reply     // replies receive could not publish itself
 	cmdStats  commandCounters
+	cmdFull   atomic.Bool // the queue was full: said once until it has room again
 	// stopCommands stops runCommands and replyRefusals and waits for them; only Run's
 	// goroutine calls it.
 	stopCommands func()
