@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"go.etcd.io/bbolt"
@@ -272,8 +273,12 @@ func (c *commandCounters) load() CommandCounts {
 func (u *Uplink) receive(m mqtt.Message) {
 	cmd, err := parseCommand(m.Payload())
 	if err != nil {
-		u.cmdStats.refused.Add(1)
-		u.log.Warn("command refused", "id", cmd.ID, "err", err)
+		n := u.cmdStats.refused.Add(1)
+		// At most one line a second: garbage sent in a flood must not flood the log too.
+		now, last := time.Now().UnixNano(), u.refusedLogAt.Load()
+		if now-last >= int64(time.Second) && u.refusedLogAt.CompareAndSwap(last, now) {
+			u.log.Warn("command refused", "id", cmd.ID, "err", err, "refused_total", n)
+		}
 		u.replyLater(reply{ID: cmd.ID, Error: err.Error()})
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os/exec"
 	"strings"
 	"sync"
@@ -464,4 +465,36 @@ func TestRepliesRemembered(t *testing.T) {
 	if _, ok := u3.recent.get("p1"); ok {
 		t.Error("p1 still remembered after 300 newer ids")
 	}
+}
+
+// TestRefusalFlood: a flood of invalid commands is answered (or the unsent replies counted),
+// logged at most once a second, and does not stand in the way of a valid command.
+func TestRefusalFlood(t *testing.T) {
+	m := startMosquitto(t)
+	sub := m.Subscribe(t, root+"/cmd/reply", "")
+	var logs testpeer.Buffer
+	o := testOptions(m.URL)
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	u := start(t, tempDB(t), o)
+	u.OnCommand(func(ctx context.Context, c Command) error { return nil })
+	testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
+	const n = 200
+	began := time.Now()
+	var lines []string
+	for i := range n {
+		lines = append(lines, fmt.Sprintf(`{"id":"g%d","action":"format-disk"}`, i))
+	}
+	pubLines(t, m, lines...)
+	testpeer.Eventually(t, 30*time.Second, "every invalid command refused", func() bool { return u.Status().Commands.Refused == n })
+	took := time.Since(began)
+	testpeer.Eventually(t, 30*time.Second, "a reply to each, or a dropped count", func() bool {
+		return uint64(len(sub.Matching("/cmd/reply", `unknown action`)))+u.Status().Commands.RepliesDropped == n
+	})
+	if got, most := strings.Count(logs.String(), `msg="command refused"`), 1+int(took/time.Second); got < 1 || got > most {
+		t.Errorf("%d log lines for %d refusals in %v, want 1 to %d", got, n, took.Round(time.Millisecond), most)
+	}
+	pubLines(t, m, `{"id":"v1","action":"reload"}`)
+	testpeer.Eventually(t, 30*time.Second, "the valid command after the flood", func() bool {
+		return len(sub.Matching("/cmd/reply", `"id":"v1","ok":true`)) == 1
+	})
 }

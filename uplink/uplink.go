@@ -175,6 +175,8 @@ type Uplink struct {
 	refusals  chan reply     // replies receive could not publish itself
 	cmdStats  commandCounters
 	cmdFull   atomic.Bool // the queue was full: said once until it has room again
+	// refusedLogAt is when a refused command was last logged (UnixNano).
+	refusedLogAt atomic.Int64
 	// stopCommands stops runCommands and replyRefusals and waits for them; only Run's
 	// goroutine calls it.
 	stopCommands func()
