@@ -254,7 +254,7 @@ type CommandCounts struct {
 	Refused        uint64 `json:"refused"`         // not a valid command: not applied
 	Repeated       uint64 `json:"repeated"`        // an id already answered: its first reply again, not applied
 	Busy           uint64 `json:"busy"`            // the queue was full: not applied
-	Abandoned      uint64 `json:"abandoned"`       // still queued when Run ended: not applied, no reply
+	Abandoned      uint64 `json:"abandoned"`       // still queued when Run ended: not applied
 	RepliesDropped uint64 `json:"replies_dropped"` // refusals left unanswered, too many at once
 }
 
@@ -304,14 +304,15 @@ func (u *Uplink) replyLater(r reply) {
 }
 
 // runCommands applies queued commands one at a time until ctx ends. What is still queued
-// then is not applied: its PUBACK is gone, so central hears nothing and must send it again.
+// then is not applied; its PUBACK is gone, so it is answered (not remembered) for central to
+// send it again.
 func (u *Uplink) runCommands(ctx context.Context) {
 	u.loadRecent()
 	defer func() {
 		for {
 			select {
-			case <-u.cmdq:
-				u.cmdStats.abandoned.Add(1)
+			case cmd := <-u.cmdq:
+				u.abandon(cmd)
 			default:
 				return
 			}
@@ -326,12 +327,17 @@ func (u *Uplink) runCommands(ctx context.Context) {
 				u.log.Info("command queue drained", "busy_total", u.cmdStats.busy.Load())
 			}
 			if ctx.Err() != nil {
-				u.cmdStats.abandoned.Add(1)
+				u.abandon(cmd)
 				return
 			}
 			u.publishReply(u.command(ctx, cmd))
 		}
 	}
+}
+
+func (u *Uplink) abandon(cmd Command) {
+	u.cmdStats.abandoned.Add(1)
+	u.publishReply(reply{ID: cmd.ID, Error: "not run: the uplink is stopping; send it again"})
 }
 
 // replyRefusals publishes the replies receive could not publish itself, until ctx ends.

@@ -43,7 +43,7 @@ func newMetrics(s *Site) *metrics {
 	m.queued = prometheus.NewDesc("rackwatch_uplink_queued_messages", "Messages on disk waiting for the broker's acknowledgement.", nil, nil)
 	m.dropped = prometheus.NewDesc("rackwatch_uplink_dropped_total", "Telemetry messages dropped because the queue was full.", nil, nil)
 	m.upConn = prometheus.NewDesc("rackwatch_uplink_connected", "1 while connected to a broker.", nil, nil)
-	m.upCmds = prometheus.NewDesc("rackwatch_uplink_commands_total", "Messages on R/cmd by outcome: ok, failed (handler error), refused (invalid), repeated (id already answered), busy (queue full, dropped), abandoned (queued at stop, dropped).", []string{"outcome"}, nil)
+	m.upCmds = prometheus.NewDesc("rackwatch_uplink_commands_total", "Messages on R/cmd by outcome: ok, failed (handler error), refused (invalid), repeated (id already answered), busy (queue full, dropped), abandoned (queued at stop, not run).", []string{"outcome"}, nil)
 	m.upCmdRep = prometheus.NewDesc("rackwatch_uplink_command_replies_dropped_total", "Replies to refused or busy commands not sent: too many at once.", nil, nil)
 	m.traps = prometheus.NewDesc("rackwatch_traps_total", "SNMP trap packets by outcome: accepted, malformed (dropped), rejected (unknown community or user).", []string{"outcome"}, nil)
 	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rackwatch_build_info", Help: "Build information."}, []string{"version", "site", "node"})
