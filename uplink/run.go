@@ -68,6 +68,24 @@ func (u *Uplink) Run(ctx context.Context) error {
 		return errors.New("uplink: Run called twice")
 	}
 	defer u.running.Store(false)
+	// Commands stop when the connection ends because ctx did (serve), before offline is
+	// published, so that a command applied just then still gets its reply.
+	var cwg sync.WaitGroup
+	cctx, cancelCommands := context.WithCancel(context.WithoutCancel(ctx))
+	u.stopCommands = func() {
+		cancelCommands()
+		cwg.Wait()
+	}
+	cwg.Add(2)
+	go func() {
+		defer cwg.Done()
+		u.runCommands(cctx)
+	}()
+	go func() {
+		defer cwg.Done()
+		u.replyRefusals(cctx)
+	}()
+	defer u.stopCommands()
 	defer func() {
 		if err := u.flushAcked(true); err != nil {
 			u.log.Error("stop", "err", err)
@@ -180,8 +198,6 @@ type conn struct {
 	client mqtt.Client
 	broker string
 	lost   chan struct{}
-	closed chan struct{} // serve is over: nobody reads cmds any more
-	cmds   chan mqtt.Message
 	once   sync.Once
 	why    error
 }
@@ -209,7 +225,7 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{broker: broker, lost: make(chan struct{}), closed: make(chan struct{}), cmds: make(chan mqtt.Message, 16)}
+	c := &conn{broker: broker, lost: make(chan struct{})}
 	o := mqtt.NewClientOptions()
 	o.AddBroker(broker)
 	o.SetClientID(u.opts.ClientID)
@@ -220,7 +236,9 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 	o.SetConnectRetry(false)
 	o.SetResumeSubs(false)
 	o.SetStore(mqtt.NewMemoryStore())
-	o.SetOrderMatters(false)
+	// Commands must be applied in the order they came: the router goroutine calls receive,
+	// which only queues them (command.go).
+	o.SetOrderMatters(true)
 	o.SetKeepAlive(u.opts.KeepAlive)
 	o.SetPingTimeout(u.opts.ConnectTimeout)
 	o.SetConnectTimeout(u.opts.ConnectTimeout)
@@ -240,11 +258,7 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
 		// Commands queued in our persistent session may arrive before SUBSCRIBE is redone.
 		if m.Topic() == u.root+"/cmd" {
-			select {
-			case c.cmds <- m:
-			case <-c.lost:
-			case <-c.closed:
-			}
+			u.receive(m)
 		}
 	})
 	// We dial ourselves so that the dial and the TLS handshake follow ctx and so that a TLS
@@ -364,12 +378,15 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 	u.log.Info("connected", "broker", c.broker, "client_id", u.opts.ClientID)
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	u.mu.Lock()
+	u.client = c.client // replies to commands go out on the current connection
+	u.mu.Unlock()
 	defer func() {
 		cancel()
-		close(c.closed)
 		wg.Wait()
 		u.mu.Lock()
 		u.connected = false
+		u.client = nil
 		u.mu.Unlock()
 	}()
 
@@ -381,6 +398,9 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 	// end closes the connection; when Run is stopping it first replaces the retained online
 	// with offline (the will only fires on an unclean loss).
 	end := func(why error) error {
+		if ctx.Err() != nil {
+			u.stopCommands()
+		}
 		if ctx.Err() != nil || errors.Is(why, errSwitch) {
 			t := c.client.Publish(root+"/state", 1, true, u.statePayload("offline"))
 			t.WaitTimeout(2 * time.Second)
@@ -396,11 +416,7 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 	if err := u.wait(sctx, c, t); err != nil {
 		return end(fmt.Errorf("publish online: %w", err))
 	}
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		u.commands(sctx, c)
-	}()
+	wg.Add(1)
 	go func() {
 		// Deletes of acknowledged messages are committed off the send path.
 		defer wg.Done()
@@ -417,13 +433,7 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 			}
 		}
 	}()
-	st := c.client.Subscribe(root+"/cmd", 1, func(_ mqtt.Client, m mqtt.Message) {
-		select {
-		case c.cmds <- m:
-		case <-c.lost:
-		case <-c.closed:
-		}
-	})
+	st := c.client.Subscribe(root+"/cmd", 1, func(_ mqtt.Client, m mqtt.Message) { u.receive(m) })
 	if err := u.wait(sctx, c, st); err != nil {
 		return end(fmt.Errorf("subscribe %s/cmd: %w", root, err))
 	}

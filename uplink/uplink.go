@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"go.etcd.io/bbolt"
 )
 
@@ -73,6 +74,10 @@ type Options struct {
 	// HoldFile is the hold file of TelemetryFlush: best in a tmpfs that outlives the process
 	// but not the boot (/run). Default: the database's path + ".hold".
 	HoldFile string
+	// CommandQueue is how many valid commands from R/cmd may wait while one is applied
+	// (commands are applied one at a time, in order); past it a command is refused "busy".
+	// Default DefaultCommandQueue.
+	CommandQueue int
 	// OnDrop is called (outside any lock, after the drop is on disk) when the queue cap made
 	// the uplink drop telemetry; the daemon turns it into an incident.
 	OnDrop func(Drop)
@@ -127,16 +132,17 @@ type Command struct {
 
 // Status is the uplink's state for /api/v1/status, the page and /metrics.
 type Status struct {
-	Connected   bool   `json:"connected"`
-	Broker      string `json:"broker"` // the broker connected to, or last tried
-	Queued      int    `json:"queued"` // messages not yet acknowledged by a broker
-	Held        int    `json:"held"`   // of Queued, telemetry held by TelemetryFlush (not in the disk queue)
-	QueuedBytes int64  `json:"queued_bytes"`
-	Incidents   int    `json:"queued_incidents"`
-	Dropped     uint64 `json:"dropped"`   // telemetry messages dropped by the cap since start
-	Published   uint64 `json:"published"` // messages acknowledged since start
-	Connects    uint64 `json:"connects"`  // connections made since start
-	LastError   string `json:"last_error,omitempty"`
+	Connected   bool          `json:"connected"`
+	Broker      string        `json:"broker"` // the broker connected to, or last tried
+	Queued      int           `json:"queued"` // messages not yet acknowledged by a broker
+	Held        int           `json:"held"`   // of Queued, telemetry held by TelemetryFlush (not in the disk queue)
+	QueuedBytes int64         `json:"queued_bytes"`
+	Incidents   int           `json:"queued_incidents"`
+	Dropped     uint64        `json:"dropped"`   // telemetry messages dropped by the cap since start
+	Published   uint64        `json:"published"` // messages acknowledged since start
+	Connects    uint64        `json:"connects"`  // connections made since start
+	LastError   string        `json:"last_error,omitempty"`
+	Commands    CommandCounts `json:"commands"`
 }
 
 // Uplink is the MQTT uplink. Make it with New, run it with Run.
@@ -163,7 +169,17 @@ type Uplink struct {
 	broker    string
 	lastErr   string
 	handler   func(ctx context.Context, c Command) error
-	recent    recentCommands // used by one commands goroutine at a time (serve waits for it)
+	client    mqtt.Client    // the current connection's, for replies; nil while disconnected
+	recent    recentCommands // used by runCommands only
+	cmdq      chan Command   // valid commands waiting for runCommands
+	refusals  chan reply     // replies receive could not publish itself
+	cmdStats  commandCounters
+	cmdFull   atomic.Bool // the queue was full: said once until it has room again
+	// refusedLogAt is when a refused command was last logged (UnixNano).
+	refusedLogAt atomic.Int64
+	// stopCommands stops runCommands and replyRefusals and waits for them; only Run's
+	// goroutine calls it.
+	stopCommands func()
 
 	fmu sync.Mutex // serialises commits of held telemetry, and the direct path after stop
 	pmu sync.Mutex // guards the held telemetry below (hold.go); never taken inside a bbolt transaction
@@ -258,6 +274,9 @@ func New(db *bbolt.DB, opts Options) (*Uplink, error) {
 	if opts.InFlight <= 0 {
 		opts.InFlight = 256
 	}
+	if opts.CommandQueue <= 0 {
+		opts.CommandQueue = DefaultCommandQueue
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -277,6 +296,8 @@ func New(db *bbolt.DB, opts Options) (*Uplink, error) {
 		wake:      make(chan struct{}, 1),
 		retained:  map[string][]byte{},
 		retainGen: map[string]uint64{},
+		cmdq:      make(chan Command, opts.CommandQueue),
+		refusals:  make(chan reply, maxPendingRefusals),
 	}
 	if err := u.openQueue(); err != nil {
 		return nil, err
@@ -292,7 +313,10 @@ func (u *Uplink) Root() string { return u.root }
 
 // OnCommand sets the handler for validated commands from R/cmd. The reply is ok:true when it
 // returns nil, ok:false with the error's text otherwise. Without a handler every command is
-// refused. The handler runs on one goroutine, one command at a time.
+// refused. Commands are serialised: the handler runs on one goroutine, one command at a time,
+// in the order they arrived; while it runs, the next ones wait in a queue of
+// Options.CommandQueue (past it they are refused "busy"), so a handler may block until its
+// outcome is known. It should return soon after ctx ends: Run waits for it.
 func (u *Uplink) OnCommand(h func(ctx context.Context, c Command) error) {
 	u.mu.Lock()
 	u.handler = h
@@ -320,6 +344,7 @@ func (u *Uplink) Status() Status {
 		Published:   u.published.Load(),
 		Connects:    u.connects.Load(),
 		LastError:   u.lastErr,
+		Commands:    u.cmdStats.load(),
 	}
 }
 

@@ -26,6 +26,8 @@ type metrics struct {
 	queued   *prometheus.Desc
 	dropped  *prometheus.Desc
 	upConn   *prometheus.Desc
+	upCmds   *prometheus.Desc
+	upCmdRep *prometheus.Desc
 	traps    *prometheus.Desc
 }
 
@@ -41,6 +43,8 @@ func newMetrics(s *Site) *metrics {
 	m.queued = prometheus.NewDesc("rackwatch_uplink_queued_messages", "Messages on disk waiting for the broker's acknowledgement.", nil, nil)
 	m.dropped = prometheus.NewDesc("rackwatch_uplink_dropped_total", "Telemetry messages dropped because the queue was full.", nil, nil)
 	m.upConn = prometheus.NewDesc("rackwatch_uplink_connected", "1 while connected to a broker.", nil, nil)
+	m.upCmds = prometheus.NewDesc("rackwatch_uplink_commands_total", "Messages on R/cmd by outcome: ok, failed (handler error), refused (invalid), repeated (id already answered), busy (queue full, dropped), abandoned (queued at stop, not run).", []string{"outcome"}, nil)
+	m.upCmdRep = prometheus.NewDesc("rackwatch_uplink_command_replies_dropped_total", "Replies to refused or busy commands not sent: too many at once.", nil, nil)
 	m.traps = prometheus.NewDesc("rackwatch_traps_total", "SNMP trap packets by outcome: accepted, malformed (dropped), rejected (unknown community or user), unknown_source (no device, not in traps.sources), rate_limited (past the sender's rate or open cap), queue_full (the handler fell behind).", []string{"outcome"}, nil)
 	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rackwatch_build_info", Help: "Build information."}, []string{"version", "site", "node"})
 	bi.WithLabelValues(s.opt.Version, s.cfg.Site, s.cfg.Node).Set(1)
@@ -62,7 +66,7 @@ func (m *metrics) observe(res poll.Result) {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.reading, m.upsFlag, m.devUp, m.open, m.queued, m.dropped, m.upConn, m.traps} {
+	for _, d := range []*prometheus.Desc{m.reading, m.upsFlag, m.devUp, m.open, m.queued, m.dropped, m.upConn, m.upCmds, m.upCmdRep, m.traps} {
 		ch <- d
 	}
 }
@@ -124,5 +128,10 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			c = 1
 		}
 		ch <- prometheus.MustNewConstMetric(m.upConn, prometheus.GaugeValue, c)
+		for outcome, n := range map[string]uint64{"ok": u.Commands.OK, "failed": u.Commands.Failed, "refused": u.Commands.Refused,
+			"repeated": u.Commands.Repeated, "busy": u.Commands.Busy, "abandoned": u.Commands.Abandoned} {
+			ch <- prometheus.MustNewConstMetric(m.upCmds, prometheus.CounterValue, float64(n), outcome)
+		}
+		ch <- prometheus.MustNewConstMetric(m.upCmdRep, prometheus.CounterValue, float64(u.Commands.RepliesDropped))
 	}
 }
