@@ -1,7 +1,6 @@
 package site
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -29,8 +28,11 @@ import (
 // traps (a UPS not polled, but still worth knowing about).
 
 type trapState struct {
-	recv   *snmptrap.Receiver
+	recv   *snmptrap.Receiver      // nil until launch when it replaces a receiver on the same address
 	opened map[string]trapIncident // incident key → last refresh
+	listen string
+	key    string
+	cfg    snmptrap.Config
 }
 
 type trapIncident struct {
@@ -42,12 +44,14 @@ type trapIncident struct {
 var criticalAlarms = map[string]bool{"BatteryBad": true, "OnBattery": true, "LowBattery": true, "DepletedBattery": true,
 	"OutputOverload": true, "OutputBad": true, "ChargerFailed": true, "UpsOutputOff": true, "UpsSystemOff": true, "ShutdownPending": true, "ShutdownImminent": true}
 
-func (s *Site) startTraps(ctx context.Context) error {
+// buildTraps binds traps.listen when it is set: the receiver stays the running one when the
+// listen address and the accepted communities and users stay (trapKey).
+func (s *Site) buildTraps() error {
 	c := s.cfg.Traps
 	if c.Listen == "" {
 		return nil
 	}
-	tc := snmptrap.Config{Communities: c.Communities, Logger: s.log.With("part", "traps")}
+	tc := snmptrap.Config{Communities: c.Communities, Logger: s.sh.log.With("part", "traps")}
 	for _, u := range c.Users {
 		u := u
 		cc, err := snmpdev.ClientConfig(sensors.Spec{Target: "trap-sender", Version: "3", V3: &u})
@@ -58,8 +62,8 @@ func (s *Site) startTraps(ctx context.Context) error {
 		usm.EngineID = u.EngineID
 		tc.Users = append(tc.Users, usm)
 	}
-	s.traps = &trapState{opened: map[string]trapIncident{}}
-	r, err := snmptrap.Listen(ctx, c.Listen, tc, s.trap)
+	s.traps = &trapState{opened: map[string]trapIncident{}, listen: c.Listen, key: trapKey(c), cfg: tc}
+	r, err := s.sh.trapReceiver(s.traps)
 	if err != nil {
 		return fmt.Errorf("traps: %w", err)
 	}
@@ -107,6 +111,9 @@ func (s *Site) deviceAt(addr netip.Addr) string {
 }
 
 func (s *Site) trap(t snmptrap.Trap) {
+	if s.traps == nil {
+		return
+	}
 	dev := s.deviceAt(t.Source)
 	ups := strings.HasPrefix(t.Name, "upsTrap")
 	if dev == "" && !ups {
@@ -117,9 +124,12 @@ func (s *Site) trap(t snmptrap.Trap) {
 	if who == "" {
 		who = t.Source.String()
 	}
-	s.hub.publishTrap(t, who)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.retired {
+		return
+	}
+	s.hub.publishTrap(t, who)
 	now := s.now()
 	raise := func(key, sev, metric, summary string, onBatt bool) {
 		s.traps.opened[key] = trapIncident{device: dev, last: now, onBatt: onBatt}
