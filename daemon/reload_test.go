@@ -134,8 +134,13 @@ func mqttClient(t *testing.T, url string) mqtt.Client {
 // command publishes a command on R/cmd and waits for its reply on sub.
 func command(t *testing.T, c mqtt.Client, sub *testpeer.Sub, id, body string) map[string]any {
 	t.Helper()
+	return commandAt(t, c, sub, "rackwatch/test/rack1", id, body)
+}
+
+func commandAt(t *testing.T, c mqtt.Client, sub *testpeer.Sub, root, id, body string) map[string]any {
+	t.Helper()
 	payload := fmt.Sprintf(`{"id":%q,%s}`, id, body)
-	if tok := c.Publish("rackwatch/test/rack1/cmd", 1, false, payload); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+	if tok := c.Publish(root+"/cmd", 1, false, payload); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
 		t.Fatalf("publish %s: %v", payload, tok.Error())
 	}
 	var reply map[string]any
@@ -271,6 +276,21 @@ func TestReload(t *testing.T) {
 	if off := sub.Matching("/state", `"offline"`); len(off) > 0 {
 		t.Errorf("the uplink went offline during reloads: %v", off)
 	}
+
+	// A reload that changes the uplink's settings replies on the connection the command
+	// came in on, then the uplink starts again under the new prefix and takes commands there.
+	sub2 := m.Subscribe(t, "rw2/#", "")
+	d.write(strings.Replace(reloadSite(dir, m.URL, web3, nutPort, rule), "telemetry_interval: 1s", "telemetry_interval: 1s, prefix: rw2", 1))
+	if r := command(t, c, sub, "reload-3", `"action":"reload"`); r["ok"] != true {
+		t.Fatalf("reply to a reload that changes the prefix: %v", r)
+	}
+	testpeer.Eventually(t, 60*time.Second, "online under the new prefix, offline under the old", func() bool {
+		return len(sub2.Matching("rw2/test/rack1/state", `"online"`)) > 0 && len(sub.Matching("rackwatch/test/rack1/state", `"offline"`)) > 0
+	})
+	if r := commandAt(t, c, sub2, "rw2/test/rack1", "reload-4", `"action":"reload"`); r["ok"] != true {
+		t.Fatalf("reply to a reload under the new prefix: %v", r)
+	}
+	upscOK(t, nutAddr)
 	if !d.alive() {
 		t.Fatal("the daemon exited")
 	}

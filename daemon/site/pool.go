@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"sync"
 
+	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
@@ -49,9 +50,9 @@ func (p *Pool) Get(spec sensors.Spec) (sensors.Device, error) {
 type staged struct {
 	p     *Pool
 	fresh map[string]pooled
-	// later are changed devices that could not be opened while the running site holds the
-	// old instance (a GPIO line can be requested once): they are opened at commit, after the
-	// old instance is closed.
+	// later are changed devices that cannot be made while the running site holds the old
+	// instance (a GPIO line is requested once; a relay is driven to its safe state when made):
+	// they are made at commit, after the old instance is closed.
 	later map[string]sensors.Spec
 }
 
@@ -68,6 +69,12 @@ func (p *Pool) stage(specs []sensors.Spec, strict bool) (st *staged, devs map[st
 		old, inUse := p.devs[spec.ID]
 		if inUse && reflect.DeepEqual(old.spec, spec) {
 			devs[spec.ID] = old.dev
+			continue
+		}
+		if inUse && config.IsRelay(spec.Driver) {
+			// Making a relay drives its line to the safe state: not while the running site
+			// holds the line.
+			st.later[spec.ID] = spec
 			continue
 		}
 		dev, err := sensors.New(spec, p.env)

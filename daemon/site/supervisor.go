@@ -236,8 +236,9 @@ func (sv *Supervisor) swapUplink() {
 }
 
 // takeOver carries over what the site it replaces keeps only in memory: ordered forced
-// shutdowns and the trap incidents' resolve timers. Neither site runs.
+// shutdowns, the trap incidents' resolve timers, the uptime. Neither site runs.
 func (s *Site) takeOver(old *Site) {
+	s.started = old.started
 	for id, on := range old.fsd {
 		if _, ok := s.specs[id]; ok && on {
 			s.fsd[id] = true
