@@ -1,0 +1,113 @@
+package site
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/internal/testpeer"
+)
+
+// TestReloadRefused: a reload whose site cannot be built (a device that cannot be opened,
+// another data_dir) is refused with the reason, the running site keeps serving from the same
+// socket, and the config-reload-failed incident stays open until a reload succeeds.
+func TestReloadRefused(t *testing.T) {
+	dir := t.TempDir()
+	web := fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t))
+	yaml := func(dataDir, extra string) string {
+		return fmt.Sprintf(`site: test
+node: n1
+data_dir: %s
+web: {listen: "%s"}
+devices:
+  - {id: leak, driver: sim.contact, poll: 100ms}
+%s`, dataDir, web, extra)
+	}
+	var mu sync.Mutex
+	next := yaml(dir, "")
+	load := func() (*config.Config, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return config.Parse("test.yaml", []byte(next))
+	}
+	set := func(y string) { mu.Lock(); next = y; mu.Unlock() }
+	ready := make(chan *Site, 4)
+	sv := NewSupervisor(load, Options{Version: "test", Ready: func(s *Site) { ready <- s }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("supervisor: %v", err)
+		}
+	})
+	var s *Site
+	select {
+	case s = <-ready:
+	case err := <-done:
+		t.Fatalf("site did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("site did not start in 30 s")
+	}
+	openReload := func() int {
+		n := 0
+		for _, in := range sv.sh.current().Incidents().OpenIncidents() {
+			if in.Rule == "config-reload-failed" {
+				n++
+			}
+		}
+		return n
+	}
+	pageAnswers := func() error {
+		resp, err := http.Get("http://" + web + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+
+	for _, c := range []struct{ name, yaml, want string }{
+		{"device", yaml(dir, "  - {id: r2, driver: relay, pin: GPIO27}\n"), "device r2"},
+		{"data_dir", yaml(t.TempDir(), ""), "data_dir cannot change"},
+	} {
+		set(c.yaml)
+		err := sv.Reload(context.Background(), "test")
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: reload: %v, want an error with %q", c.name, err, c.want)
+		}
+		if sv.sh.current() != s {
+			t.Fatalf("%s: the running site was replaced by a refused reload", c.name)
+		}
+		if n := openReload(); n != 1 {
+			t.Fatalf("%s: %d open config-reload-failed incidents, want 1", c.name, n)
+		}
+		if err := pageAnswers(); err != nil {
+			t.Fatalf("%s: the page does not answer after a refused reload: %v", c.name, err)
+		}
+	}
+
+	set(yaml(dir, "  - {id: door, driver: sim.contact, poll: 100ms}\n"))
+	if err := sv.Reload(context.Background(), "test"); err != nil {
+		t.Fatalf("good reload: %v", err)
+	}
+	s2 := <-ready
+	if s2 == s || s2.Device("door") == nil {
+		t.Fatal("the good reload did not take effect")
+	}
+	if s2.Device("leak") != s.Device("leak") {
+		t.Error("an unchanged device was opened again instead of handed over")
+	}
+	if n := openReload(); n != 0 {
+		t.Errorf("%d open config-reload-failed incidents after a good reload", n)
+	}
+	if err := pageAnswers(); err != nil {
+		t.Fatalf("the page does not answer after the reload: %v", err)
+	}
+}
