@@ -289,22 +289,22 @@ func (s *Site) launch() {
 	for id, err := range failed {
 		s.failed[id] = err
 	}
+	if s.upOpts != nil {
+		s.inc.SetStager(s.stageIncident)
+	}
+	if err := s.inc.SetPublisher(s.publishIncident); err != nil {
+		s.log.Warn("incident events wait in the outbox", "err", err)
+	}
 	for id, err := range s.failed {
 		s.log.Error("device not started", "device", id, "err", err)
 		s.store.Update(id, state.Error, nil, err, s.now())
 		s.raiseDevice(id, err)
 	}
 	if len(late) > 0 {
-		// Relays opened late join the relays now.
+		// Relays made at the swap join the relays now.
 		s.mu.Lock()
 		s.relays = newRelays(s)
 		s.mu.Unlock()
-	}
-	if up := s.sh.uplink(); up != nil {
-		s.inc.SetStager(s.stageIncident)
-	}
-	if err := s.inc.SetPublisher(s.publishIncident); err != nil {
-		s.log.Warn("incident events wait in the outbox", "err", err)
 	}
 
 	s.goServe(ctx, "web", s.cfg.Web.Listen, s.web.Serve)
@@ -511,9 +511,11 @@ func (s *Site) resolveDevice(id string, at time.Time) { s.resolve("device:"+id, 
 // publishIncident hands an incident event to the uplink and the page.
 func (s *Site) publishIncident(e incident.Event) error {
 	s.hub.publish(web.Event{Type: "incident", Data: e})
-	if !s.sh.hasUplink() {
+	if s.upOpts == nil {
 		return nil
 	}
+	// While the uplink restarts with new settings this fails and the event waits in the
+	// outbox (flushed once the new uplink runs).
 	return s.sh.withUplink(func(up *uplink.Uplink) error { return up.Incident(uplinkIncident(e)) })
 }
 
