@@ -111,3 +111,101 @@ devices:
 		t.Fatalf("the page does not answer after the reload: %v", err)
 	}
 }
+
+// TestReloadsUnderLoad reloads a site again and again while its page is read, moving and
+// keeping the NUT port and changing the trap receiver's settings on the same port (under the
+// race detector: sites hand sockets, devices, receivers and the uplink to each other).
+func TestReloadsUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	web := fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t))
+	traps := fmt.Sprintf("127.0.0.1:%d", testpeer.FreeUDPPort(t))
+	nuts := []int{testpeer.FreePort(t), testpeer.FreePort(t)}
+	yaml := func(i int) string {
+		return fmt.Sprintf(`site: test
+node: n1
+data_dir: %s
+web: {listen: "%s"}
+mqtt: {embedded_broker: "127.0.0.1:%d"}
+nut: {listen: "127.0.0.1:%d"}
+traps: {listen: "%s", communities: [c%d]}
+devices:
+  - {id: ups1, driver: sim.ups, poll: 50ms}
+  - {id: crac, driver: sim.relay, poll: 50ms}
+  - {id: leak, driver: sim.contact, poll: 50ms, values: {contact: %d}}
+rules:
+  - {name: leak, device: leak, metric: contact, equals: 1}
+`, dir, web, testpeer.FreePort(t), nuts[i%2], traps, i, i%2)
+	}
+	var mu sync.Mutex
+	i := 0
+	load := func() (*config.Config, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return config.Parse("test.yaml", []byte(yaml(i)))
+	}
+	ready := make(chan *Site, 16)
+	sv := NewSupervisor(load, Options{Version: "test", Ready: func(s *Site) { ready <- s }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sv.Run(ctx) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("site did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("site did not start in 30 s")
+	}
+	readers := make(chan struct{})
+	var failed sync.Map
+	var wg sync.WaitGroup
+	// A fresh connection per request: one kept alive across a reload may be closed by the
+	// old server as the request goes out, as with any server restart.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-readers:
+					return
+				default:
+				}
+				resp, err := client.Get("http://" + web + "/api/v1/status")
+				if err != nil {
+					failed.Store(err.Error(), true)
+					continue
+				}
+				resp.Body.Close()
+			}
+		}()
+	}
+	for n := 1; n <= 6; n++ {
+		mu.Lock()
+		i = n
+		mu.Unlock()
+		if err := sv.Reload(context.Background(), "test"); err != nil {
+			t.Fatalf("reload %d: %v", n, err)
+		}
+		s := <-ready
+		if got, want := s.NUTAddr().String(), fmt.Sprintf("127.0.0.1:%d", nuts[n%2]); got != want {
+			t.Fatalf("reload %d: NUT on %s, want %s", n, got, want)
+		}
+		if s.TrapAddr() == nil {
+			t.Fatalf("reload %d: no trap receiver", n)
+		}
+		testpeer.Eventually(t, 30*time.Second, "the leak rule following the new config", func() bool {
+			return s.Incidents().IsOpen("leak") == (n%2 == 1)
+		})
+	}
+	close(readers)
+	wg.Wait()
+	failed.Range(func(k, _ any) bool {
+		t.Errorf("the page did not answer during a reload: %v", k)
+		return true
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
