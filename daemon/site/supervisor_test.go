@@ -29,7 +29,8 @@ devices:
 %s`, dataDir, web, extra)
 	}
 	var mu sync.Mutex
-	next := yaml(dir, "")
+	crac := "  - {id: crac, driver: sim.relay, safe_state: \"off\"}\n"
+	next := yaml(dir, crac)
 	load := func() (*config.Config, error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -74,8 +75,8 @@ devices:
 	}
 
 	for _, c := range []struct{ name, yaml, want string }{
-		{"device", yaml(dir, "  - {id: r2, driver: relay, pin: GPIO27}\n"), "device r2"},
-		{"data_dir", yaml(t.TempDir(), ""), "data_dir cannot change"},
+		{"device", yaml(dir, crac+"  - {id: r2, driver: relay, pin: GPIO27}\n"), "device r2"},
+		{"data_dir", yaml(t.TempDir(), crac), "data_dir cannot change"},
 	} {
 		set(c.yaml)
 		err := sv.Reload(context.Background(), "test")
@@ -93,7 +94,8 @@ devices:
 		}
 	}
 
-	set(yaml(dir, "  - {id: door, driver: sim.contact, poll: 100ms}\n"))
+	// A new device, and a changed relay (made at the swap, not beside the running one).
+	set(yaml(dir, "  - {id: crac, driver: sim.relay, safe_state: \"on\"}\n  - {id: door, driver: sim.contact, poll: 100ms}\n"))
 	if err := sv.Reload(context.Background(), "test"); err != nil {
 		t.Fatalf("good reload: %v", err)
 	}
@@ -103,6 +105,12 @@ devices:
 	}
 	if s2.Device("leak") != s.Device("leak") {
 		t.Error("an unchanged device was opened again instead of handed over")
+	}
+	if s2.Device("crac") == nil || s2.Device("crac") == s.Device("crac") {
+		t.Error("the changed relay was not made anew")
+	}
+	if rs := s2.Status().Relays; len(rs) != 1 || rs[0].ID != "crac" {
+		t.Errorf("relays after the reload: %+v", rs)
 	}
 	if n := openReload(); n != 0 {
 		t.Errorf("%d open config-reload-failed incidents after a good reload", n)
