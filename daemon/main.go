@@ -20,7 +20,6 @@ import (
 
 	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/site"
-	"github.com/rackwatch/rackwatch/sensors"
 	_ "github.com/rackwatch/rackwatch/sensors/all"
 )
 
@@ -85,72 +84,47 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	reload := make(chan struct{}, 1)
-	go func() {
-		for range hup {
-			select {
-			case reload <- struct{}{}:
-			default:
-			}
-		}
-	}()
 	if *cfgPath == "" {
 		printDemo(cfg)
 	}
-	pool := site.NewPool(sensors.Env{DataDir: cfg.DataDir})
-	defer pool.CloseAll()
+	first := true
+	sv := site.NewSupervisor(func() (*config.Config, error) {
+		if first {
+			first = false
+			return cfg, nil
+		}
+		next, err := load()
+		if err == nil && *cfgPath == "" {
+			next.DataDir = cfg.DataDir
+		}
+		return next, err
+	}, site.Options{Version: version, Log: log, Ready: func(*site.Site) { sd.SdNotify(false, sd.SdNotifyReady) }})
+	// SIGHUP and the MQTT reload command take the same path (Supervisor.Reload); a reload
+	// never ends the daemon. Signals that come during a reload are one more reload.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				sd.SdNotify(false, sd.SdNotifyStopping)
+				return
+			case <-hup:
+				sd.SdNotify(false, sd.SdNotifyReloading)
+				if err := sv.Reload(ctx, "signal:SIGHUP"); err != nil {
+					sd.SdNotify(false, sd.SdNotifyReady)
+				}
+			}
+		}
+	}()
 	go watchdog(ctx)
 	go keepMemoryLimit(ctx, log)
-	for {
-		sctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() {
-			done <- site.Run(sctx, cfg, site.Options{Version: version, Log: log, Pool: pool,
-				Ready: func(*site.Site) { sd.SdNotify(false, sd.SdNotifyReady) },
-				Reload: func() {
-					select {
-					case reload <- struct{}{}:
-					default:
-					}
-				}})
-		}()
-		select {
-		case err := <-done:
-			cancel()
-			if err != nil {
-				log.Error("rackwatch stopped", "err", err)
-				return 1
-			}
-			return 0
-		case <-ctx.Done():
-			sd.SdNotify(false, sd.SdNotifyStopping)
-			err := <-done
-			cancel()
-			if err != nil {
-				log.Error("rackwatch stopped", "err", err)
-				return 1
-			}
-			log.Info("rackwatch stopped cleanly")
-			return 0
-		case <-reload:
-			next, err := load()
-			if err != nil {
-				log.Error("config reload refused; the running config stays", "err", err.Error())
-				continue
-			}
-			if *cfgPath == "" {
-				next.DataDir = cfg.DataDir
-			}
-			sd.SdNotify(false, sd.SdNotifyReloading)
-			log.Info("reloading config", "file", next.Path)
-			cancel()
-			<-done
-			pool.Retain(next.Devices)
-			cfg = next
-		}
+	if err := sv.Run(ctx); err != nil {
+		log.Error("rackwatch stopped", "err", err)
+		return 1
 	}
+	log.Info("rackwatch stopped cleanly")
+	return 0
 }
 
 // watchdog pings systemd's watchdog while the daemon runs (no-op outside systemd).

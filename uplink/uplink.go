@@ -232,21 +232,54 @@ func New(db *bbolt.DB, opts Options) (*Uplink, error) {
 	if db == nil {
 		return nil, errors.New("uplink: no database")
 	}
+	opts, err := normalize(opts)
+	if err != nil {
+		return nil, err
+	}
+	u := &Uplink{
+		db:        db,
+		opts:      opts,
+		log:       opts.Logger.With("component", "uplink"),
+		root:      opts.Prefix + "/" + opts.Site + "/" + opts.Node,
+		wake:      make(chan struct{}, 1),
+		retained:  map[string][]byte{},
+		retainGen: map[string]uint64{},
+		cmdq:      make(chan Command, opts.CommandQueue),
+		refusals:  make(chan reply, maxPendingRefusals),
+	}
+	if err := u.openQueue(); err != nil {
+		return nil, err
+	}
+	if err := u.openHold(); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// Check tells whether New would accept opts, without a database: a config reload checks the
+// next uplink's settings before it stops the running one.
+func Check(opts Options) error {
+	_, err := normalize(opts)
+	return err
+}
+
+// normalize checks opts and fills in the defaults.
+func normalize(opts Options) (Options, error) {
 	if len(opts.Brokers) == 0 {
-		return nil, errors.New("uplink: no broker configured")
+		return opts, errors.New("uplink: no broker configured")
 	}
 	for _, b := range opts.Brokers {
 		if _, _, err := parseBroker(b); err != nil {
-			return nil, fmt.Errorf("uplink: %w", err)
+			return opts, fmt.Errorf("uplink: %w", err)
 		}
 	}
 	for name, v := range map[string]string{"prefix": opts.Prefix, "site": opts.Site, "node": opts.Node} {
 		if err := CheckTopicLevel(v); err != nil {
-			return nil, fmt.Errorf("uplink: %s: %w", name, err)
+			return opts, fmt.Errorf("uplink: %s: %w", name, err)
 		}
 	}
 	if err := CheckTelemetryQoS(int(opts.TelemetryQoS)); err != nil {
-		return nil, fmt.Errorf("uplink: %w", err)
+		return opts, fmt.Errorf("uplink: %w", err)
 	}
 	if opts.TelemetryQoS == 0 && !opts.TelemetryQoS0 {
 		opts.TelemetryQoS = 1
@@ -282,30 +315,13 @@ func New(db *bbolt.DB, opts Options) (*Uplink, error) {
 	}
 	if opts.PasswordFile != "" {
 		if _, err := readPassword(opts.PasswordFile); err != nil {
-			return nil, fmt.Errorf("uplink: %w", err)
+			return opts, fmt.Errorf("uplink: %w", err)
 		}
 	}
 	if _, err := tlsConfig(opts, "localhost"); err != nil {
-		return nil, fmt.Errorf("uplink: %w", err)
+		return opts, fmt.Errorf("uplink: %w", err)
 	}
-	u := &Uplink{
-		db:        db,
-		opts:      opts,
-		log:       opts.Logger.With("component", "uplink"),
-		root:      opts.Prefix + "/" + opts.Site + "/" + opts.Node,
-		wake:      make(chan struct{}, 1),
-		retained:  map[string][]byte{},
-		retainGen: map[string]uint64{},
-		cmdq:      make(chan Command, opts.CommandQueue),
-		refusals:  make(chan reply, maxPendingRefusals),
-	}
-	if err := u.openQueue(); err != nil {
-		return nil, err
-	}
-	if err := u.openHold(); err != nil {
-		return nil, err
-	}
-	return u, nil
+	return opts, nil
 }
 
 // Root is the root topic R.

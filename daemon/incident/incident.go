@@ -48,7 +48,7 @@ type Incident struct {
 	Metric      string     `json:"metric"`
 	Severity    string     `json:"severity"`
 	State       string     `json:"state"`
-	Source      string     `json:"source"` // rule, power, cooling, trap, uplink, system
+	Source      string     `json:"source"` // rule, power, cooling, trap, uplink, system, config
 	Summary     string     `json:"summary"`
 	Value       any        `json:"value"`
 	Threshold   any        `json:"threshold"`

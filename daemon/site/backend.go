@@ -40,8 +40,8 @@ func (s *Site) Status() web.Status {
 	if st.Incidents == nil {
 		st.Incidents = []incident.Incident{}
 	}
-	if s.up != nil {
-		u := s.up.Status()
+	if up := s.sh.uplink(); up != nil {
+		u := up.Status()
 		st.Uplink = web.Uplink{Connected: u.Connected, Broker: u.Broker, Queued: u.Queued, Dropped: u.Dropped, LastError: u.LastError}
 	}
 	s.mu.Lock()

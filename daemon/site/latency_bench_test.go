@@ -89,7 +89,7 @@ rules:
 		case <-time.After(30 * time.Second):
 			b.Fatal("site did not start in 30 s")
 		}
-		testpeer.Eventually(b, 30*time.Second, "the uplink connected", func() bool { return s.up.Status().Connected })
+		testpeer.Eventually(b, 30*time.Second, "the uplink connected", func() bool { return s.sh.uplink() != nil && s.sh.uplink().Status().Connected })
 
 		lat := make([]time.Duration, 0, events)
 		level := gpio.High

@@ -119,8 +119,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(r.Malformed()), "malformed")
 		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(r.Rejected()), "rejected")
 	}
-	if s.up != nil {
-		u := s.up.Status()
+	if up := s.sh.uplink(); up != nil {
+		u := up.Status()
 		ch <- prometheus.MustNewConstMetric(m.queued, prometheus.GaugeValue, float64(u.Queued))
 		ch <- prometheus.MustNewConstMetric(m.dropped, prometheus.CounterValue, float64(u.Dropped))
 		c := 0.0

@@ -12,11 +12,14 @@ import (
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
-// startNUT listens on nut.listen when it is set and returns the function that serves.
-func (s *Site) startNUT(ctx context.Context) (func(), error) {
+// nutServe is a built NUT server, served by launch.
+type nutServe struct{ srv *nut.Server }
+
+// buildNUT makes the NUT server and binds nut.listen when it is set.
+func (s *Site) buildNUT() error {
 	c := s.cfg.NUT
 	if c.Listen == "" {
-		return nil, nil
+		return nil
 	}
 	users := make([]nut.User, 0, len(c.Users))
 	for _, u := range c.Users {
@@ -25,19 +28,16 @@ func (s *Site) startNUT(ctx context.Context) (func(), error) {
 	srv, err := nut.New(nut.Config{Listen: c.Listen, Users: users, MaxConnections: c.MaxConns, IdleTimeout: c.IdleTimeout,
 		TLSCert: c.TLSCert, TLSKey: c.TLSKey, Version: s.opt.Version}, nutSource{s}, s.log.With("part", "nut"))
 	if err != nil {
-		return nil, fmt.Errorf("nut: %w", err)
+		return fmt.Errorf("nut: %w", err)
 	}
-	l, err := net.Listen("tcp", c.Listen)
+	l, err := s.sh.listen(c.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("nut: %w", err)
+		return fmt.Errorf("nut: %w", err)
 	}
 	s.nutAddr = l.Addr()
 	s.nut = nutClients{srv}
-	return func() {
-		if err := srv.Serve(ctx, l); err != nil && ctx.Err() == nil {
-			s.log.Error("NUT server stopped", "err", err)
-		}
-	}, nil
+	s.nutSrv = &nutServe{srv}
+	return nil
 }
 
 // NUTAddr is where the NUT server listens (nil when off).
@@ -130,6 +130,9 @@ func (n nutSource) SetFSD(name string) error {
 	s := n.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.retired {
+		return errReloading
+	}
 	if _, ok := s.specs[name]; !ok {
 		return fmt.Errorf("no UPS %q", name)
 	}

@@ -133,15 +133,23 @@ func (rs *relays) apply(r *relay, by, why string) error {
 	return nil
 }
 
-// safe puts every relay in its safe state (clean stop).
+// safe puts every relay in its safe state (clean stop), and shows it in the readings, so the
+// last telemetry before offline says what the rack was left in. Called with s.mu held.
 func (rs *relays) safe() {
 	for _, id := range rs.ids {
 		r := rs.m[id]
+		on := r.spec.SafeState == "on"
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := r.act.Set(ctx, r.spec.SafeState == "on"); err != nil {
-			rs.s.log.Error("relay not put in its safe state", "relay", id, "err", err)
-		}
+		err := r.act.Set(ctx, on)
 		cancel()
+		if err != nil {
+			rs.s.log.Error("relay not put in its safe state", "relay", id, "err", err)
+			continue
+		}
+		now := rs.s.now()
+		r.on, r.known, r.by, r.why, r.changed = on, true, "system", "safe state at stop", now
+		rs.s.log.Info("relay in its safe state", "relay", id, "on", on)
+		rs.s.store.Push(r.id, []sensors.Reading{sensors.Num(r.id, "relay", b2f(on), "", now)})
 	}
 }
 

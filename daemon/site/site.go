@@ -31,7 +31,6 @@ import (
 	"github.com/rackwatch/rackwatch/daemon/web"
 	"github.com/rackwatch/rackwatch/sensors"
 	"github.com/rackwatch/rackwatch/uplink"
-	"github.com/rackwatch/rackwatch/uplink/broker"
 )
 
 // Options are what main (or a test) gives a site besides its config.
@@ -39,12 +38,12 @@ type Options struct {
 	Version string
 	Log     *slog.Logger
 	// Pool keeps devices open across config reloads (a relay must not drop to its safe state
-	// because the config was reloaded). nil: the site owns and closes its devices.
+	// because the config was reloaded). nil: the Supervisor makes its own and closes it at the
+	// end.
 	Pool *Pool
-	// Ready is called once everything listens (systemd READY=1).
+	// Ready is called each time a site runs: after the first start and after every reload
+	// that took effect (systemd READY=1).
 	Ready func(s *Site)
-	// Reload is called when an operator asks for a reload over MQTT.
-	Reload func()
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -56,17 +55,21 @@ type Site struct {
 	log     *slog.Logger
 	now     func() time.Time
 	started time.Time
-	bootID  string
+	sh      *shared
 
-	db    *bolt.DB
+	db    *bolt.DB // shared by every site of the process (supervisor.go)
 	store *state.Store
 	inc   *incident.Manager
-	up    *uplink.Uplink
 	hub   *hub
 	specs map[string]sensors.Spec
 	devs  map[string]sensors.Device
+	// failed are the devices that could not be made: error devices, not a reason to leave
+	// the rest of the rack unwatched.
+	failed map[string]error
+	stage  *staged
 
 	mu       sync.Mutex // serialises ingest: rules, policies and relays see one reading at a time
+	retired  bool       // a reload replaced this site: it changes nothing any more
 	rules    *rules.Engine
 	changes  []rules.Change
 	fsd      map[string]bool // UPS ids with a forced shutdown ordered
@@ -78,9 +81,17 @@ type Site struct {
 	saved    *saved // policy and trap state that must survive a restart
 
 	traps   *trapState
+	web     *web.Server
+	webL    *net.TCPListener // the bound socket, shared with the next site when web.listen stays
 	webAddr net.Addr
+	nutSrv  *nutServe
 	nutAddr net.Addr
 	nut     nutServer
+	// upOpts are the uplink settings of this config (nil: no uplink).
+	upOpts *uplink.Options
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // nutServer is the part of the NUT server the site needs (nil when nut.listen is empty).
@@ -100,125 +111,85 @@ func (s *Site) Incidents() *incident.Manager { return s.inc }
 // Device returns a device of the site (tests drive sim devices through it).
 func (s *Site) Device(id string) sensors.Device { return s.devs[id] }
 
-// Run runs the site until ctx ends, then stops cleanly: relays to their safe state (unless a
-// Pool keeps them), queue on disk, offline published.
+// Config is the config the site runs.
+func (s *Site) Config() *config.Config { return s.cfg }
+
+// Run runs the site until ctx ends, then stops cleanly: relays to their safe state, queue on
+// disk, offline published. It is a Supervisor that is never asked to reload except over MQTT,
+// where it reloads the same cfg.
 func Run(ctx context.Context, cfg *config.Config, opt Options) error {
-	s, err := open(cfg, opt)
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	return s.run(ctx)
+	return NewSupervisor(func() (*config.Config, error) { return cfg, nil }, opt).Run(ctx)
 }
 
-func open(cfg *config.Config, opt Options) (*Site, error) {
-	if opt.Log == nil {
-		opt.Log = slog.Default()
+// openDB opens the site's database in data_dir, and says when the last run was last known
+// alive (read before the open touches the file).
+func openDB(dataDir string) (db *bolt.DB, alive time.Time, err error) {
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return nil, alive, fmt.Errorf("data_dir: %w", err)
 	}
-	if opt.Now == nil {
-		opt.Now = time.Now
-	}
-	s := &Site{cfg: cfg, opt: opt, log: opt.Log, now: opt.Now, hub: newHub(),
-		specs: map[string]sensors.Spec{}, devs: map[string]sensors.Device{}, fsd: map[string]bool{}, lastRes: map[string]time.Time{}}
-	s.started = s.now()
-	s.bootID = randomID()
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
-	}
-	dbPath := filepath.Join(cfg.DataDir, "rackwatch.db")
-	alive := lastAlive(dbPath)
+	dbPath := filepath.Join(dataDir, "rackwatch.db")
+	alive = lastAlive(dbPath)
 	// NoFreelistSync: a commit writes the pages it changed and the meta page, not also the
 	// freelist page (a third of what a small commit writes; flash wear, see docs/BENCHMARKS.md
 	// §6). bbolt rebuilds the freelist by scanning the file at open: 0.45 s for a full 256 MiB
 	// queue on the development machine.
-	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true})
+	db, err = bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: another rackwatch uses this data_dir", dbPath)
+			return nil, alive, fmt.Errorf("open %s: another rackwatch uses this data_dir", dbPath)
 		}
-		return nil, fmt.Errorf("open %s: %w", dbPath, err)
+		return nil, alive, fmt.Errorf("open %s: %w", dbPath, err)
 	}
-	s.db = db
-	s.store = state.New(24 * time.Hour)
-	s.inc, err = incident.New(db, incident.Options{Node: cfg.Node, Retention: cfg.Incidents.Retention,
-		MaxResolved: cfg.Incidents.MaxResolved, FlapCount: cfg.Incidents.FlapCount, FlapWindow: cfg.Incidents.FlapWindow,
-		StormLimit: cfg.Incidents.StormLimit, Log: s.log})
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	if s.kpis, err = kpi.Open(db); err != nil {
-		db.Close()
-		return nil, err
-	}
-	// After a clean stop the log already says unknown from the stop; otherwise from when the
-	// last run was last known alive.
-	if err := s.kpis.Down(alive); err != nil {
-		s.log.Warn("kpi log: down time not marked", "err", err)
-	}
-	s.saved = newSaved(db)
-	s.rules = rules.New(cfg.Rules)
-	for key, sev := range s.inc.OpenKeys() {
-		s.rules.Seed(key, rules.ParseLevel(sev))
-	}
-	s.metrics = newMetrics(s)
-	return s, nil
+	return db, alive, nil
 }
 
-func (s *Site) close() {
-	if s.db != nil {
-		s.db.Close()
+// build makes a site for cfg and takes everything it needs that can fail: listeners bound
+// (or shared with the running site when the address stays), devices opened, the uplink's
+// settings checked, state loaded from the database. Nothing of it runs yet, and the running
+// site is not touched: a build that fails is undone by abort. strict refuses a device that
+// cannot be made (a reload); the first start runs without it instead.
+func build(cfg *config.Config, opt Options, sh *shared, strict bool) (s *Site, err error) {
+	s = newSite(cfg, opt, sh)
+	defer func() {
+		if err != nil {
+			s.abort()
+			s = nil
+		}
+	}()
+	if cfg.DataDir != sh.dataDir {
+		return s, fmt.Errorf("data_dir cannot change on a reload (%s is open): restart the daemon", sh.dataDir)
 	}
-}
-
-func randomID() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func (s *Site) run(ctx context.Context) error {
-	cfg := s.cfg
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
+	if err := s.loadState(); err != nil {
+		return s, err
+	}
+	if sh.alive != nil {
+		s.markDown(*sh.alive)
+		sh.alive = nil
+	}
 
 	// The embedded broker comes first, so the uplink finds it.
-	if cfg.MQTT.EmbeddedBroker != "" {
-		stop, err := broker.Start(cfg.MQTT.EmbeddedBroker, s.log)
-		if err != nil {
-			return fmt.Errorf("embedded MQTT broker on %s: %w", cfg.MQTT.EmbeddedBroker, err)
-		}
-		defer stop()
+	if err := sh.broker(cfg.MQTT.EmbeddedBroker); err != nil {
+		return s, err
 	}
-
-	// The uplink.
 	if len(cfg.MQTT.Brokers) > 0 {
 		qos := byte(1)
 		if cfg.MQTT.TelemetryQoS != nil {
 			qos = byte(*cfg.MQTT.TelemetryQoS)
 		}
-		up, err := uplink.New(s.db, uplink.Options{
+		var flush time.Duration
+		if cfg.MQTT.QueueFlush != nil {
+			flush = *cfg.MQTT.QueueFlush
+		}
+		s.upOpts = &uplink.Options{
 			Brokers: cfg.MQTT.Brokers, Prefix: cfg.MQTT.Prefix, Site: cfg.Site, Node: cfg.Node,
 			ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username, PasswordFile: cfg.MQTT.PasswordFile,
 			CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile,
-			TelemetryQoS: qos, TelemetryQoS0: qos == 0, QueueMaxBytes: cfg.MQTT.QueueMaxBytes, TelemetryFlush: *cfg.MQTT.QueueFlush, HoldFile: holdFile(s.db.Path()),
-			Version: s.opt.Version, BootID: s.bootID, Logger: s.log.With("part", "uplink"),
-			OnDrop: s.onDrop,
-		})
-		if err != nil {
-			return fmt.Errorf("uplink: %w", err)
+			TelemetryQoS: qos, TelemetryQoS0: qos == 0, QueueMaxBytes: cfg.MQTT.QueueMaxBytes, TelemetryFlush: flush, HoldFile: holdFile(sh.db.Path()),
+			Version: s.opt.Version, BootID: sh.bootID,
 		}
-		s.up = up
-		up.OnCommand(s.command)
-	}
-	if s.up != nil {
-		s.inc.SetStager(s.stageIncident)
-	}
-	if err := s.inc.SetPublisher(s.publishIncident); err != nil {
-		s.log.Warn("incident events wait in the outbox", "err", err)
+		if err := uplink.Check(*s.upOpts); err != nil {
+			return s, err
+		}
 	}
 
 	// Devices.
@@ -226,101 +197,200 @@ func (s *Site) run(ctx context.Context) error {
 		s.specs[spec.ID] = spec
 		s.store.AddDevice(spec.ID, spec.Driver)
 	}
-	pool := s.opt.Pool
-	if pool == nil {
-		pool = NewPool(sensors.Env{DataDir: cfg.DataDir})
-		defer pool.CloseAll()
-	}
-	for _, spec := range cfg.Devices {
-		dev, err := pool.Get(spec)
-		if err != nil {
-			// A device that cannot even be made (bad port name) is an error device, not a
-			// reason to leave the rest of the rack unwatched.
-			s.log.Error("device not started", "device", spec.ID, "err", err)
-			s.store.Update(spec.ID, state.Error, nil, err, s.now())
-			s.raiseDevice(spec.ID, err)
-			continue
-		}
-		s.devs[spec.ID] = dev
+	s.stage, s.devs, s.failed, err = sh.pool.stage(cfg.Devices, strict)
+	if err != nil {
+		return s, err
 	}
 	s.relays = newRelays(s)
 	s.policies = newPolicies(s)
 
-	// Listeners before goroutines, so that a port in use fails the start.
-	wsrv, err := web.New(web.Options{Listen: cfg.Web.Listen, UsersFile: cfg.Web.UsersFile, RequireLogin: cfg.Web.RequireLogin,
+	// Listeners last, each bound now so that a port in use fails the build.
+	s.web, err = web.New(web.Options{Listen: cfg.Web.Listen, UsersFile: cfg.Web.UsersFile, RequireLogin: cfg.Web.RequireLogin,
 		TLSCert: cfg.Web.TLSCert, TLSKey: cfg.Web.TLSKey, Log: s.log.With("part", "web"), Registry: s.metrics.reg}, backend{s})
 	if err != nil {
-		return err
+		return s, err
 	}
-	wl, err := net.Listen("tcp", cfg.Web.Listen)
+	if s.webL, err = sh.listen(cfg.Web.Listen); err != nil {
+		return s, fmt.Errorf("web: %w", err)
+	}
+	s.webAddr = s.webL.Addr()
+	if err := s.buildNUT(); err != nil {
+		return s, err
+	}
+	if err := s.buildTraps(); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+func newSite(cfg *config.Config, opt Options, sh *shared) *Site {
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	s := &Site{cfg: cfg, opt: opt, log: opt.Log, now: opt.Now, hub: newHub(), sh: sh, db: sh.db,
+		specs: map[string]sensors.Spec{}, devs: map[string]sensors.Device{}, failed: map[string]error{},
+		fsd: map[string]bool{}, lastRes: map[string]time.Time{}}
+	s.started = s.now()
+	return s
+}
+
+// loadState reads what the site continues from the database: open incidents (and the rules'
+// levels they imply) and the KPI log.
+func (s *Site) loadState() error {
+	cfg := s.cfg
+	s.store = state.New(24 * time.Hour)
+	var err error
+	s.inc, err = incident.New(s.db, incident.Options{Node: cfg.Node, Retention: cfg.Incidents.Retention,
+		MaxResolved: cfg.Incidents.MaxResolved, FlapCount: cfg.Incidents.FlapCount, FlapWindow: cfg.Incidents.FlapWindow,
+		StormLimit: cfg.Incidents.StormLimit, Log: s.log})
 	if err != nil {
-		return fmt.Errorf("web: %w", err)
+		return err
 	}
-	s.webAddr = wl.Addr()
-	nutRun, err := s.startNUT(ctx)
+	if s.kpis, err = kpi.Open(s.db); err != nil {
+		return err
+	}
+	s.saved = newSaved(s.db)
+	s.rules = rules.New(cfg.Rules)
+	for key, sev := range s.inc.OpenKeys() {
+		s.rules.Seed(key, rules.ParseLevel(sev))
+	}
+	s.metrics = newMetrics(s)
+	return nil
+}
+
+// open makes a site with its own database that runs nothing (the replay drives it).
+func open(cfg *config.Config, opt Options) (*Site, error) {
+	db, alive, err := openDB(cfg.DataDir)
 	if err != nil {
-		wl.Close()
-		return err
+		return nil, err
 	}
-	if err := s.startTraps(ctx); err != nil {
-		wl.Close()
-		return err
+	s := newSite(cfg, opt, &shared{db: db, dataDir: cfg.DataDir, log: opt.Log})
+	if err := s.loadState(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.markDown(alive)
+	return s, nil
+}
+
+func (s *Site) close() { s.db.Close() }
+
+// abort undoes a build that will not run. What it shares with the running site stays.
+func (s *Site) abort() {
+	if s.stage != nil {
+		s.stage.abort()
+	}
+	s.sh.release(s.sh.current())
+}
+
+// launch starts a built site's goroutines. The site it replaces has stopped: devices are
+// polled by one site at a time.
+func (s *Site) launch() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	late, failed := s.stage.commit(s.cfg.Devices)
+	s.stage = nil
+	for id, dev := range late {
+		s.devs[id] = dev
+	}
+	for id, err := range failed {
+		s.failed[id] = err
+	}
+	if s.upOpts != nil {
+		s.inc.SetStager(s.stageIncident)
+	}
+	if err := s.inc.SetPublisher(s.publishIncident); err != nil {
+		s.log.Warn("incident events wait in the outbox", "err", err)
+	}
+	for id, err := range s.failed {
+		s.log.Error("device not started", "device", id, "err", err)
+		s.store.Update(id, state.Error, nil, err, s.now())
+		s.raiseDevice(id, err)
+	}
+	if len(late) > 0 {
+		// Relays made at the swap join the relays now.
+		s.mu.Lock()
+		s.relays = newRelays(s)
+		s.mu.Unlock()
 	}
 
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := wsrv.Serve(ctx, wl); err != nil {
-			s.log.Error("web server stopped", "err", err)
-		}
-	}()
-	if nutRun != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); nutRun() }()
+	s.goServe(ctx, "web", s.cfg.Web.Listen, s.web.Serve)
+	if s.nutSrv != nil {
+		s.goServe(ctx, "NUT", s.cfg.NUT.Listen, s.nutSrv.srv.Serve)
 	}
-	upDone := make(chan struct{})
-	upCtx, upCancel := context.WithCancel(context.Background())
-	if s.up != nil {
-		go func() {
-			defer close(upDone)
-			if err := s.up.Run(upCtx); err != nil {
-				s.log.Error("uplink stopped", "err", err)
-			}
-		}()
-	} else {
-		close(upDone)
-	}
-	var pollWG sync.WaitGroup
-	for _, spec := range cfg.Devices {
+	for _, spec := range s.cfg.Devices {
 		dev := s.devs[spec.ID]
 		if dev == nil {
 			continue
 		}
 		p := &poll.Poller{Spec: spec, Dev: dev, Sink: s.ingest, Log: s.log.With("part", "poll"), Now: s.now}
-		pollWG.Add(1)
-		go func() { defer pollWG.Done(); p.Run(ctx) }()
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); p.Run(ctx) }()
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); s.housekeeping(ctx) }()
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.housekeeping(ctx) }()
+	s.log.Info("site running", "site", s.cfg.Site, "node", s.cfg.Node, "devices", len(s.cfg.Devices), "web", s.webAddr.String())
+}
 
-	s.log.Info("site running", "site", cfg.Site, "node", cfg.Node, "devices", len(cfg.Devices), "web", s.webAddr.String())
-	if s.opt.Ready != nil {
-		s.opt.Ready(s)
+// goServe serves on a copy of the socket bound for addr: stopping this site closes its copy,
+// not the socket, which the next site may share.
+func (s *Site) goServe(ctx context.Context, what, addr string, serve func(context.Context, net.Listener) error) {
+	l, err := s.sh.serveOn(addr)
+	if err != nil {
+		// Only a process out of file descriptors gets here.
+		s.log.Error(what+" server not started", "err", err)
+		return
 	}
-	<-ctx.Done()
-	pollWG.Wait()
-	// Relays go to their safe state before the uplink says offline: a clean stop leaves the
-	// rack as configured (unless a Pool keeps the outputs across a reload).
-	if s.opt.Pool == nil {
-		s.relays.safe()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := serve(ctx, l); err != nil && ctx.Err() == nil {
+			s.log.Error(what+" server stopped", "err", err)
+		}
+	}()
+}
+
+// retire makes a site that a reload replaces stop changing anything: readings, timers,
+// commands and traps that reach it from now on are dropped (the next site has taken its
+// state from the database). Called with s.mu held.
+func (s *Site) retireLocked() { s.retired = true }
+
+// halt stops the site's goroutines and waits for them. The uplink, the devices and the
+// sockets it shares stay.
+func (s *Site) halt() {
+	if s.cancel != nil {
+		s.cancel()
 	}
-	s.telemetry() // the last readings go into the queue
+	s.wg.Wait()
+}
+
+// final is the clean stop's part of the site: relays to their safe state, then the last
+// readings into the queue (the uplink says offline after this).
+func (s *Site) final() {
+	s.mu.Lock()
+	s.relays.safe()
+	s.mu.Unlock()
+	s.telemetry()
 	if err := s.kpis.Down(s.now()); err != nil {
 		s.log.Warn("kpi log: stop not marked", "err", err)
 	}
-	upCancel()
-	<-upDone
-	return nil
+}
+
+// markDown marks the KPI log unknown from when the last run was last known alive: after a
+// clean stop the log already says unknown from the stop, after a crash from the last write.
+func (s *Site) markDown(alive time.Time) {
+	if err := s.kpis.Down(alive); err != nil {
+		s.log.Warn("kpi log: down time not marked", "err", err)
+	}
+}
+
+func randomID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // housekeeping: telemetry, incident ticks, policy timers.
@@ -342,10 +412,12 @@ func (s *Site) housekeeping(ctx context.Context) {
 			s.publishKPIs()
 		case <-sec.C:
 			now := s.now()
-			s.inc.Tick(now)
 			s.mu.Lock()
-			s.policies.tick(now)
-			s.trapsTick(now)
+			if !s.retired {
+				s.inc.Tick(now)
+				s.policies.tick(now)
+				s.trapsTick(now)
+			}
 			s.mu.Unlock()
 		}
 	}
@@ -353,7 +425,7 @@ func (s *Site) housekeeping(ctx context.Context) {
 
 // telemetry queues a snapshot of every latest reading.
 func (s *Site) telemetry() {
-	if s.up == nil {
+	if s.sh.uplink() == nil {
 		return
 	}
 	var rs []uplink.Reading
@@ -366,7 +438,7 @@ func (s *Site) telemetry() {
 	if len(rs) == 0 {
 		return
 	}
-	if err := s.up.Telemetry(rs); err != nil {
+	if err := s.sh.withUplink(func(up *uplink.Uplink) error { return up.Telemetry(rs) }); err != nil {
 		s.log.Error("telemetry not queued", "err", err)
 	}
 }
@@ -375,6 +447,9 @@ func (s *Site) telemetry() {
 func (s *Site) ingest(res poll.Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.retired {
+		return
+	}
 	s.lastRes[res.Device] = res.At
 	s.metrics.observe(res)
 	prevState := s.store.State(res.Device)
@@ -457,16 +532,24 @@ func (s *Site) resolveDevice(id string, at time.Time) { s.resolve("device:"+id, 
 // publishIncident hands an incident event to the uplink and the page.
 func (s *Site) publishIncident(e incident.Event) error {
 	s.hub.publish(web.Event{Type: "incident", Data: e})
-	if s.up == nil {
+	if s.upOpts == nil {
 		return nil
 	}
-	return s.up.Incident(uplinkIncident(e))
+	// While the uplink restarts with new settings this fails and the event waits in the
+	// outbox (flushed once the new uplink runs).
+	return s.sh.withUplink(func(up *uplink.Uplink) error { return up.Incident(uplinkIncident(e)) })
 }
 
 // stageIncident puts an incident event into the uplink queue inside the incident store's own
 // transaction (one commit for both), and tells the page once it is committed.
 func (s *Site) stageIncident(tx *bolt.Tx, e incident.Event) (func(), error) {
-	committed, err := s.up.IncidentTx(tx, uplinkIncident(e))
+	// No lock here: this runs inside a bbolt write transaction. An uplink being replaced
+	// takes what it staged from the database.
+	up := s.sh.uplink()
+	if up == nil {
+		return nil, errUplinkRestarting
+	}
+	committed, err := up.IncidentTx(tx, uplinkIncident(e))
 	if err != nil {
 		return nil, err
 	}
@@ -497,11 +580,9 @@ func (s *Site) command(ctx context.Context, c uplink.Command) error {
 	case "relay":
 		return s.SetRelay(c.Device, c.State, "mqtt:"+c.ID)
 	case "reload":
-		if s.opt.Reload == nil {
-			return errors.New("reload is not available here")
-		}
-		s.opt.Reload()
-		return nil
+		// The reply waits for the outcome. This runs on the uplink's command goroutine, which
+		// a reload never stops: the uplink is handed over, or replaced after the reply.
+		return s.sh.reload(ctx, "mqtt:"+c.ID)
 	}
 	return fmt.Errorf("unknown action %q", c.Action)
 }
@@ -509,22 +590,33 @@ func (s *Site) command(ctx context.Context, c uplink.Command) error {
 // Ack acknowledges an incident; the power policy hears of it (FSD clears on an
 // acknowledged shutdown once mains is back).
 func (s *Site) Ack(id, by string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.retired {
+		return errReloading
+	}
 	e, err := s.inc.Ack(id, by, s.now())
 	if err != nil {
 		return err
 	}
 	if e.Event != "" {
-		s.mu.Lock()
 		s.policies.acked(e.Incident.Key, s.now())
-		s.mu.Unlock()
 	}
 	return nil
 }
+
+var (
+	errReloading        = errors.New("the config is being reloaded: try again")
+	errUplinkRestarting = errors.New("the uplink is restarting with new settings")
+)
 
 // SetRelay sets a relay's mode: on, off (operator override) or auto (the policies decide).
 func (s *Site) SetRelay(id, mode, by string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.retired {
+		return errReloading
+	}
 	return s.relays.setMode(id, mode, by)
 }
 
@@ -536,10 +628,10 @@ func removeFlag(status, flag string) string {
 
 // publishKPIs retains the KPIs on R/kpis.
 func (s *Site) publishKPIs() {
-	if s.up == nil {
+	if !s.sh.hasUplink() {
 		return
 	}
-	if err := s.up.Retain("kpis", s.KPIs()); err != nil {
+	if err := s.sh.withUplink(func(up *uplink.Uplink) error { return up.Retain("kpis", s.KPIs()) }); err != nil {
 		s.log.Warn("kpis not published", "err", err)
 	}
 }

@@ -1,7 +1,6 @@
 package site
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"time"
@@ -18,17 +17,23 @@ import (
 // started and the tracker's actions become incidents, under s.mu like every other incident.
 
 type trapState struct {
-	recv    *snmptrap.Receiver
+	recv    *snmptrap.Receiver // nil until launch when it replaces a receiver on the same address
 	tracker *traps.Tracker
 	saved   map[string]time.Time // incident key → last refresh as saved (persist.go)
+	listen  string
+	key     string
+	cfg     snmptrap.Config
 }
 
-func (s *Site) startTraps(ctx context.Context) error {
+// buildTraps binds traps.listen when it is set: the receiver stays the running one when the
+// listen address and the accepted communities and users stay (trapKey). The tracker starts
+// from the trap incidents saved in the database, which the running site keeps up to date.
+func (s *Site) buildTraps() error {
 	c := s.cfg.Traps
 	if c.Listen == "" {
 		return nil
 	}
-	log := s.log.With("part", "traps")
+	log := s.sh.log.With("part", "traps")
 	communities, warning := traps.Communities(c.Communities)
 	if warning != "" {
 		log.Warn(warning)
@@ -55,9 +60,9 @@ func (s *Site) startTraps(ctx context.Context) error {
 		}
 		tcfg.Sources = append(tcfg.Sources, p)
 	}
-	s.traps = &trapState{tracker: traps.New(tcfg)}
+	s.traps = &trapState{tracker: traps.New(tcfg), listen: c.Listen, key: trapKey(c), cfg: tc}
 	s.restoreTraps()
-	r, err := snmptrap.Listen(ctx, c.Listen, tc, s.trap)
+	r, err := s.sh.trapReceiver(s.traps)
 	if err != nil {
 		return fmt.Errorf("traps: %w", err)
 	}
@@ -81,12 +86,18 @@ func (s *Site) trapReceiver() *snmptrap.Receiver {
 }
 
 func (s *Site) trap(t snmptrap.Trap) {
+	if s.traps == nil {
+		return
+	}
 	if !s.traps.tracker.Admit(t.Source) {
 		s.log.Debug("trap from a sender that is no device and no traps.sources entry ignored", "from", t.Source, "trap", t.TrapOID)
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.retired {
+		return
+	}
 	now := s.now()
 	out, acts := s.traps.tracker.Handle(t, now)
 	if out == traps.Accepted {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -117,7 +118,20 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves on l until ctx ends, or until the server fails.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	var (
+		mu    sync.Mutex
+		fresh = map[net.Conn]bool{} // accepted, first request not read yet
+	)
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx },
+		ConnState: func(c net.Conn, st http.ConnState) {
+			mu.Lock()
+			if st == http.StateNew {
+				fresh[c] = true
+			} else {
+				delete(fresh, c)
+			}
+			mu.Unlock()
+		}}
 	errc := make(chan error, 1)
 	go func() {
 		if s.tls != nil {
@@ -131,10 +145,25 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
+		// Stop accepting first: connections still queued on the socket are the next
+		// server's when the socket is shared (a config reload). Then let those already
+		// accepted get their request read, for net/http's Shutdown drops a connection whose
+		// first request it reads after the shutdown began.
+		l.Close()
+		for wait := time.Now().Add(2 * time.Second); time.Now().Before(wait); {
+			mu.Lock()
+			n := len(fresh)
+			mu.Unlock()
+			if n == 0 {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
-		err = <-errc
+		<-errc
+		return nil
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
