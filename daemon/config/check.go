@@ -115,6 +115,7 @@ func (c *checker) check(cfg *Config) {
 	if cfg.NUT.Listen != "" {
 		c.checkListen(cfg.NUT.Listen, "nut", "listen")
 	}
+	c.checkLimits(cfg)
 	for i, u := range cfg.NUT.Users {
 		n := c.at("nut", "users", i)
 		if u.Name == "" {

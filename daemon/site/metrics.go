@@ -27,6 +27,7 @@ type metrics struct {
 	dropped  *prometheus.Desc
 	upConn   *prometheus.Desc
 	traps    *prometheus.Desc
+	evDrop   *prometheus.Desc
 }
 
 func newMetrics(s *Site) *metrics {
@@ -42,6 +43,7 @@ func newMetrics(s *Site) *metrics {
 	m.dropped = prometheus.NewDesc("rackwatch_uplink_dropped_total", "Telemetry messages dropped because the queue was full.", nil, nil)
 	m.upConn = prometheus.NewDesc("rackwatch_uplink_connected", "1 while connected to a broker.", nil, nil)
 	m.traps = prometheus.NewDesc("rackwatch_traps_total", "SNMP trap packets by outcome: accepted, malformed (dropped), rejected (unknown community or user).", []string{"outcome"}, nil)
+	m.evDrop = prometheus.NewDesc("rackwatch_events_dropped_total", "Server-sent events (/events) dropped because a slow client's queue was full.", nil, nil)
 	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rackwatch_build_info", Help: "Build information."}, []string{"version", "site", "node"})
 	bi.WithLabelValues(s.opt.Version, s.cfg.Site, s.cfg.Node).Set(1)
 	m.reg.MustRegister(m.pollDur, m.pollErrs, bi, m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -62,7 +64,7 @@ func (m *metrics) observe(res poll.Result) {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.reading, m.upsFlag, m.devUp, m.open, m.queued, m.dropped, m.upConn, m.traps} {
+	for _, d := range []*prometheus.Desc{m.reading, m.upsFlag, m.devUp, m.open, m.queued, m.dropped, m.upConn, m.traps, m.evDrop} {
 		ch <- d
 	}
 }
@@ -104,6 +106,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for sev, n := range counts {
 		ch <- prometheus.MustNewConstMetric(m.open, prometheus.GaugeValue, n, sev)
 	}
+	ch <- prometheus.MustNewConstMetric(m.evDrop, prometheus.CounterValue, float64(s.hub.dropped.Load()))
 	if r := s.trapReceiver(); r != nil {
 		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(r.Received()), "accepted")
 		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(r.Malformed()), "malformed")
