@@ -83,7 +83,7 @@ func New(cfg Config, src Source, log *slog.Logger) (*Server, error) {
 	}
 	log = log.With("part", "nut")
 	return &Server{cfg: cfg, src: src, log: log, accounts: accounts, tls: tc,
-		gate:     netlimit.NewGate(cfg.MaxConnections, cfg.MaxConnsPerAddr, log),
+		gate:     netlimit.NewGate("NUT connections", cfg.MaxConnections, cfg.MaxConnsPerAddr, log),
 		throttle: netlimit.NewThrottle(loginFreeFailures, nil),
 		conns:    map[*conn]struct{}{}}, nil
 }

@@ -259,6 +259,9 @@ func TestSafeNext(t *testing.T) {
 	for in, want := range map[string]string{
 		"": "/", "/": "/", "/?range=24h": "/?range=24h", "//evil.example/": "/", "https://evil.example": "/",
 		"/\\evil.example": "/", "javascript:alert(1)": "/", "/x\r\nSet-Cookie: a=b": "/",
+		"/\t/evil.example/": "/", "/%09/evil.example/": "/", "%2F%2Fevil": "/", "/%2F%2Fevil": "/", "/%5Cevil": "/",
+		"/%252F%252Fevil": "/", "/%zz": "/", "/%ff": "/", "/\u0085x": "/", "/api/v1/status": "/api/v1/status",
+		"/caf%C3%A9?x=1#top": "/caf%C3%A9?x=1#top", "/a%20b": "/a%20b",
 	} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)

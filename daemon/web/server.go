@@ -117,8 +117,8 @@ func New(opt Options, b Backend) (*Server, error) {
 	s.sess = sessionsFor(opt.Listen + "\x00" + opt.UsersFile)
 	s.pairLimit = netlimit.NewThrottle(5, s.now)
 	s.ipLimit = netlimit.NewThrottle(20, s.now)
-	s.gate = netlimit.NewGate(opt.MaxConns, opt.MaxConnsPerAddr, opt.Log)
-	s.streams = netlimit.NewGate(opt.MaxEventStreams, min(maxEventStreamsPerAddr, opt.MaxEventStreams), opt.Log)
+	s.gate = netlimit.NewGate("web connections", opt.MaxConns, opt.MaxConnsPerAddr, opt.Log)
+	s.streams = netlimit.NewGate("event streams", opt.MaxEventStreams, min(maxEventStreamsPerAddr, opt.MaxEventStreams), opt.Log)
 	if opt.UsersFile != "" {
 		u, err := LoadUsers(opt.UsersFile)
 		if err != nil {
@@ -364,10 +364,11 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// events streams server-sent events. A stream is exempt from the server's read and write
-// timeouts, which would end it, but each event must be written within WriteTimeout: a client
-// that stops reading is cut off instead of holding its goroutine forever. Events a slow client
-// has not taken are dropped by the backend's bounded queue, never buffered here.
+// events streams server-sent events. A stream is exempt from the server's write timeout, which
+// would end it (net/http lifts the read deadline itself while a handler runs), but each event
+// must be written within WriteTimeout: a client that stops reading is cut off instead of
+// holding its goroutine forever. Events a slow client has not taken are dropped by the
+// backend's bounded queue, never buffered here.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	release, why := s.streams.Admit(addrOf(r))
 	if why != "" {
@@ -377,10 +378,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 	rc := http.NewResponseController(w)
-	if err := rc.SetReadDeadline(time.Time{}); err != nil {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
-		return
-	}
 	ch, cancel := s.b.Subscribe()
 	defer cancel()
 	w.Header().Set("Content-Type", "text/event-stream")

@@ -50,6 +50,7 @@ func Key(a net.Addr) string {
 // connection.
 type Gate struct {
 	total, perAddr int
+	what           string
 	log            *slog.Logger
 
 	mu       sync.Mutex
@@ -61,12 +62,13 @@ type Gate struct {
 	refusedAddr, refusedTotal atomic.Uint64
 }
 
-// NewGate makes a gate; a cap ≤ 0 is no cap. Refusals are logged on log at most once per 10 s.
-func NewGate(total, perAddr int, log *slog.Logger) *Gate {
+// NewGate makes a gate for what ("connections"); a cap ≤ 0 is no cap. Refusals are logged
+// on log at most once per 10 s.
+func NewGate(what string, total, perAddr int, log *slog.Logger) *Gate {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Gate{total: total, perAddr: perAddr, log: log, byAddr: map[string]int{}}
+	return &Gate{what: what, total: total, perAddr: perAddr, log: log, byAddr: map[string]int{}}
 }
 
 // Admit counts a new connection from a. It returns the function that gives the place back
@@ -87,7 +89,7 @@ func (g *Gate) Admit(a net.Addr) (release func(), refused Reason) {
 		g.unlogged++
 		// A flood of connections must not become a flood of log lines.
 		if now := time.Now(); now.Sub(g.lastLog) >= 10*time.Second {
-			g.log.Warn("connections refused", "from", key, "reason", string(refused), "refused", g.unlogged,
+			g.log.Warn(g.what+" refused", "from", key, "reason", string(refused), "refused", g.unlogged,
 				"open", g.open, "from_this_address", g.byAddr[key], "max", g.total, "max_per_address", g.perAddr)
 			g.lastLog, g.unlogged = now, 0
 		}

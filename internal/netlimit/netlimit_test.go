@@ -81,7 +81,7 @@ func TestKey(t *testing.T) {
 func tcp(s string) net.Addr { a, _ := net.ResolveTCPAddr("tcp", s); return a }
 
 func TestGate(t *testing.T) {
-	g := NewGate(5, 2, nil)
+	g := NewGate("connections", 5, 2, nil)
 	a1, a2 := tcp("192.0.2.1:1000"), tcp("192.0.2.1:1001")
 	r1, why := g.Admit(a1)
 	if why != "" {
@@ -138,7 +138,7 @@ func TestListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := NewGate(0, 2, nil)
+	g := NewGate("connections", 0, 2, nil)
 	l := g.Listener(inner)
 	defer l.Close()
 	go func() {
