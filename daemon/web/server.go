@@ -39,7 +39,7 @@ type Options struct {
 	// connection, stream and login counters to it.
 	Registry *prometheus.Registry
 
-	// Limits; zero is the default (README, "Web limits").
+	// Limits; zero is the default (README, "Limits against a hostile network").
 	MaxConns          int           // connections open at once, from everyone
 	MaxConnsPerAddr   int           // from one address (an IPv4 address or an IPv6 /64)
 	MaxEventStreams   int           // /events streams open at once
