@@ -46,7 +46,8 @@ type Web struct {
 	RequireLogin bool   `yaml:"require_login"`
 	TLSCert      string `yaml:"tls_cert"`
 	TLSKey       string `yaml:"tls_key"`
-	// Connection limits and timeouts; 0 is the web package's default (README, "Limits against a hostile network").
+	// Connection limits and timeouts; 0 is the web package's default (README: "Limits
+	// against a hostile network").
 	MaxConns          int           `yaml:"max_conns"`
 	MaxConnsPerAddr   int           `yaml:"max_conns_per_addr"`
 	MaxEventStreams   int           `yaml:"max_event_streams"`
