@@ -118,6 +118,7 @@ func (c *checker) check(cfg *Config) {
 	}
 	c.checkPair("nut", cfg.NUT.TLSCert, cfg.NUT.TLSKey, "tls_cert", "tls_key")
 	users := make([]nut.User, len(cfg.NUT.Users))
+	c.checkLimits(cfg)
 	for i, u := range cfg.NUT.Users {
 		users[i] = nut.User{Name: u.Name, PasswordFile: u.PasswordFile, Password: u.Password, Upsmon: u.Upsmon, Instcmds: u.Instcmds}
 	}

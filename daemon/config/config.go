@@ -50,6 +50,15 @@ type Web struct {
 	RequireLogin bool   `yaml:"require_login"`
 	TLSCert      string `yaml:"tls_cert"`
 	TLSKey       string `yaml:"tls_key"`
+	// Connection limits and timeouts; 0 is the web package's default (README: "Limits
+	// against a hostile network").
+	MaxConns          int           `yaml:"max_conns"`
+	MaxConnsPerAddr   int           `yaml:"max_conns_per_addr"`
+	MaxEventStreams   int           `yaml:"max_event_streams"`
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	WriteTimeout      time.Duration `yaml:"write_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
 }
 
 // MQTT is the uplink to central ITOps.
@@ -86,6 +95,9 @@ type NUT struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	TLSCert     string        `yaml:"tls_cert"`
 	TLSKey      string        `yaml:"tls_key"`
+	// MaxConnsPerAddr caps one address's share of max_conns; 0 is the nut package's
+	// default (16, at most half of max_conns).
+	MaxConnsPerAddr int `yaml:"max_conns_per_addr"`
 }
 
 // NUTUser is one upsd.users entry.

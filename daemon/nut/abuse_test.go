@@ -198,24 +198,28 @@ func TestSlowAndHalfOpenClients(t *testing.T) {
 	w.sawAnswers(t, 3, "at the end")
 }
 
+// TestConnectionCap: one address gets at most its share, all addresses together at most
+// max_connections; more are closed at once, and a client that leaves gives its place back.
 func TestConnectionCap(t *testing.T) {
-	addr, srv := start(t, nut.Config{MaxConnections: 3}, newSource())
+	addr, _ := start(t, nut.Config{MaxConnections: 3, MaxConnsPerAddr: 2}, newSource())
 	var cs []*client
-	for range 3 {
-		c := dial(t, addr)
+	for _, src := range []string{"127.0.0.1", "127.0.0.1", "127.0.0.2"} {
+		c := dialFrom(t, src, addr)
 		if got := c.ask("NETVER"); got != "1.3" {
-			t.Fatalf("NETVER = %q", got)
+			t.Fatalf("NETVER from %s = %q", src, got)
 		}
 		cs = append(cs, c)
 	}
-	extra := dial(t, addr)
-	extra.send("NETVER")
-	if got := extra.readLine(); got != "EOF" {
-		t.Errorf("4th connection of 3 allowed: %q, want closed", got)
+	if !refused(t, "127.0.0.1", addr) {
+		t.Errorf("3rd connection from one address of 2 allowed")
+	}
+	if !refused(t, "127.0.0.3", addr) {
+		t.Errorf("4th connection of 3 allowed")
 	}
 	cs[0].c.Close()
 	testpeer.Eventually(t, 10*time.Second, "a free slot after one client left", func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}, Timeout: time.Second}
+		c, err := d.Dial("tcp", addr)
 		if err != nil {
 			return false
 		}
@@ -229,7 +233,6 @@ func TestConnectionCap(t *testing.T) {
 	if got := cs[1].ask("NETVER"); got != "1.3" {
 		t.Errorf("an admitted client after the cap: %q", got)
 	}
-	_ = srv
 }
 
 // Serve returns once its context ends, closing every client, even silent ones.

@@ -133,7 +133,7 @@ func varValue(u UPS, name string) (string, bool) {
 
 // allowed is upsd's user_checkaction.
 func (c *conn) allowed(act string) bool {
-	a, ok := check(c.s.accounts, c.username, c.password)
+	a, ok := c.authenticate()
 	return ok && a.actions[act]
 }
 
@@ -491,7 +491,7 @@ func (c *conn) instcmd(ctx context.Context, args []string) (string, action) {
 		return errLine(errCmdNotSupported), carryOn
 	}
 	cmd = u.Commands[i]
-	a, ok := check(c.s.accounts, c.username, c.password)
+	a, ok := c.authenticate()
 	if !ok || !(a.instcmds["all"] || a.instcmds[strings.ToLower(cmd)]) {
 		return errLine(errAccessDenied), carryOn
 	}

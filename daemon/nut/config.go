@@ -19,6 +19,9 @@ type Config struct {
 	Users  []User `yaml:"users"`
 	// MaxConnections caps simultaneous clients; more are closed at once. Default 64.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnsPerAddr caps the clients of one address (an IPv4 address or an IPv6 /64), so
+	// that one host cannot take every place. Default 16, at most half of MaxConnections.
+	MaxConnsPerAddr int `yaml:"max_conns_per_addr"`
 	// IdleTimeout closes a client that sends nothing for this long. Default 60 s, which is
 	// what upsd does; upsmon sends a request every POLLFREQ (5 s) and reconnects if cut off.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
@@ -54,7 +57,12 @@ type User struct {
 }
 
 const (
-	defaultMaxConns   = 64
+	defaultMaxConns = 64
+	defaultPerAddr  = 16
+	// After loginFreeFailures wrong passwords from one address, every password check of
+	// that address is refused unchecked (ERR ACCESS-DENIED) for 30 s, doubling with each
+	// further failure up to 15 min; failures are forgotten an hour after the last one.
+	loginFreeFailures = 5
 	defaultIdle       = 60 * time.Second
 	defaultMaxLine    = 1024
 	minMaxLine        = 64

@@ -18,4 +18,8 @@
 // ("all" for every one); actions may add SET or FSD. A user whose upsmon role is left out is
 // a secondary, because that is what the CONTRACT's nut.users example is for. Passwords are
 // compared in constant time.
+//
+// Unlike upsd, one address cannot take every connection (MaxConnsPerAddr) nor guess
+// passwords at will: after a few wrong ones, its password checks are refused unchecked for a
+// while, answered ERR ACCESS-DENIED as a wrong password is (internal/netlimit).
 package nut

@@ -173,6 +173,45 @@ func dial(t testing.TB, addr string) *client {
 	return &client{t: t, c: c, r: bufio.NewReader(c)}
 }
 
+// dialFrom dials addr from the loopback address src (Linux routes all of 127/8 to lo, so
+// 127.0.0.2 is another host as far as the server's limits go).
+func dialFrom(t testing.TB, src, addr string) *client {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &client{t: t, c: c, r: bufio.NewReader(c)}
+}
+
+// refused reports whether a connection from src is closed by the server before it answers
+// NETVER. A connection refused at once may already fail at the dial, with a reset.
+func refused(t testing.TB, src, addr string) bool {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if errors.Is(err, syscall.ECONNRESET) {
+		return true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "NETVER\n") // may fail on a reset connection; the read tells
+	l, err := bufio.NewReader(c).ReadString('\n')
+	if err == nil {
+		return false
+	}
+	if err == io.EOF || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return l == ""
+	}
+	t.Fatalf("read from %s: %v", src, err)
+	return false
+}
+
 func (c *client) send(line string) {
 	c.t.Helper()
 	c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))

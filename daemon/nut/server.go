@@ -11,7 +11,12 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rackwatch/rackwatch/internal/netlimit"
 )
 
 // Server answers NUT clients. Make it with New; it may serve several listeners at once.
@@ -22,10 +27,14 @@ type Server struct {
 	accounts map[string]*account
 	tls      *tls.Config
 
-	mu          sync.Mutex
-	conns       map[*conn]struct{}
-	refused     int // connections refused since lastRefusal was logged
-	lastRefusal time.Time
+	gate     *netlimit.Gate
+	throttle *netlimit.Throttle // wrong passwords per address
+	// throttled counts password checks refused unchecked; lastThrottleLog limits the log.
+	throttled       atomic.Uint64
+	lastThrottleLog atomic.Int64
+
+	mu    sync.Mutex
+	conns map[*conn]struct{}
 }
 
 // Client is one logged-in client (LOGIN), for the status page.
@@ -49,6 +58,9 @@ func New(cfg Config, src Source, log *slog.Logger) (*Server, error) {
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = defaultMaxConns
 	}
+	if cfg.MaxConnsPerAddr <= 0 {
+		cfg.MaxConnsPerAddr = min(defaultPerAddr, max(1, cfg.MaxConnections/2))
+	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = defaultIdle
 	}
@@ -69,8 +81,11 @@ func New(cfg Config, src Source, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, src: src, log: log.With("part", "nut"), accounts: accounts, tls: tc,
-		conns: map[*conn]struct{}{}}, nil
+	log = log.With("part", "nut")
+	return &Server{cfg: cfg, src: src, log: log, accounts: accounts, tls: tc,
+		gate:     netlimit.NewGate("NUT connections", cfg.MaxConnections, cfg.MaxConnsPerAddr, log),
+		throttle: netlimit.NewThrottle(loginFreeFailures, nil),
+		conns:    map[*conn]struct{}{}}, nil
 }
 
 // ListenAndServe listens on cfg.Listen and serves until ctx ends.
@@ -141,23 +156,21 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	return err
 }
 
-// admit registers a new connection, or closes it when the server is full.
+// admit registers a new connection, or closes it when the server is full or its address
+// holds its share already (the gate logs that, at most once per 10 s).
 func (s *Server) admit(nc net.Conn) *conn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.conns) >= s.cfg.MaxConnections {
-		s.refused++
-		// One line per 10 s at most: a flood of connections must not become a flood of logs.
-		if now := time.Now(); now.Sub(s.lastRefusal) > 10*time.Second {
-			s.log.Warn("NUT connections refused: too many clients", "from", nc.RemoteAddr().String(),
-				"max", s.cfg.MaxConnections, "refused", s.refused)
-			s.lastRefusal, s.refused = now, 0
+	release, why := s.gate.Admit(nc.RemoteAddr())
+	if why != "" {
+		if tc, ok := nc.(*net.TCPConn); ok {
+			tc.SetLinger(0) // a flood must not leave a TIME_WAIT per connection
 		}
 		nc.Close()
 		return nil
 	}
-	c := &conn{s: s, nc: nc, raw: nc, addr: hostOf(nc.RemoteAddr())}
+	c := &conn{s: s, nc: nc, raw: nc, addr: hostOf(nc.RemoteAddr()), key: netlimit.Key(nc.RemoteAddr()), release: release}
+	s.mu.Lock()
 	s.conns[c] = struct{}{}
+	s.mu.Unlock()
 	return c
 }
 
@@ -165,6 +178,33 @@ func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+	c.release()
+}
+
+// Collector exports the server's connections and throttled logins for /metrics
+// (rackwatch_connections_open, rackwatch_connections_refused_total{reason} and
+// rackwatch_logins_throttled_total, labelled server="nut").
+func (s *Server) Collector() prometheus.Collector {
+	return s.gate.Collector("nut", s.throttled.Load)
+}
+
+// authenticate checks the connection's USERNAME and PASSWORD, unless its address failed too
+// often lately: then it refuses without checking, so that guessing gets nowhere.
+func (c *conn) authenticate() (*account, bool) {
+	key := c.key
+	if d := c.s.throttle.Wait(key); d > 0 {
+		c.s.throttled.Add(1)
+		now := time.Now().UnixNano()
+		if last := c.s.lastThrottleLog.Load(); now-last >= int64(10*time.Second) && c.s.lastThrottleLog.CompareAndSwap(last, now) {
+			c.s.log.Warn("NUT password checks refused: too many wrong passwords from this address", "from", key, "for", d.Round(time.Second))
+		}
+		return nil, false
+	}
+	a, ok := check(c.s.accounts, c.username, c.password)
+	if !ok {
+		c.s.throttle.Fail(key)
+	}
+	return a, ok
 }
 
 // Clients lists the logged-in clients, by UPS then address.
@@ -221,6 +261,9 @@ type conn struct {
 	nc   net.Conn // what requests are read from: raw, or TLS over raw after STARTTLS
 	raw  net.Conn // the TCP connection; Serve closes it at shutdown
 	addr string
+	key  string // addr as limits count it (netlimit.Key)
+	// release gives the connection's place back to the gate.
+	release func()
 
 	// guarded by s.mu
 	username string

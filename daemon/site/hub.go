@@ -2,6 +2,7 @@ package site
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rackwatch/rackwatch/daemon/web"
@@ -9,16 +10,22 @@ import (
 )
 
 // hub fans events out to the page's server-sent-event streams. A slow reader loses events
-// (its channel is full) rather than slowing the site.
+// (its queue is full) rather than slowing the site or growing its memory; dropped counts
+// them. The page only needs an event as a nudge to fetch the live part again, so a short
+// queue loses nothing it shows.
 type hub struct {
-	mu   sync.Mutex
-	subs map[chan web.Event]struct{}
+	mu      sync.Mutex
+	subs    map[chan web.Event]struct{}
+	dropped atomic.Uint64
 }
+
+// subQueue is each stream's queue of events, in events.
+const subQueue = 64
 
 func newHub() *hub { return &hub{subs: map[chan web.Event]struct{}{}} }
 
 func (h *hub) subscribe() (<-chan web.Event, func()) {
-	ch := make(chan web.Event, 256)
+	ch := make(chan web.Event, subQueue)
 	h.mu.Lock()
 	h.subs[ch] = struct{}{}
 	h.mu.Unlock()
@@ -39,6 +46,7 @@ func (h *hub) publish(e web.Event) {
 		select {
 		case ch <- e:
 		default:
+			h.dropped.Add(1)
 		}
 	}
 }

@@ -29,6 +29,7 @@ type metrics struct {
 	upCmds   *prometheus.Desc
 	upCmdRep *prometheus.Desc
 	traps    *prometheus.Desc
+	evDrop   *prometheus.Desc
 }
 
 func newMetrics(s *Site) *metrics {
@@ -46,6 +47,7 @@ func newMetrics(s *Site) *metrics {
 	m.upCmds = prometheus.NewDesc("rackwatch_uplink_commands_total", "Messages on R/cmd by outcome: ok, failed (handler error), refused (invalid), repeated (id already answered), busy (queue full, dropped), abandoned (queued at stop, not run).", []string{"outcome"}, nil)
 	m.upCmdRep = prometheus.NewDesc("rackwatch_uplink_command_replies_dropped_total", "Replies to refused or busy commands not sent: too many at once.", nil, nil)
 	m.traps = prometheus.NewDesc("rackwatch_traps_total", "SNMP trap packets by outcome: accepted, malformed (dropped), rejected (unknown community or user), unknown_source (no device, not in traps.sources), rate_limited (past the sender's rate or open cap), queue_full (the handler fell behind).", []string{"outcome"}, nil)
+	m.evDrop = prometheus.NewDesc("rackwatch_events_dropped_total", "Server-sent events (/events) dropped because a slow client's queue was full.", nil, nil)
 	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rackwatch_build_info", Help: "Build information."}, []string{"version", "site", "node"})
 	bi.WithLabelValues(s.opt.Version, s.cfg.Site, s.cfg.Node).Set(1)
 	m.reg.MustRegister(m.pollDur, m.pollErrs, bi, m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -66,7 +68,7 @@ func (m *metrics) observe(res poll.Result) {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.reading, m.upsFlag, m.devUp, m.open, m.queued, m.dropped, m.upConn, m.upCmds, m.upCmdRep, m.traps} {
+	for _, d := range []*prometheus.Desc{m.reading, m.upsFlag, m.devUp, m.open, m.queued, m.dropped, m.upConn, m.upCmds, m.upCmdRep, m.traps, m.evDrop} {
 		ch <- d
 	}
 }
@@ -108,6 +110,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for sev, n := range counts {
 		ch <- prometheus.MustNewConstMetric(m.open, prometheus.GaugeValue, n, sev)
 	}
+	ch <- prometheus.MustNewConstMetric(m.evDrop, prometheus.CounterValue, float64(s.hub.dropped.Load()))
 	if r := s.trapReceiver(); r != nil {
 		// Read the later stages first: every trap they count was received before.
 		unknown, limited := s.trapCounts()

@@ -205,8 +205,12 @@ func build(cfg *config.Config, opt Options, sh *shared, strict bool) (s *Site, e
 	s.policies = newPolicies(s)
 
 	// Listeners last, each bound now so that a port in use fails the build.
-	s.web, err = web.New(web.Options{Listen: cfg.Web.Listen, UsersFile: cfg.Web.UsersFile, RequireLogin: cfg.Web.RequireLogin,
-		TLSCert: cfg.Web.TLSCert, TLSKey: cfg.Web.TLSKey, Log: s.log.With("part", "web"), Registry: s.metrics.reg}, backend{s})
+	w := cfg.Web
+	s.web, err = web.New(web.Options{Listen: w.Listen, UsersFile: w.UsersFile, RequireLogin: w.RequireLogin,
+		TLSCert: w.TLSCert, TLSKey: w.TLSKey, Log: s.log.With("part", "web"), Registry: s.metrics.reg,
+		MaxConns: w.MaxConns, MaxConnsPerAddr: w.MaxConnsPerAddr, MaxEventStreams: w.MaxEventStreams,
+		ReadHeaderTimeout: w.ReadHeaderTimeout, ReadTimeout: w.ReadTimeout, WriteTimeout: w.WriteTimeout,
+		IdleTimeout: w.IdleTimeout}, backend{s})
 	if err != nil {
 		return s, err
 	}

@@ -9,9 +9,14 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/rackwatch/rackwatch/internal/netlimit"
 )
 
 // Browser logins. A login gives a session cookie (HttpOnly, SameSite=Strict, Secure under
@@ -123,89 +128,6 @@ func (ss *sessions) pruneLocked(now time.Time) {
 	}
 }
 
-// limiter slows password guessing: after Free failures for a key (a user name or a client IP)
-// the key is locked for Base, doubling with each further failure up to Max. A key is
-// forgotten Forget after its last failure. A success clears the key.
-type limiter struct {
-	Free   int
-	Base   time.Duration
-	Max    time.Duration
-	Forget time.Duration
-
-	mu  sync.Mutex
-	m   map[string]*strikes
-	now func() time.Time
-}
-
-type strikes struct {
-	fails int
-	last  time.Time
-	until time.Time
-}
-
-const maxLimiterKeys = 10000
-
-func newLimiter(free int, now func() time.Time) *limiter {
-	return &limiter{Free: free, Base: 30 * time.Second, Max: 15 * time.Minute, Forget: time.Hour, m: map[string]*strikes{}, now: now}
-}
-
-// wait is how long key must still wait before it may try again (0: it may).
-func (l *limiter) wait(key string) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s, ok := l.m[key]
-	if !ok {
-		return 0
-	}
-	now := l.now()
-	if now.Sub(s.last) >= l.Forget {
-		delete(l.m, key)
-		return 0
-	}
-	if now.Before(s.until) {
-		return s.until.Sub(now)
-	}
-	return 0
-}
-
-func (l *limiter) fail(key string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	if len(l.m) >= maxLimiterKeys {
-		for k, s := range l.m {
-			if now.Sub(s.last) >= l.Forget || now.After(s.until) {
-				delete(l.m, k)
-			}
-		}
-		if len(l.m) >= maxLimiterKeys {
-			// Under a flood of distinct keys, keep the table bounded; the per-key locks of
-			// the flood are lost, not the memory of the appliance.
-			clear(l.m)
-		}
-	}
-	s, ok := l.m[key]
-	if !ok || now.Sub(s.last) >= l.Forget {
-		s = &strikes{}
-		l.m[key] = s
-	}
-	s.fails++
-	s.last = now
-	if s.fails >= l.Free {
-		d := l.Base << min(s.fails-l.Free, 20)
-		if d > l.Max || d <= 0 {
-			d = l.Max
-		}
-		s.until = now.Add(d)
-	}
-}
-
-func (l *limiter) ok(key string) {
-	l.mu.Lock()
-	delete(l.m, key)
-	l.mu.Unlock()
-}
-
 func clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -240,13 +162,14 @@ func (s *Server) session(r *http.Request) (session, bool) {
 }
 
 // basicUser checks HTTP Basic credentials of a non-browser client, rate-limited like the
-// login form. It returns the user, or an HTTP status and message when it refuses.
-func (s *Server) basicUser(r *http.Request) (user string, code int, msg string) {
+// login form. It returns the user, or an HTTP status and message when it refuses (a 429 with
+// its Retry-After already set on w).
+func (s *Server) basicUser(w http.ResponseWriter, r *http.Request) (user string, code int, msg string) {
 	name, pass, ok := r.BasicAuth()
 	if !ok || fromBrowser(r) {
 		return "", http.StatusUnauthorized, "login needed"
 	}
-	if d := s.blocked(r, name); d > 0 {
+	if d := s.blocked(w, r, name); d > 0 {
 		return "", http.StatusTooManyRequests, fmt.Sprintf("too many failed logins: try again in %v", d.Round(time.Second))
 	}
 	if !s.users.Check(name, pass) {
@@ -257,19 +180,29 @@ func (s *Server) basicUser(r *http.Request) (user string, code int, msg string) 
 	return name, 0, ""
 }
 
-func (s *Server) blocked(r *http.Request, user string) time.Duration {
-	return max(s.ipLimit.wait(clientIP(r)), s.userLimit.wait(user))
+// blocked is how long the request's address must wait before it may try user's password
+// again; when it must, the answer's Retry-After says so.
+func (s *Server) blocked(w http.ResponseWriter, r *http.Request, user string) time.Duration {
+	addr := netlimit.Key(addrOf(r))
+	d := max(s.ipLimit.Wait(addr), s.pairLimit.Wait(addr+"\x00"+user))
+	if d > 0 {
+		s.throttled.Add(1)
+		w.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
+	}
+	return d
 }
 
 func (s *Server) failed(r *http.Request, user string) {
-	s.ipLimit.fail(clientIP(r))
-	s.userLimit.fail(user)
+	addr := netlimit.Key(addrOf(r))
+	s.ipLimit.Fail(addr)
+	s.pairLimit.Fail(addr + "\x00" + user)
 	s.log.Warn("web: failed login", "user", user, "client", clientIP(r))
 }
 
+// succeeded forgets the failures of this address with this user only: a valid account of
+// one's own must not wipe the address's count of guesses at other users.
 func (s *Server) succeeded(r *http.Request, user string) {
-	s.ipLimit.ok(clientIP(r))
-	s.userLimit.ok(user)
+	s.pairLimit.OK(netlimit.Key(addrOf(r)) + "\x00" + user)
 }
 
 // needLogin guards a control action: a session with its CSRF token, or (API clients only)
@@ -293,7 +226,7 @@ func (s *Server) needLogin(h func(http.ResponseWriter, *http.Request, string)) h
 			h(w, r, ses.user)
 			return
 		}
-		user, code, msg := s.basicUser(r)
+		user, code, msg := s.basicUser(w, r)
 		if code != 0 {
 			if code == http.StatusUnauthorized && !fromBrowser(r) {
 				w.Header().Set("WWW-Authenticate", `Basic realm="rackwatch"`)
@@ -325,7 +258,7 @@ func (s *Server) requireLogin(next http.Handler) http.Handler {
 		}
 		if s.users != nil {
 			if _, _, ok := r.BasicAuth(); ok {
-				if _, code, msg := s.basicUser(r); code != 0 {
+				if _, code, msg := s.basicUser(w, r); code != 0 {
 					httpError(w, code, msg)
 					return
 				}
@@ -344,12 +277,43 @@ func (s *Server) requireLogin(next http.Handler) http.Handler {
 	})
 }
 
-// safeNext keeps a post-login redirect on this site.
+// safeNext keeps a post-login redirect on this site: it is next if next is a local absolute
+// path, else "/". Browsers drop tabs and newlines from a Location, read a backslash as a
+// slash and "//host" as another site, and proxies may decode it once more; so a path is local
+// only if, as written and as every percent-decoding of it reads, it starts with exactly one
+// "/" and has no "//", no backslash, no control character and no scheme.
 func safeNext(next string) string {
-	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") || strings.ContainsAny(next, "\r\n") {
-		return "/"
+	p := next
+	for range 3 {
+		if !localPath(p) {
+			return "/"
+		}
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return "/"
+		}
+		if d == p {
+			return next
+		}
+		p = d
 	}
-	return next
+	return "/" // still decoding after three rounds: no link of ours looks like that
+}
+
+func localPath(p string) bool {
+	if len(p) == 0 || p[0] != '/' || strings.Contains(p, "//") || strings.ContainsRune(p, '\\') {
+		return false
+	}
+	if !utf8.ValidString(p) {
+		return false
+	}
+	for _, r := range p {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	u, err := url.Parse(p)
+	return err == nil && u.Scheme == "" && u.Host == "" && u.User == nil
 }
 
 type loginData struct {
@@ -398,8 +362,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, pass := r.PostFormValue("user"), r.PostFormValue("password")
-	if d := s.blocked(r, name); d > 0 {
-		w.Header().Set("Retry-After", fmt.Sprint(int(d.Seconds()+1)))
+	if d := s.blocked(w, r, name); d > 0 {
 		s.renderLogin(w, r, http.StatusTooManyRequests, fmt.Sprintf("Too many failed logins. Try again in %v.", d.Round(time.Second)))
 		return
 	}

@@ -229,56 +229,6 @@ func TestDrawChart(t *testing.T) {
 	}
 }
 
-func TestLimiter(t *testing.T) {
-	now := time.Unix(1e9, 0)
-	l := newLimiter(3, func() time.Time { return now })
-	for i := 0; i < 2; i++ {
-		l.fail("u")
-		if d := l.wait("u"); d != 0 {
-			t.Fatalf("locked after %d failures", i+1)
-		}
-	}
-	l.fail("u")
-	if d := l.wait("u"); d != 30*time.Second {
-		t.Fatalf("after 3 failures wait %v, want 30s", d)
-	}
-	if d := l.wait("other"); d != 0 {
-		t.Fatal("another key is locked")
-	}
-	now = now.Add(31 * time.Second)
-	if d := l.wait("u"); d != 0 {
-		t.Fatal("still locked after the lock")
-	}
-	l.fail("u")
-	if d := l.wait("u"); d != time.Minute {
-		t.Fatalf("4th failure: wait %v, want 1m (doubling)", d)
-	}
-	for i := 0; i < 30; i++ {
-		l.fail("u")
-	}
-	if d := l.wait("u"); d != l.Max {
-		t.Fatalf("many failures: wait %v, want the cap %v", d, l.Max)
-	}
-	l.ok("u")
-	if d := l.wait("u"); d != 0 {
-		t.Fatal("a success does not clear")
-	}
-	l.fail("v")
-	l.fail("v")
-	now = now.Add(2 * time.Hour)
-	l.fail("v")
-	if d := l.wait("v"); d != 0 {
-		t.Fatal("old failures not forgotten")
-	}
-	// The table stays bounded under a flood of names.
-	for i := 0; i < maxLimiterKeys+10; i++ {
-		l.fail(string(rune(i)) + "x")
-	}
-	if n := len(l.m); n > maxLimiterKeys {
-		t.Fatalf("%d keys kept", n)
-	}
-}
-
 func TestSessions(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	ss := newSessions(func() time.Time { return now })
@@ -309,6 +259,9 @@ func TestSafeNext(t *testing.T) {
 	for in, want := range map[string]string{
 		"": "/", "/": "/", "/?range=24h": "/?range=24h", "//evil.example/": "/", "https://evil.example": "/",
 		"/\\evil.example": "/", "javascript:alert(1)": "/", "/x\r\nSet-Cookie: a=b": "/",
+		"/\t/evil.example/": "/", "/%09/evil.example/": "/", "%2F%2Fevil": "/", "/%2F%2Fevil": "/", "/%5Cevil": "/",
+		"/%252F%252Fevil": "/", "/%zz": "/", "/%ff": "/", "/\u0085x": "/", "/api/v1/status": "/api/v1/status",
+		"/caf%C3%A9?x=1#top": "/caf%C3%A9?x=1#top", "/a%20b": "/a%20b",
 	} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)

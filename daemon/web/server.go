@@ -15,12 +15,14 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rackwatch/rackwatch/daemon/incident"
+	"github.com/rackwatch/rackwatch/internal/netlimit"
 )
 
 //go:embed assets
@@ -34,8 +36,52 @@ type Options struct {
 	TLSCert      string
 	TLSKey       string
 	Log          *slog.Logger
-	// Registry is served at /metrics; nil serves an empty one.
+	// Registry is served at /metrics; nil serves an empty one. The server adds its own
+	// connection, stream and login counters to it.
 	Registry *prometheus.Registry
+
+	// Limits; zero is the default (README, "Limits against a hostile network").
+	MaxConns          int           // connections open at once, from everyone
+	MaxConnsPerAddr   int           // from one address (an IPv4 address or an IPv6 /64)
+	MaxEventStreams   int           // /events streams open at once
+	ReadHeaderTimeout time.Duration // to read a request's headers
+	ReadTimeout       time.Duration // to read a whole request
+	WriteTimeout      time.Duration // to write an answer; for /events, each event
+	IdleTimeout       time.Duration // a keep-alive connection waiting for its next request
+}
+
+// Defaults of the limits. One browser tab takes up to six connections and one event stream;
+// an office behind one NAT address is several browsers. Every connection costs a goroutine
+// and its buffers (tens of KB), so the total stays far below the memory limit and the fd limit.
+const (
+	DefaultMaxConns          = 256
+	DefaultMaxConnsPerAddr   = 64
+	DefaultMaxEventStreams   = 32
+	maxEventStreamsPerAddr   = 8
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultIdleTimeout       = 60 * time.Second
+)
+
+func (o *Options) applyDefaults() {
+	set := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	setD := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	set(&o.MaxConns, DefaultMaxConns)
+	set(&o.MaxConnsPerAddr, DefaultMaxConnsPerAddr)
+	set(&o.MaxEventStreams, DefaultMaxEventStreams)
+	setD(&o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setD(&o.ReadTimeout, DefaultReadTimeout)
+	setD(&o.WriteTimeout, DefaultWriteTimeout)
+	setD(&o.IdleTimeout, DefaultIdleTimeout)
 }
 
 // Server is the HTTP server.
@@ -50,9 +96,16 @@ type Server struct {
 	now     func() time.Time
 	tls     *tls.Config // nil: plain HTTP
 
-	sess      *sessions
-	userLimit *limiter // failed logins per user name
-	ipLimit   *limiter // failed logins per client address (more: several people share one)
+	sess *sessions
+	// Failed logins are counted per address and user together, so that guessing from one
+	// address never locks the user out at another; and per address, more loosely (several
+	// people may share one), so that one address cannot guess through every user name.
+	pairLimit *netlimit.Throttle
+	ipLimit   *netlimit.Throttle
+	throttled atomic.Uint64 // logins answered 429
+
+	gate    *netlimit.Gate
+	streams *netlimit.Gate // /events
 }
 
 // New makes the server.
@@ -60,10 +113,13 @@ func New(opt Options, b Backend) (*Server, error) {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
+	opt.applyDefaults()
 	s := &Server{opt: opt, b: b, log: opt.Log, mux: http.NewServeMux(), now: time.Now}
 	s.sess = sessionsFor(opt.Listen + "\x00" + opt.UsersFile)
-	s.userLimit = newLimiter(5, s.now)
-	s.ipLimit = newLimiter(20, s.now)
+	s.pairLimit = netlimit.NewThrottle(5, s.now)
+	s.ipLimit = netlimit.NewThrottle(20, s.now)
+	s.gate = netlimit.NewGate("web connections", opt.MaxConns, opt.MaxConnsPerAddr, opt.Log)
+	s.streams = netlimit.NewGate("event streams", opt.MaxEventStreams, min(maxEventStreamsPerAddr, opt.MaxEventStreams), opt.Log)
 	if opt.UsersFile != "" {
 		u, err := LoadUsers(opt.UsersFile)
 		if err != nil {
@@ -88,6 +144,11 @@ func New(opt Options, b Backend) (*Server, error) {
 	reg := opt.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
+	}
+	for _, c := range []prometheus.Collector{s.gate.Collector("web", s.throttled.Load), streamCollector{s}} {
+		if err := reg.Register(c); err != nil {
+			s.log.Warn("web: metrics", "err", err)
+		}
 	}
 	s.mux.HandleFunc("GET /{$}", s.index)
 	s.mux.HandleFunc("GET /api/v1/status", s.status)
@@ -116,13 +177,21 @@ func New(opt Options, b Backend) (*Server, error) {
 // Handler is the server's handler (tests use it with httptest).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve serves on l until ctx ends, or until the server fails.
+// Serve serves on l until ctx ends, or until the server fails. A connection over the caps is
+// closed as soon as it is accepted, so that one address holding many cannot starve the others.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	var (
 		mu    sync.Mutex
 		fresh = map[net.Conn]bool{} // accepted, first request not read yet
 	)
-	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx },
+	l = s.gate.Listener(l)
+	srv := &http.Server{Handler: s.handler, BaseContext: func(net.Listener) context.Context { return ctx },
+		ReadHeaderTimeout: s.opt.ReadHeaderTimeout, ReadTimeout: s.opt.ReadTimeout,
+		WriteTimeout: s.opt.WriteTimeout, IdleTimeout: s.opt.IdleTimeout,
+		MaxHeaderBytes: 64 << 10,
+		// Hitting a cap is logged by the gate; the per-connection TLS and read errors of a
+		// hostile network are not worth a line each.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		ConnState: func(c net.Conn, st http.ConnState) {
 			mu.Lock()
 			if st == http.StateNew {
@@ -324,20 +393,36 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
+// events streams server-sent events. A stream is exempt from the server's write timeout, which
+// would end it (net/http lifts the read deadline itself while a handler runs), but each event
+// must be written within WriteTimeout: a client that stops reading is cut off instead of
+// holding its goroutine forever. Events a slow client has not taken are dropped by the
+// backend's bounded queue, never buffered here.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+	release, why := s.streams.Admit(addrOf(r))
+	if why != "" {
+		w.Header().Set("Retry-After", "60")
+		http.Error(w, "too many event streams; the page works without them\n", http.StatusServiceUnavailable)
 		return
 	}
+	defer release()
+	rc := http.NewResponseController(w)
 	ch, cancel := s.b.Subscribe()
 	defer cancel()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
+	send := func(format string, args ...any) bool {
+		rc.SetWriteDeadline(time.Now().Add(s.opt.WriteTimeout))
+		if _, err := fmt.Fprintf(w, format, args...); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
 	// Tell the browser to reconnect quickly after a daemon restart.
-	fmt.Fprint(w, "retry: 2000\n\n")
-	fl.Flush()
+	if !send("retry: 2000\n\n") {
+		return
+	}
 	ping := time.NewTicker(15 * time.Second)
 	defer ping.Stop()
 	for {
@@ -345,8 +430,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-ping.C:
-			fmt.Fprint(w, ": ping\n\n")
-			fl.Flush()
+			if !send(": ping\n\n") {
+				return
+			}
 		case ev, ok := <-ch:
 			if !ok {
 				return
@@ -355,9 +441,39 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				continue
 			}
-			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b)
-			fl.Flush()
+			if !send("event: %s\ndata: %s\n\n", ev.Type, b) {
+				return
+			}
 		}
+	}
+}
+
+// addrOf is the request's client address as the connection gates count it.
+func addrOf(r *http.Request) net.Addr {
+	if a, err := net.ResolveTCPAddr("tcp", r.RemoteAddr); err == nil {
+		return a
+	}
+	return &net.TCPAddr{}
+}
+
+// streamCollector exports the /events streams.
+type streamCollector struct{ s *Server }
+
+var (
+	streamsOpenDesc    = prometheus.NewDesc("rackwatch_event_streams", "Server-sent event streams (/events) open now.", nil, nil)
+	streamsRefusedDesc = prometheus.NewDesc("rackwatch_event_streams_refused_total", "Server-sent event streams refused (503) because their address or the server was at its cap.", []string{"reason"}, nil)
+)
+
+func (c streamCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- streamsOpenDesc
+	ch <- streamsRefusedDesc
+}
+
+func (c streamCollector) Collect(ch chan<- prometheus.Metric) {
+	g := c.s.streams
+	ch <- prometheus.MustNewConstMetric(streamsOpenDesc, prometheus.GaugeValue, float64(g.Open()))
+	for _, r := range []netlimit.Reason{netlimit.PerAddress, netlimit.Total} {
+		ch <- prometheus.MustNewConstMetric(streamsRefusedDesc, prometheus.CounterValue, float64(g.Refused(r)), string(r))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -44,6 +45,7 @@ type siteOpts struct {
 	listen       string // default 127.0.0.1:0
 	tlsCert      string
 	tlsKey       string
+	webExtra     string // more web: keys, one "key: value" a line
 }
 
 // siteYAML is the demo site's shape with short polls and no script: the tests drive the sim
@@ -79,7 +81,7 @@ web:
   require_login: %v
   tls_cert: %q
   tls_key: %q
-%s
+%s%s
 devices:
   - {id: ups1, driver: sim.ups, description: "UPS A", poll: 200ms}
   - {id: inlet-a, driver: sim.env, poll: 200ms, values: {temperature: 23.4, humidity: 41}}
@@ -105,7 +107,17 @@ failover:
     backup_relay: crac2
     on_above: 28
     off_below: 26
-`, filepath.Join(dir, "data"), o.listen, users, o.requireLogin, o.tlsCert, o.tlsKey, mqtt)
+`, filepath.Join(dir, "data"), o.listen, users, o.requireLogin, o.tlsCert, o.tlsKey, indent(o.webExtra), mqtt)
+}
+
+func indent(lines string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimSpace(lines), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			b.WriteString("  " + l + "\n")
+		}
+	}
+	return b.String()
 }
 
 var deviceIDs = []string{"ups1", "inlet-a", "inlet-b", "feed-a", "door", "leak", "genset", "crac2"}
@@ -167,8 +179,20 @@ type client struct {
 }
 
 func newClient(t *testing.T, base string, browser bool) *client {
+	return newClientFrom(t, base, browser, "")
+}
+
+// newClientFrom is newClient connecting from the loopback address src ("" for any): Linux
+// routes all of 127/8 to lo, so 127.0.0.2 is another host to the server.
+func newClientFrom(t *testing.T, base string, browser bool, src string) *client {
 	jar, _ := cookiejar.New(nil)
-	return &client{t: t, base: base, browser: browser, c: &http.Client{Jar: jar, Timeout: 20 * time.Second,
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if src != "" {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 20 * time.Second}
+		tr.DialContext = d.DialContext
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &client{t: t, base: base, browser: browser, c: &http.Client{Jar: jar, Timeout: 20 * time.Second, Transport: tr,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
 
