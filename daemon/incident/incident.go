@@ -113,7 +113,15 @@ type Manager struct {
 	opens   map[string][]time.Time
 	publish func(Event) error
 	stage   Stager
+	// resolved counts the resolved incidents stored, so that a resolve can keep MaxResolved
+	// in its own commit; lastPrune is when retention last ran (PruneEvery).
+	resolved  int
+	lastPrune time.Time
 }
+
+// PruneEvery is how often Tick applies the retention bound (and at the first Tick). Retention
+// is counted in days: checking it more often would only cost reads.
+const PruneEvery = time.Hour
 
 // Stager puts an event into a durable queue inside the incident's own write transaction (the
 // uplink's queue lives in the same database), so that one commit, one fsync, holds both the
@@ -121,7 +129,8 @@ type Manager struct {
 // has committed. When it fails, the event goes through the outbox and the publisher instead.
 type Stager func(tx *bolt.Tx, e Event) (after func(), err error)
 
-// Open loads the open incidents from db.
+// New loads the open incidents from db. It writes only to create its buckets in a new
+// database.
 func New(db *bolt.DB, opt Options) (*Manager, error) {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
@@ -133,12 +142,10 @@ func New(db *bolt.DB, opt Options) (*Manager, error) {
 		opt.FlapWindow = 10 * time.Minute
 	}
 	m := &Manager{db: db, opt: opt, open: map[string]*Incident{}, opens: map[string][]time.Time{}}
-	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bIncidents, bOutbox, bMeta} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
+	if err := createBuckets(db, bIncidents, bOutbox, bMeta); err != nil {
+		return nil, fmt.Errorf("incident store: %w", err)
+	}
+	err := db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bIncidents).ForEach(func(k, v []byte) error {
 			var in Incident
 			if err := json.Unmarshal(v, &in); err != nil {
@@ -148,6 +155,8 @@ func New(db *bolt.DB, opt Options) (*Manager, error) {
 			if in.IsOpen() {
 				c := in
 				m.open[in.Key] = &c
+			} else {
+				m.resolved++
 			}
 			return nil
 		})
@@ -156,6 +165,31 @@ func New(db *bolt.DB, opt Options) (*Manager, error) {
 		return nil, fmt.Errorf("incident store: %w", err)
 	}
 	return m, nil
+}
+
+// createBuckets creates the buckets that are missing, in one commit, and commits nothing when
+// none is: a restart or a reload costs the flash no write.
+func createBuckets(db *bolt.DB, names ...[]byte) error {
+	missing := false
+	db.View(func(tx *bolt.Tx) error {
+		for _, n := range names {
+			if tx.Bucket(n) == nil {
+				missing = true
+			}
+		}
+		return nil
+	})
+	if !missing {
+		return nil
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		for _, n := range names {
+			if _, err := tx.CreateBucketIfNotExists(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // SetPublisher sets where events go (the uplink) and hands on whatever the outbox still
@@ -234,8 +268,9 @@ func u64(n uint64) []byte {
 func (m *Manager) commit(in *Incident, event, by string, now time.Time) (Event, error) {
 	e := Event{Event: event, By: by, TS: now, Incident: *in}
 	var after func()
+	trimmed := 0
 	err := m.db.Update(func(tx *bolt.Tx) error {
-		after = nil
+		after, trimmed = nil, 0
 		if in.ID == "" {
 			meta := tx.Bucket(bMeta)
 			var n uint64 = 1
@@ -255,6 +290,13 @@ func (m *Manager) commit(in *Incident, event, by string, now time.Time) (Event, 
 		if err := tx.Bucket(bIncidents).Put(idKey(in.ID), b); err != nil {
 			return err
 		}
+		if event == ResolvedEvt && m.opt.MaxResolved > 0 && m.resolved+1 > m.opt.MaxResolved {
+			// The bound holds at every resolve, not only at the hourly prune, and costs
+			// no commit of its own.
+			if trimmed, err = trimResolved(tx.Bucket(bIncidents), m.resolved+1-m.opt.MaxResolved, idKey(in.ID)); err != nil {
+				return err
+			}
+		}
 		if m.stage != nil {
 			a, err := m.stage(tx, e)
 			if err == nil {
@@ -273,6 +315,9 @@ func (m *Manager) commit(in *Incident, event, by string, now time.Time) (Event, 
 	})
 	if err != nil {
 		return e, fmt.Errorf("incident store: %w", err)
+	}
+	if event == ResolvedEvt {
+		m.resolved += 1 - trimmed
 	}
 	if after != nil {
 		after()
@@ -406,44 +451,118 @@ func (m *Manager) Ack(id, by string, now time.Time) (Event, error) {
 	return Event{}, ErrNotFound
 }
 
-// Tick resolves flapping incidents that stayed clear, and applies the retention bound.
+// Tick resolves flapping incidents that stayed clear, and applies the retention bound every
+// PruneEvery. It writes only when an incident resolves or a record expires.
 func (m *Manager) Tick(now time.Time) []Event {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var evs []Event
 	for _, in := range m.open {
 		if in.ClearAt != nil && !now.Before(*in.ClearAt) {
-			if e, err := m.resolveLocked(in, now); err == nil {
-				evs = append(evs, e)
+			e, err := m.resolveLocked(in, now)
+			if err != nil {
+				m.opt.Log.Error("flapping incident not resolved", "id", in.ID, "err", err)
+				continue
 			}
+			evs = append(evs, e)
 		}
 	}
-	m.prune(now)
+	if m.lastPrune.IsZero() || now.Sub(m.lastPrune) >= PruneEvery || now.Before(m.lastPrune) {
+		m.lastPrune = now
+		if err := m.prune(now); err != nil {
+			m.opt.Log.Error("incident retention not applied", "err", err)
+		}
+	}
 	return evs
 }
 
-func (m *Manager) prune(now time.Time) {
+// NextClear is when the earliest flapping incident resolves if it stays clear (zero: none
+// waits), so that a caller need not tick faster than needed.
+func (m *Manager) NextClear() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var next time.Time
+	for _, in := range m.open {
+		if in.ClearAt != nil && (next.IsZero() || in.ClearAt.Before(next)) {
+			next = *in.ClearAt
+		}
+	}
+	return next
+}
+
+// prune deletes the resolved incidents older than Retention and the oldest beyond
+// MaxResolved. It looks in a read transaction first and commits only when there is something
+// to delete; keys are collected before any is deleted (bbolt leaves a bucket modified during
+// ForEach undefined).
+func (m *Manager) prune(now time.Time) error {
 	cutoff := now.Add(-m.opt.Retention)
-	m.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bIncidents)
-		var resolved [][]byte
-		b.ForEach(func(k, v []byte) error {
+	var expired, resolved [][]byte
+	err := m.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bIncidents).ForEach(func(k, v []byte) error {
 			var in Incident
-			if json.Unmarshal(v, &in) == nil && !in.IsOpen() {
-				resolved = append(resolved, append([]byte(nil), k...))
-				if m.opt.Retention > 0 && in.ResolvedAt != nil && in.ResolvedAt.Before(cutoff) {
-					b.Delete(k)
-				}
+			if json.Unmarshal(v, &in) != nil || in.IsOpen() {
+				return nil
+			}
+			k = append([]byte(nil), k...)
+			resolved = append(resolved, k)
+			if m.opt.Retention > 0 && in.ResolvedAt != nil && in.ResolvedAt.Before(cutoff) {
+				expired = append(expired, k)
 			}
 			return nil
 		})
-		if m.opt.MaxResolved > 0 && len(resolved) > m.opt.MaxResolved {
-			for _, k := range resolved[:len(resolved)-m.opt.MaxResolved] {
-				b.Delete(k)
+	})
+	if err != nil {
+		return err
+	}
+	m.resolved = len(resolved)
+	del := map[string]bool{}
+	for _, k := range expired {
+		del[string(k)] = true
+	}
+	if m.opt.MaxResolved > 0 && len(resolved) > m.opt.MaxResolved {
+		for _, k := range resolved[:len(resolved)-m.opt.MaxResolved] {
+			del[string(k)] = true
+		}
+	}
+	if len(del) == 0 {
+		return nil
+	}
+	err = m.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bIncidents)
+		for k := range del {
+			if err := b.Delete([]byte(k)); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	m.resolved -= len(del)
+	return nil
+}
+
+// trimResolved deletes the n oldest resolved incidents in b other than keep (the one being
+// resolved) and returns how many went.
+func trimResolved(b *bolt.Bucket, n int, keep []byte) (int, error) {
+	var old [][]byte
+	c := b.Cursor()
+	for k, v := c.First(); k != nil && len(old) < n; k, v = c.Next() {
+		if string(k) == string(keep) {
+			continue
+		}
+		var in Incident
+		if json.Unmarshal(v, &in) == nil && !in.IsOpen() {
+			old = append(old, append([]byte(nil), k...))
+		}
+	}
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(old), nil
 }
 
 // OpenKeys returns the key and severity of each open incident (to seed the rules).
