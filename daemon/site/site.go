@@ -311,32 +311,79 @@ func (s *Site) run(ctx context.Context) error {
 	return nil
 }
 
-// housekeeping: telemetry, incident ticks, policy timers.
+// housekeeping runs the site's timed work on one timer: telemetry, the R/kpis publish, and a
+// tick for the policies' timers, flapping incidents, trap resolution and incident retention.
+// The tick comes at the fastest poll interval (tickEvery): the policies learn nothing new
+// between two polls, so a faster tick would only wake the daemon. The periods start
+// together, so one wake serves every job that is due. None of these jobs writes to the
+// database unless something changed.
 func (s *Site) housekeeping(ctx context.Context) {
-	tel := time.NewTicker(s.cfg.MQTT.TelemetryInterval)
-	defer tel.Stop()
-	sec := time.NewTicker(time.Second)
-	defer sec.Stop()
-	kpiTick := time.NewTicker(time.Minute)
-	defer kpiTick.Stop()
-	s.publishKPIs()
+	type job struct {
+		every time.Duration
+		next  time.Time
+		run   func()
+	}
+	tick := func() {
+		now := s.now()
+		s.inc.Tick(now)
+		s.mu.Lock()
+		s.policies.tick(now)
+		s.trapsTick(now)
+		s.mu.Unlock()
+	}
+	jobs := []*job{{every: tickEvery(s.cfg.Devices), run: tick}}
+	if s.up != nil {
+		s.publishKPIs()
+		jobs = append(jobs, &job{every: time.Minute, run: s.publishKPIs})
+		if s.cfg.MQTT.TelemetryInterval > 0 {
+			jobs = append(jobs, &job{every: s.cfg.MQTT.TelemetryInterval, run: s.telemetry})
+		}
+	}
+	start := time.Now()
+	for _, j := range jobs {
+		j.next = start.Add(j.every)
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		next := jobs[0].next
+		for _, j := range jobs {
+			if j.next.Before(next) {
+				next = j.next
+			}
+		}
+		timer.Reset(time.Until(next))
 		select {
 		case <-ctx.Done():
 			return
-		case <-tel.C:
-			s.telemetry()
-		case <-kpiTick.C:
-			s.publishKPIs()
-		case <-sec.C:
-			now := s.now()
-			s.inc.Tick(now)
-			s.mu.Lock()
-			s.policies.tick(now)
-			s.trapsTick(now)
-			s.mu.Unlock()
+		case <-timer.C:
+		}
+		now := time.Now()
+		for _, j := range jobs {
+			// A job due within a few milliseconds runs on this wake rather than on its own.
+			if j.next.Sub(now) > coalesceWithin {
+				continue
+			}
+			j.run()
+			for !j.next.After(now.Add(coalesceWithin)) {
+				j.next = j.next.Add(j.every)
+			}
 		}
 	}
+}
+
+const coalesceWithin = 20 * time.Millisecond
+
+// tickEvery is the housekeeping tick: the fastest poll interval, at least a second; a minute
+// for a site without devices.
+func tickEvery(devs []sensors.Spec) time.Duration {
+	every := time.Minute
+	for _, d := range devs {
+		if d.Poll > 0 && d.Poll < every {
+			every = d.Poll
+		}
+	}
+	return max(every, time.Second)
 }
 
 // telemetry queues a snapshot of every latest reading.
