@@ -37,28 +37,45 @@ type Log struct {
 	last map[string]bool
 }
 
-// Open opens the log in db.
+// Open opens the log in db. It writes only to create its buckets in a new database.
 func Open(db *bolt.DB) (*Log, error) {
 	l := &Log{db: db, last: map[string]bool{}}
-	err := db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bLog)
-		if err != nil {
-			return err
-		}
-		for _, c := range []string{Mains, Cooling} {
-			cb, err := b.CreateBucketIfNotExists([]byte(c))
-			if err != nil {
-				return err
-			}
-			if k, v := cb.Cursor().Last(); k != nil {
-				l.last[c] = len(v) > 0 && v[0] == 1
+	conds := [][]byte{[]byte(Mains), []byte(Cooling)}
+	missing := false
+	db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bLog)
+		for _, c := range conds {
+			if b == nil || b.Bucket(c) == nil {
+				missing = true
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("kpi log: %w", err)
+	if missing {
+		err := db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists(bLog)
+			if err != nil {
+				return err
+			}
+			for _, c := range conds {
+				if _, err := b.CreateBucketIfNotExists(c); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("kpi log: %w", err)
+		}
 	}
+	db.View(func(tx *bolt.Tx) error {
+		for _, c := range conds {
+			if k, v := tx.Bucket(bLog).Bucket(c).Cursor().Last(); k != nil {
+				l.last[string(c)] = len(v) > 0 && v[0] == 1
+			}
+		}
+		return nil
+	})
 	return l, nil
 }
 
