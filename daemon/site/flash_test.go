@@ -1,12 +1,15 @@
 package site
 
 import (
+	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
@@ -65,5 +68,60 @@ func TestQuietSiteCommitsRarely(t *testing.T) {
 	}
 	if len(s.inc.OpenIncidents()) != 0 {
 		t.Fatalf("the quiet site has incidents: %+v", s.inc.OpenIncidents())
+	}
+}
+
+// TestRestartCommitsOnce: a start on an existing database commits once (the uplink reserves
+// telemetry seqs), however many parts open their buckets; a reload costs the same.
+func TestRestartCommitsOnce(t *testing.T) {
+	dir := t.TempDir()
+	yaml := fmt.Sprintf(`site: restart
+node: rack1
+data_dir: %s
+web: {listen: "127.0.0.1:0"}
+mqtt: {brokers: ["tcp://127.0.0.1:%d"]}
+devices:
+  - {id: ups1, driver: sim.ups, poll: 1s}
+  - {id: inlet-a, driver: sim.env, poll: 1s, values: {temperature: 23.4, humidity: 41}}
+  - {id: genset, driver: sim.relay, safe_state: "off"}
+failover:
+  power: {ups: [ups1], generator_relay: genset}
+  cooling: {sensors: [inlet-a], metric: temperature, on_above: 27, off_below: 25, backup_relay: genset}
+`, dir, testpeer.FreePort(t))
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for run := 1; run <= 2; run++ {
+		before := 0
+		if run > 1 {
+			db, err := bolt.Open(filepath.Join(dir, "rackwatch.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second, ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			before = commits(db)
+			db.Close()
+		}
+		ready := make(chan int, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- Run(ctx, cfg, Options{Version: "test", Ready: func(s *Site) { ready <- commits(s.db) }})
+		}()
+		var atReady int
+		select {
+		case atReady = <-ready:
+		case err := <-done:
+			t.Fatalf("run %d: %v", run, err)
+		case <-time.After(60 * time.Second):
+			t.Fatal("site did not start in 60 s")
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if run > 1 && atReady-before > 1 {
+			t.Fatalf("a start on an existing database committed %d times, want 1", atReady-before)
+		}
 	}
 }
