@@ -92,12 +92,13 @@ func (l *Log) Record(cond string, ok bool, t time.Time) error {
 	if last, seen := l.last[cond]; seen && last == ok {
 		return nil
 	}
-	l.last[cond] = ok
 	v := []byte{0}
 	if ok {
 		v[0] = 1
 	}
-	return l.db.Update(func(tx *bolt.Tx) error {
+	// last changes only once the change is stored: a failed write is tried again by the
+	// next Record of the same value.
+	err := l.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bLog).Bucket([]byte(cond))
 		if err := b.Put(key(t), v); err != nil {
 			return err
@@ -117,6 +118,11 @@ func (l *Log) Record(cond string, ok bool, t time.Time) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("kpi log: %w", err)
+	}
+	l.last[cond] = ok
+	return nil
 }
 
 type change struct {

@@ -33,7 +33,7 @@ func newPolicies(s *Site) *policies {
 	now := s.now()
 	if cfg := s.cfg.Failover.Power; cfg != nil {
 		p.power = failover.NewPower(*cfg, now)
-		s.kpis.Record(kpi.Mains, true, now)
+		s.recordKPI(kpi.Mains, true, now)
 	}
 	if cfg := s.cfg.Failover.Cooling; cfg != nil {
 		polls := map[string]time.Duration{}
@@ -41,7 +41,7 @@ func newPolicies(s *Site) *policies {
 			polls[d.ID] = d.Poll
 		}
 		p.cooling = failover.NewCooling(*cfg, polls, now)
-		s.kpis.Record(kpi.Cooling, true, now)
+		s.recordKPI(kpi.Cooling, true, now)
 	}
 	return p
 }
@@ -86,9 +86,9 @@ func (p *policies) apply(acts []failover.Action) {
 			p.note(a, a.State)
 			switch a.Policy {
 			case "power":
-				s.kpis.Record(kpi.Mains, a.State == failover.Normal || a.State == failover.Recovered, a.At)
+				s.recordKPI(kpi.Mains, a.State == failover.Normal || a.State == failover.Recovered, a.At)
 			case "cooling":
-				s.kpis.Record(kpi.Cooling, a.State == failover.CoolNormal, a.At)
+				s.recordKPI(kpi.Cooling, a.State == failover.CoolNormal, a.At)
 			}
 			s.hub.publish(web.Event{Type: "policy", Data: map[string]any{"policy": a.Policy, "state": a.State, "reason": a.Reason, "ts": fmtTime(a.At)}})
 		case failover.Relay:
@@ -173,4 +173,12 @@ func (s *Site) markFSD(id string, on bool) {
 	}
 	s.store.Push(id, []sensors.Reading{r})
 	s.hub.publish(web.Event{Type: "reading", Data: []sensors.Reading{r}})
+}
+
+// recordKPI notes a condition in the KPI log; a failed write costs availability figures,
+// not the policy, so it is logged and the policy goes on.
+func (s *Site) recordKPI(cond string, ok bool, at time.Time) {
+	if err := s.kpis.Record(cond, ok, at); err != nil {
+		s.log.Error("KPI log not written", "condition", cond, "ok", ok, "err", err)
+	}
 }
