@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -117,7 +118,12 @@ type Manager struct {
 	// in its own commit; lastPrune is when retention last ran (PruneEvery).
 	resolved  int
 	lastPrune time.Time
+	changes   atomic.Uint64
 }
+
+// Changes rises with every change to the stored incidents, so that a reader can tell whether
+// what it derived from them (the KPIs) is still current without reading them again.
+func (m *Manager) Changes() uint64 { return m.changes.Load() }
 
 // PruneEvery is how often Tick applies the retention bound (and at the first Tick). Retention
 // is counted in days: checking it more often would only cost reads.
@@ -316,6 +322,7 @@ func (m *Manager) commit(in *Incident, event, by string, now time.Time) (Event, 
 	if err != nil {
 		return e, fmt.Errorf("incident store: %w", err)
 	}
+	m.changes.Add(1)
 	if event == ResolvedEvt {
 		m.resolved += 1 - trimmed
 	}
@@ -387,6 +394,7 @@ func pruneBefore(ts []time.Time, t time.Time) []time.Time {
 }
 
 func (m *Manager) save(in *Incident) error {
+	defer m.changes.Add(1)
 	return m.db.Update(func(tx *bolt.Tx) error {
 		b, err := json.Marshal(in)
 		if err != nil {
@@ -536,6 +544,7 @@ func (m *Manager) prune(now time.Time) error {
 		}
 		return nil
 	})
+	m.changes.Add(1)
 	if err != nil {
 		return err
 	}

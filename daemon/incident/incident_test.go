@@ -202,12 +202,19 @@ func TestQuietTicksCommitNothing(t *testing.T) {
 		m.Resolve(k, nil, t0.Add(time.Minute))
 	}
 	m.Raise(Raise{Key: "open", Severity: "critical"}, t0)
-	before := commits(db)
+	before, changes := commits(db), m.Changes()
 	for now := t0.Add(2 * time.Minute); now.Before(t0.Add(2 * time.Hour)); now = now.Add(time.Second) {
 		m.Tick(now)
 	}
 	if n := commits(db) - before; n != 0 {
 		t.Fatalf("%d commits in two quiet hours of ticks, want 0", n)
+	}
+	if m.Changes() != changes {
+		t.Fatalf("Changes rose from %d to %d with nothing changed", changes, m.Changes())
+	}
+	m.Resolve("open", nil, t0.Add(2*time.Hour))
+	if m.Changes() == changes {
+		t.Fatal("Changes did not rise with a resolve")
 	}
 	if n := len(m.All(0)); n != 4 {
 		t.Fatalf("%d incidents, want 4", n)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -35,7 +36,12 @@ type Log struct {
 	db   *bolt.DB
 	mu   sync.Mutex
 	last map[string]bool
+	gen  atomic.Uint64
 }
+
+// Changes rises with every change stored, so that a reader can tell whether a report is
+// still current.
+func (l *Log) Changes() uint64 { return l.gen.Load() }
 
 // Open opens the log in db. It writes only to create its buckets in a new database.
 func Open(db *bolt.DB) (*Log, error) {
@@ -122,6 +128,7 @@ func (l *Log) Record(cond string, ok bool, t time.Time) error {
 		return fmt.Errorf("kpi log: %w", err)
 	}
 	l.last[cond] = ok
+	l.gen.Add(1)
 	return nil
 }
 

@@ -333,8 +333,9 @@ func (s *Site) housekeeping(ctx context.Context) {
 	}
 	jobs := []*job{{every: tickEvery(s.cfg.Devices), run: tick}}
 	if s.up != nil {
-		s.publishKPIs()
-		jobs = append(jobs, &job{every: time.Minute, run: s.publishKPIs})
+		publishKPIs := s.kpiPublisher()
+		publishKPIs()
+		jobs = append(jobs, &job{every: time.Minute, run: publishKPIs})
 		if s.cfg.MQTT.TelemetryInterval > 0 {
 			jobs = append(jobs, &job{every: s.cfg.MQTT.TelemetryInterval, run: s.telemetry})
 		}
@@ -569,13 +570,26 @@ func removeFlag(status, flag string) string {
 	return strings.Join(slices.DeleteFunc(strings.Fields(status), func(f string) bool { return f == flag }), " ")
 }
 
-// publishKPIs retains the KPIs on R/kpis.
-func (s *Site) publishKPIs() {
-	if s.up == nil {
-		return
-	}
-	if err := s.up.Retain("kpis", s.KPIs()); err != nil {
-		s.log.Warn("kpis not published", "err", err)
+// kpiPublisher returns what retains the KPIs on R/kpis every minute. The report is computed
+// again only when the incidents or the KPI log changed, or an hour has passed (the windows
+// slide): computing it reads every stored incident, the largest idle cost of a site with a
+// long history.
+func (s *Site) kpiPublisher() func() {
+	var (
+		rep     kpi.Report
+		changes [2]uint64
+		at      time.Time
+	)
+	return func() {
+		now := s.now()
+		c := [2]uint64{s.inc.Changes(), s.kpis.Changes()}
+		if at.IsZero() || c != changes || now.Sub(at) >= time.Hour || now.Before(at) {
+			rep, changes, at = s.KPIs().(kpi.Report), c, now
+		}
+		rep.TS = now.UTC().Format(time.RFC3339)
+		if err := s.up.Retain("kpis", rep); err != nil {
+			s.log.Warn("kpis not published", "err", err)
+		}
 	}
 }
 
