@@ -264,7 +264,8 @@ func (u *Uplink) flushAckedLoop(ctx context.Context) {
 		u.mu.Unlock()
 		var due <-chan time.Time
 		if n > 0 {
-			t.Reset(deleteDelay - time.Since(at))
+			// At least a second: a delete that keeps failing is retried, not spun on.
+			t.Reset(max(deleteDelay-time.Since(at), time.Second))
 			due = t.C
 		}
 		select {
