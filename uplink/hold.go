@@ -391,6 +391,9 @@ func (u *Uplink) hold1(it item, readings int) (full bool, err error) {
 	u.held = append(u.held, m)
 	u.heldReadings += readings
 	u.heldBytes += int64(len(m.packed))
+	if len(u.held) == 1 {
+		signal(u.heldWake) // the flusher has nothing to wait for until now
+	}
 	return u.heldReadings >= maxPendingReadings, nil
 }
 
@@ -411,6 +414,9 @@ func (u *Uplink) unhold(seq uint64) bool {
 		u.held = u.held[1:]
 	} else {
 		u.held = slices.Delete(u.held, i, i+1)
+	}
+	if u.hold != nil && u.hold.size-u.heldBytes > holdCompact {
+		signal(u.heldWake) // the flusher compacts the file (holdDue)
 	}
 	return true
 }
@@ -498,6 +504,16 @@ func (u *Uplink) commitHeld(stop bool) (Drop, error) {
 		u.rewriteHold()
 	}
 	return drop, nil
+}
+
+// nextHoldDue is when the oldest held message is due for a commit; false when none is held.
+func (u *Uplink) nextHoldDue() (time.Time, bool) {
+	u.pmu.Lock()
+	defer u.pmu.Unlock()
+	if len(u.held) == 0 {
+		return time.Time{}, false
+	}
+	return u.held[0].at.Add(u.opts.TelemetryFlush), true
 }
 
 // holdDue commits the held messages when the oldest has waited TelemetryFlush for its

@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -37,14 +38,32 @@ func seqKey(seq uint64) []byte {
 }
 
 func (u *Uplink) openQueue() error {
-	err := u.db.Update(func(tx *bbolt.Tx) error {
-		for k, name := range bucketNames {
-			b, err := tx.CreateBucketIfNotExists(name)
-			if err != nil {
-				return err
+	// Read first: the buckets exist after the first start, and a start that commits nothing
+	// costs the flash nothing.
+	missing := false
+	u.db.View(func(tx *bbolt.Tx) error {
+		for _, name := range bucketNames {
+			missing = missing || tx.Bucket(name) == nil
+		}
+		return nil
+	})
+	if missing {
+		err := u.db.Update(func(tx *bbolt.Tx) error {
+			for _, name := range bucketNames {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("uplink: open queue: %w", err)
+		}
+	}
+	err := u.db.View(func(tx *bbolt.Tx) error {
+		for k, name := range bucketNames {
 			n, size := 0, int64(0)
-			if err := b.ForEach(func(_, v []byte) error {
+			if err := tx.Bucket(name).ForEach(func(_, v []byte) error {
 				n++
 				size += int64(len(v))
 				return nil
@@ -219,13 +238,46 @@ func (u *Uplink) ack(kind int, seq uint64, size int) {
 		return
 	}
 	u.mu.Lock()
-	if len(u.acked[0])+len(u.acked[1]) == 0 {
+	first := len(u.acked[0])+len(u.acked[1]) == 0
+	if first {
 		u.ackedAt = time.Now()
 	}
 	u.acked[kind] = append(u.acked[kind], seq)
 	u.ackedB += int64(size)
+	n := len(u.acked[0]) + len(u.acked[1])
 	u.mu.Unlock()
 	u.published.Add(1)
+	if first || kind == kindIncident || n >= deleteBatch {
+		signal(u.ackWake)
+	}
+}
+
+// flushAckedLoop commits the deletes of acknowledged messages (flushAcked) until ctx ends. It
+// sleeps until a delete is due: deleteDelay after the first waits, or at once when
+// flushAcked would not let one wait; while nothing waits it does not wake at all.
+func (u *Uplink) flushAckedLoop(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		u.mu.Lock()
+		n, at := len(u.acked[0])+len(u.acked[1]), u.ackedAt
+		u.mu.Unlock()
+		var due <-chan time.Time
+		if n > 0 {
+			// At least a second: a delete that keeps failing is retried, not spun on.
+			t.Reset(max(deleteDelay-time.Since(at), time.Second))
+			due = t.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-u.ackWake:
+		case <-due:
+		}
+		if err := u.flushAcked(false); err != nil {
+			u.log.Error("flush", "err", err)
+		}
+	}
 }
 
 // flushAcked commits the deletes of acknowledged messages when force is set, when many are

@@ -166,18 +166,28 @@ func (u *Uplink) Run(ctx context.Context) error {
 // stableAfter is how long a connection must last to reset the backoff.
 const stableAfter = 10 * time.Second
 
-// flusher commits held telemetry once it is due, until ctx ends.
+// flusher commits held telemetry once it is due, until ctx ends. It sleeps until the oldest
+// held message is due, and while nothing is held until something is.
 func (u *Uplink) flusher(ctx context.Context) {
-	t := time.NewTicker(min(max(u.opts.TelemetryFlush/4, 10*time.Millisecond), 5*time.Second))
+	t := time.NewTimer(time.Hour)
 	defer t.Stop()
+	// retry is the wait when the oldest held message is overdue but being committed by
+	// someone else (or its commit failed): not a busy loop, not a long wait either.
+	retry := min(max(u.opts.TelemetryFlush/4, 10*time.Millisecond), 5*time.Second)
 	for {
+		var due <-chan time.Time
+		if next, ok := u.nextHoldDue(); ok {
+			t.Reset(max(time.Until(next), retry))
+			due = t.C
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			if err := u.holdDue(); err != nil {
-				u.log.Error("commit held telemetry", "err", err)
-			}
+		case <-u.heldWake:
+		case <-due:
+		}
+		if err := u.holdDue(); err != nil {
+			u.log.Error("commit held telemetry", "err", err)
 		}
 	}
 }
@@ -420,18 +430,7 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 	go func() {
 		// Deletes of acknowledged messages are committed off the send path.
 		defer wg.Done()
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-sctx.Done():
-				return
-			case <-t.C:
-				if err := u.flushAcked(false); err != nil {
-					u.log.Error("flush", "err", err)
-				}
-			}
-		}
+		u.flushAckedLoop(sctx)
 	}()
 	st := c.client.Subscribe(root+"/cmd", 1, func(_ mqtt.Client, m mqtt.Message) { u.receive(m) })
 	if err := u.wait(sctx, c, st); err != nil {
@@ -451,10 +450,10 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 		window        []inflight
 		inflightBytes int
 		retained      = map[string]uint64{}
-		tick          = time.NewTicker(time.Second)
+		ackTimer      = time.NewTimer(time.Hour) // the oldest in-flight message's PUBACK deadline
 		probe         <-chan time.Time
 	)
-	defer tick.Stop()
+	defer ackTimer.Stop()
 	if idx > 0 {
 		pt := time.NewTicker(u.opts.ProbeInterval)
 		defer pt.Stop()
@@ -562,12 +561,18 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 			}()
 		}
 
-		var head <-chan struct{}
+		var (
+			head     <-chan struct{}
+			deadline <-chan time.Time // nothing in flight: nothing to time out, no wake
+		)
 		if len(window) > 0 {
 			head = window[0].tok.Done()
-			if time.Since(window[0].at) > u.opts.AckTimeout {
+			left := u.opts.AckTimeout - time.Since(window[0].at)
+			if left < 0 {
 				return end(fmt.Errorf("no PUBACK for %s seq %d within %v", kindName[window[0].q.kind], window[0].q.seq, u.opts.AckTimeout))
 			}
+			ackTimer.Reset(left + time.Millisecond)
+			deadline = ackTimer.C
 		}
 		select {
 		case <-ctx.Done():
@@ -579,7 +584,7 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 			woken = true
 		case r := <-pre:
 			got = &r
-		case <-tick.C: // wake up to check the PUBACK deadline
+		case <-deadline:
 		case <-probe:
 			for _, b := range u.opts.Brokers[:idx] {
 				if reachable(ctx, b, u.opts.ConnectTimeout) {

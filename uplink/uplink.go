@@ -153,6 +153,11 @@ type Uplink struct {
 	root string
 
 	wake chan struct{} // something was enqueued or retained
+	// ackWake: acknowledged messages began to wait for their delete, or one of them must
+	// not wait (flushAcked); heldWake: telemetry began to be held (flusher). The goroutines
+	// that commit them sleep on these instead of polling.
+	ackWake  chan struct{}
+	heldWake chan struct{}
 
 	mu        sync.Mutex
 	count     [2]int   // messages on disk per kind
@@ -242,6 +247,8 @@ func New(db *bbolt.DB, opts Options) (*Uplink, error) {
 		log:       opts.Logger.With("component", "uplink"),
 		root:      opts.Prefix + "/" + opts.Site + "/" + opts.Node,
 		wake:      make(chan struct{}, 1),
+		ackWake:   make(chan struct{}, 1),
+		heldWake:  make(chan struct{}, 1),
 		retained:  map[string][]byte{},
 		retainGen: map[string]uint64{},
 		cmdq:      make(chan Command, opts.CommandQueue),
@@ -486,9 +493,12 @@ func (u *Uplink) Retain(subtopic string, payload any) error {
 	return nil
 }
 
-func (u *Uplink) poke() {
+func (u *Uplink) poke() { signal(u.wake) }
+
+// signal wakes whoever waits on c, if nobody has yet.
+func signal(c chan struct{}) {
 	select {
-	case u.wake <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -131,6 +132,7 @@ type Manager struct {
 	// prune's schedule
 	resolvedSince bool
 	nextPrune     time.Time
+	changes       atomic.Uint64
 }
 
 // storm is what a source's storm incident has counted since it opened.
@@ -140,13 +142,22 @@ type storm struct {
 	dirty      bool // Value changed in memory, not yet saved
 }
 
+// Changes rises with every change to the stored incidents, so that a reader can tell whether
+// what it derived from them (the KPIs) is still current without reading them again.
+func (m *Manager) Changes() uint64 { return m.changes.Load() }
+
+// PruneEvery is how often Tick applies the retention bound (and at the first Tick). Retention
+// is counted in days: checking it more often would only cost reads.
+const PruneEvery = time.Hour
+
 // Stager puts an event into a durable queue inside the incident's own write transaction (the
 // uplink's queue lives in the same database), so that one commit, one fsync, holds both the
 // incident and its message and no outbox entry is needed. after runs once that transaction
 // has committed. When it fails, the event goes through the outbox and the publisher instead.
 type Stager func(tx *bolt.Tx, e Event) (after func(), err error)
 
-// Open loads the open incidents from db.
+// New loads the open incidents from db. It writes only to create its buckets in a new
+// database.
 func New(db *bolt.DB, opt Options) (*Manager, error) {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
@@ -165,12 +176,10 @@ func New(db *bolt.DB, opt Options) (*Manager, error) {
 	}
 	m := &Manager{db: db, opt: opt, open: map[string]*Incident{}, opens: map[string][]time.Time{},
 		recent: map[string][]time.Time{}, storms: map[string]*storm{}}
-	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bIncidents, bOutbox, bMeta} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
+	if err := createBuckets(db, bIncidents, bOutbox, bMeta); err != nil {
+		return nil, fmt.Errorf("incident store: %w", err)
+	}
+	err := db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bIncidents).ForEach(func(k, v []byte) error {
 			var in Incident
 			if err := json.Unmarshal(v, &in); err != nil {
@@ -197,6 +206,31 @@ func New(db *bolt.DB, opt Options) (*Manager, error) {
 		return nil, fmt.Errorf("incident store: %w", err)
 	}
 	return m, nil
+}
+
+// createBuckets creates the buckets that are missing, in one commit, and commits nothing when
+// none is: a restart or a reload costs the flash no write.
+func createBuckets(db *bolt.DB, names ...[]byte) error {
+	missing := false
+	db.View(func(tx *bolt.Tx) error {
+		for _, n := range names {
+			if tx.Bucket(n) == nil {
+				missing = true
+			}
+		}
+		return nil
+	})
+	if !missing {
+		return nil
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		for _, n := range names {
+			if _, err := tx.CreateBucketIfNotExists(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // SetPublisher sets where events go (the uplink) and hands on whatever the outbox still
@@ -315,6 +349,7 @@ func (m *Manager) commit(in *Incident, event, by string, now time.Time) (Event, 
 	if err != nil {
 		return e, fmt.Errorf("incident store: %w", err)
 	}
+	m.changes.Add(1)
 	if after != nil {
 		after()
 		return e, nil
@@ -479,6 +514,7 @@ func (m *Manager) tickStorms(now time.Time) []Event {
 }
 
 func (m *Manager) save(in *Incident) error {
+	defer m.changes.Add(1)
 	return m.db.Update(func(tx *bolt.Tx) error {
 		b, err := json.Marshal(in)
 		if err != nil {
@@ -544,16 +580,20 @@ func (m *Manager) Ack(id, by string, now time.Time) (Event, error) {
 	return Event{}, ErrNotFound
 }
 
-// Tick resolves flapping incidents that stayed clear, and applies the retention bound.
+// Tick resolves flapping incidents that stayed clear, and applies the retention bound every
+// PruneEvery. It writes only when an incident resolves or a record expires.
 func (m *Manager) Tick(now time.Time) []Event {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var evs []Event
 	for _, in := range m.open {
 		if in.ClearAt != nil && !now.Before(*in.ClearAt) {
-			if e, err := m.resolveLocked(in, now); err == nil {
-				evs = append(evs, e)
+			e, err := m.resolveLocked(in, now)
+			if err != nil {
+				m.opt.Log.Error("flapping incident not resolved", "id", in.ID, "err", err)
+				continue
 			}
+			evs = append(evs, e)
 		}
 	}
 	evs = append(evs, m.tickStorms(now)...)
@@ -571,7 +611,7 @@ func (m *Manager) prune(now time.Time) {
 		return
 	}
 	m.resolvedSince = false
-	m.nextPrune = now.Add(time.Hour)
+	m.nextPrune = now.Add(PruneEvery)
 	cutoff := now.Add(-m.opt.Retention)
 	var del, warnings, criticals [][]byte // warnings and criticals: resolved and kept, oldest first
 	m.db.View(func(tx *bolt.Tx) error {
@@ -607,10 +647,25 @@ func (m *Manager) prune(now time.Time) {
 		}
 		return nil
 	})
+	m.changes.Add(1)
 	if err != nil {
 		m.resolvedSince = true // try again next tick
 		m.opt.Log.Error("incident store: retention", "err", err)
 	}
+}
+
+// NextClear is when the earliest flapping incident resolves if it stays clear (zero: none
+// waits), so that a caller need not tick faster than needed.
+func (m *Manager) NextClear() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var next time.Time
+	for _, in := range m.open {
+		if in.ClearAt != nil && (next.IsZero() || in.ClearAt.Before(next)) {
+			next = *in.ClearAt
+		}
+	}
+	return next
 }
 
 // OpenKeys returns the key and severity of each open incident (to seed the rules).

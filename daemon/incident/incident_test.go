@@ -2,6 +2,7 @@ package incident
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -168,6 +169,10 @@ func TestRetention(t *testing.T) {
 		m.Raise(Raise{Key: k, Severity: "warning"}, t0)
 		m.Resolve(k, nil, t0.Add(time.Duration(i)*time.Minute))
 	}
+	m.Tick(t0.Add(6 * time.Minute)) // a resolve has the next tick apply the bound
+	if n := len(m.All(0)); n != 3 {
+		t.Fatalf("%d kept after six resolves and a tick, want MaxResolved 3", n)
+	}
 	m.Raise(Raise{Key: "still-open", Severity: "critical"}, t0)
 	m.Tick(t0.Add(10 * time.Minute))
 	if n := len(m.All(0)); n != 4 {
@@ -176,6 +181,78 @@ func TestRetention(t *testing.T) {
 	m.Tick(t0.Add(2 * time.Hour))
 	if all := m.All(0); len(all) != 1 || all[0].Key != "still-open" {
 		t.Fatalf("after retention: %+v", all)
+	}
+}
+
+// commits is how many write transactions db has committed (bbolt's txid counts them).
+func commits(db *bolt.DB) int {
+	var id int
+	db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })
+	return id
+}
+
+// Ticks of a quiet site commit nothing: two hours of one-second ticks over incidents of
+// which none expires.
+func TestQuietTicksCommitNothing(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "r.db"))
+	defer db.Close()
+	m, _ := New(db, Options{Node: "n", Retention: 24 * time.Hour, MaxResolved: 100})
+	for i := 0; i < 3; i++ {
+		k := string(rune('a' + i))
+		m.Raise(Raise{Key: k, Severity: "warning"}, t0)
+		m.Resolve(k, nil, t0.Add(time.Minute))
+	}
+	m.Raise(Raise{Key: "open", Severity: "critical"}, t0)
+	before, changes := commits(db), m.Changes()
+	for now := t0.Add(2 * time.Minute); now.Before(t0.Add(2 * time.Hour)); now = now.Add(time.Second) {
+		m.Tick(now)
+	}
+	if n := commits(db) - before; n != 0 {
+		t.Fatalf("%d commits in two quiet hours of ticks, want 0", n)
+	}
+	if m.Changes() != changes {
+		t.Fatalf("Changes rose from %d to %d with nothing changed", changes, m.Changes())
+	}
+	m.Resolve("open", nil, t0.Add(2*time.Hour))
+	if m.Changes() == changes {
+		t.Fatal("Changes did not rise with a resolve")
+	}
+	if n := len(m.All(0)); n != 4 {
+		t.Fatalf("%d incidents, want 4", n)
+	}
+	// A restart writes nothing either: the buckets exist.
+	before = commits(db)
+	if _, err := New(db, Options{Node: "n"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := commits(db) - before; n != 0 {
+		t.Fatalf("reopening committed %d times", n)
+	}
+}
+
+// Retention deletes every expired record in one commit, the hour after the previous prune.
+func TestRetentionDeletesAllExpired(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "r.db"))
+	defer db.Close()
+	m, _ := New(db, Options{Node: "n", Retention: time.Hour, StormLimit: 1000})
+	for i := 0; i < 300; i++ {
+		k := fmt.Sprint("k", i)
+		m.Raise(Raise{Key: k, Severity: "warning"}, t0)
+		m.Resolve(k, nil, t0)
+	}
+	m.Raise(Raise{Key: "open", Severity: "critical"}, t0)
+	m.Tick(t0.Add(30 * time.Minute)) // the first prune: nothing has expired
+	before := commits(db)
+	m.Tick(t0.Add(80 * time.Minute)) // expired, but the next prune is an hour after the first
+	if n := len(m.All(0)); n != 301 || commits(db) != before {
+		t.Fatalf("pruned before the hour was up: %d left, %d commits", n, commits(db)-before)
+	}
+	m.Tick(t0.Add(91 * time.Minute))
+	if all := m.All(0); len(all) != 1 || all[0].Key != "open" {
+		t.Fatalf("%d left after retention, want the open one", len(all))
+	}
+	if n := commits(db) - before; n != 1 {
+		t.Fatalf("retention took %d commits, want 1", n)
 	}
 }
 

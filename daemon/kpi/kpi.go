@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -45,30 +46,52 @@ type Log struct {
 	mu     sync.Mutex
 	last   map[string]byte
 	lastAt map[string]time.Time
+	gen    atomic.Uint64
 }
 
-// Open opens the log in db.
+// Changes rises with every change stored, so that a reader can tell whether a report is
+// still current.
+func (l *Log) Changes() uint64 { return l.gen.Load() }
+
+// Open opens the log in db. It writes only to create its buckets in a new database.
 func Open(db *bolt.DB) (*Log, error) {
 	l := &Log{db: db, last: map[string]byte{}, lastAt: map[string]time.Time{}}
-	err := db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bLog)
-		if err != nil {
-			return err
-		}
-		for _, c := range []string{Mains, Cooling} {
-			cb, err := b.CreateBucketIfNotExists([]byte(c))
-			if err != nil {
-				return err
-			}
-			if k, v := cb.Cursor().Last(); k != nil && len(v) > 0 {
-				l.last[c], l.lastAt[c] = v[0], keyTime(k)
+	conds := [][]byte{[]byte(Mains), []byte(Cooling)}
+	missing := false
+	db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bLog)
+		for _, c := range conds {
+			if b == nil || b.Bucket(c) == nil {
+				missing = true
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("kpi log: %w", err)
+	if missing {
+		err := db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists(bLog)
+			if err != nil {
+				return err
+			}
+			for _, c := range conds {
+				if _, err := b.CreateBucketIfNotExists(c); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("kpi log: %w", err)
+		}
 	}
+	db.View(func(tx *bolt.Tx) error {
+		for _, c := range conds {
+			if k, v := tx.Bucket(bLog).Bucket(c).Cursor().Last(); k != nil && len(v) > 0 {
+				l.last[string(c)], l.lastAt[string(c)] = v[0], keyTime(k)
+			}
+		}
+		return nil
+	})
 	return l, nil
 }
 
@@ -120,9 +143,10 @@ func (l *Log) record(cond string, val byte, t time.Time) error {
 	if at := l.lastAt[cond]; !t.After(at) && !at.IsZero() {
 		t = at.Add(time.Nanosecond) // keys are times: never overwrite the previous change
 	}
-	l.last[cond], l.lastAt[cond] = val, t
 	v := []byte{val}
-	return l.db.Update(func(tx *bolt.Tx) error {
+	// last changes only once the change is stored: a failed write is tried again by the
+	// next record of the same value.
+	err := l.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bLog).Bucket([]byte(cond))
 		if err := b.Put(key(t), v); err != nil {
 			return err
@@ -142,6 +166,12 @@ func (l *Log) record(cond string, val byte, t time.Time) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("kpi log: %w", err)
+	}
+	l.last[cond], l.lastAt[cond] = val, t
+	l.gen.Add(1)
+	return nil
 }
 
 type change struct {

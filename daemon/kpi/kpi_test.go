@@ -24,7 +24,11 @@ func TestAvailabilityAndIncidentKPIs(t *testing.T) {
 	l, _ := Open(db)
 	// Mains up from t0, lost for 1 h at t0+10h, up again: 23/24 in the day.
 	l.Record(Mains, true, t0)
+	c := l.Changes()
 	l.Record(Mains, true, t0.Add(time.Hour)) // no change: not stored
+	if l.Changes() != c {
+		t.Fatal("Changes rose without a change")
+	}
 	l.Record(Mains, false, t0.Add(10*time.Hour))
 	l.Record(Mains, true, t0.Add(11*time.Hour))
 	now := t0.Add(24 * time.Hour)

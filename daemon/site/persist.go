@@ -23,8 +23,8 @@ type saved struct {
 
 var bSaved = []byte("saved-state")
 
+// newSaved reads nothing and writes nothing: the bucket is made by the first save.
 func newSaved(db *bolt.DB) *saved {
-	db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucketIfNotExists(bSaved); return err })
 	return &saved{db: db, last: map[string][]byte{}}
 }
 
@@ -51,7 +51,19 @@ func (sv *saved) save(key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("save %s: %w", key, err)
 	}
-	if old, ok := sv.last[key]; ok && bytes.Equal(old, b) {
+	old, ok := sv.last[key]
+	if !ok {
+		// Not saved by this process yet: what an earlier run saved may be the same (a
+		// restart must not rewrite what it restored).
+		sv.db.View(func(tx *bolt.Tx) error {
+			if bk := tx.Bucket(bSaved); bk != nil {
+				old, ok = bytes.Clone(bk.Get([]byte(key))), bk.Get([]byte(key)) != nil
+			}
+			return nil
+		})
+	}
+	if ok && bytes.Equal(old, b) {
+		sv.last[key] = b
 		return nil
 	}
 	err = sv.db.Update(func(tx *bolt.Tx) error {

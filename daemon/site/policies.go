@@ -43,7 +43,7 @@ func newPolicies(s *Site) *policies {
 			s.log.Info("power policy restored", "state", snap.State, "since", snap.Since, "fsd", snap.FSD, "command_run", snap.Ran)
 		}
 		st, _ := p.power.State()
-		s.kpis.Record(kpi.Mains, st == failover.Normal || st == failover.Recovered, now)
+		s.recordKPI(kpi.Mains, st == failover.Normal || st == failover.Recovered, now)
 	} else {
 		// A policy taken out of the config must not come back, months later, with an old
 		// shutdown order.
@@ -61,7 +61,7 @@ func newPolicies(s *Site) *policies {
 			s.log.Info("cooling policy restored", "state", snap.State, "since", snap.Since)
 		}
 		st, _ := p.cooling.State()
-		s.kpis.Record(kpi.Cooling, st == failover.CoolNormal, now)
+		s.recordKPI(kpi.Cooling, st == failover.CoolNormal, now)
 	} else {
 		s.saved.forget(keyCooling)
 	}
@@ -135,9 +135,9 @@ func (p *policies) apply(acts []failover.Action) {
 			p.note(a, a.State)
 			switch a.Policy {
 			case "power":
-				s.kpis.Record(kpi.Mains, a.State == failover.Normal || a.State == failover.Recovered, a.At)
+				s.recordKPI(kpi.Mains, a.State == failover.Normal || a.State == failover.Recovered, a.At)
 			case "cooling":
-				s.kpis.Record(kpi.Cooling, a.State == failover.CoolNormal, a.At)
+				s.recordKPI(kpi.Cooling, a.State == failover.CoolNormal, a.At)
 			}
 			s.hub.publish(web.Event{Type: "policy", Data: map[string]any{"policy": a.Policy, "state": a.State, "reason": a.Reason, "ts": fmtTime(a.At)}})
 		case failover.Relay:
@@ -226,4 +226,12 @@ func (s *Site) markFSD(id string, on bool) {
 	}
 	s.store.Push(id, []sensors.Reading{r})
 	s.hub.publish(web.Event{Type: "reading", Data: []sensors.Reading{r}})
+}
+
+// recordKPI notes a condition in the KPI log; a failed write costs availability figures,
+// not the policy, so it is logged and the policy goes on.
+func (s *Site) recordKPI(cond string, ok bool, at time.Time) {
+	if err := s.kpis.Record(cond, ok, at); err != nil {
+		s.log.Error("KPI log not written", "condition", cond, "ok", ok, "err", err)
+	}
 }

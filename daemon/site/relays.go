@@ -45,7 +45,6 @@ var bRelays = []byte("relays")
 
 func newRelays(s *Site) *relays {
 	rs := &relays{s: s, m: map[string]*relay{}}
-	s.db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucketIfNotExists(bRelays); return err })
 	for _, spec := range s.cfg.Devices {
 		if !config.IsRelay(spec.Driver) {
 			continue
@@ -58,7 +57,11 @@ func newRelays(s *Site) *relays {
 		r := &relay{id: spec.ID, spec: spec, act: act, mode: "auto", want: safe, wantWhy: "safe state", on: safe}
 		s.db.View(func(tx *bolt.Tx) error {
 			var sm savedMode
-			if v := tx.Bucket(bRelays).Get([]byte(spec.ID)); v != nil && json.Unmarshal(v, &sm) == nil {
+			b := tx.Bucket(bRelays) // nil until an override is saved
+			if b == nil {
+				return nil
+			}
+			if v := b.Get([]byte(spec.ID)); v != nil && json.Unmarshal(v, &sm) == nil {
 				r.mode, r.by, r.changed = sm.Mode, sm.By, sm.At
 			}
 			return nil
@@ -85,7 +88,13 @@ func (rs *relays) setMode(id, mode, by string) error {
 	}
 	r.mode = mode
 	b, _ := json.Marshal(savedMode{Mode: mode, By: by, At: rs.s.now()})
-	if err := rs.s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bRelays).Put([]byte(id), b) }); err != nil {
+	if err := rs.s.db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(bRelays)
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte(id), b)
+	}); err != nil {
 		return fmt.Errorf("relay %s: save override: %w", id, err)
 	}
 	rs.s.log.Info("relay mode set", "relay", id, "mode", mode, "by", by)

@@ -187,6 +187,7 @@ func Replay(cfg *config.Config, tl *Timeline, out io.Writer) error {
 	}
 	next := 0
 	lastTick := start
+	tick := tickEvery(s.cfg.Devices) // as the running daemon's housekeeping
 	for t := time.Duration(0); t <= end; t += step {
 		vt = start.Add(t)
 		for next < len(events) && events[next].At <= t {
@@ -243,7 +244,7 @@ func Replay(cfg *config.Config, tl *Timeline, out io.Writer) error {
 			}
 			s.ingest(res)
 		}
-		if vt.Sub(lastTick) >= time.Second {
+		if vt.Sub(lastTick) >= tick {
 			lastTick = vt
 			s.inc.Tick(vt)
 			s.mu.Lock()

@@ -397,34 +397,83 @@ func randomID() string {
 	return hex.EncodeToString(b)
 }
 
-// housekeeping: telemetry, incident ticks, policy timers.
+// housekeeping runs the site's timed work on one timer: telemetry, the R/kpis publish, and a
+// tick for the policies' timers, flapping incidents, trap resolution and incident retention.
+// The tick comes at the fastest poll interval (tickEvery): the policies learn nothing new
+// between two polls, so a faster tick would only wake the daemon. The periods start
+// together, so one wake serves every job that is due. None of these jobs writes to the
+// database unless something changed.
 func (s *Site) housekeeping(ctx context.Context) {
-	tel := time.NewTicker(s.cfg.MQTT.TelemetryInterval)
-	defer tel.Stop()
-	sec := time.NewTicker(time.Second)
-	defer sec.Stop()
-	kpiTick := time.NewTicker(time.Minute)
-	defer kpiTick.Stop()
-	s.publishKPIs()
+	type job struct {
+		every time.Duration
+		next  time.Time
+		run   func()
+	}
+	tick := func() {
+		now := s.now()
+		s.mu.Lock()
+		if !s.retired {
+			s.inc.Tick(now)
+			s.policies.tick(now)
+			s.trapsTick(now)
+		}
+		s.mu.Unlock()
+	}
+	jobs := []*job{{every: tickEvery(s.cfg.Devices), run: tick}}
+	// The uplink may come and go with a reload: telemetry and R/kpis ask for it each time.
+	if len(s.cfg.MQTT.Brokers) > 0 || s.cfg.MQTT.EmbeddedBroker != "" {
+		publishKPIs := s.kpiPublisher()
+		publishKPIs()
+		jobs = append(jobs, &job{every: time.Minute, run: publishKPIs})
+		if s.cfg.MQTT.TelemetryInterval > 0 {
+			jobs = append(jobs, &job{every: s.cfg.MQTT.TelemetryInterval, run: s.telemetry})
+		}
+	}
+	start := time.Now()
+	for _, j := range jobs {
+		j.next = start.Add(j.every)
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		next := jobs[0].next
+		for _, j := range jobs {
+			if j.next.Before(next) {
+				next = j.next
+			}
+		}
+		timer.Reset(time.Until(next))
 		select {
 		case <-ctx.Done():
 			return
-		case <-tel.C:
-			s.telemetry()
-		case <-kpiTick.C:
-			s.publishKPIs()
-		case <-sec.C:
-			now := s.now()
-			s.mu.Lock()
-			if !s.retired {
-				s.inc.Tick(now)
-				s.policies.tick(now)
-				s.trapsTick(now)
+		case <-timer.C:
+		}
+		now := time.Now()
+		for _, j := range jobs {
+			// A job due within a few milliseconds runs on this wake rather than on its own.
+			if j.next.Sub(now) > coalesceWithin {
+				continue
 			}
-			s.mu.Unlock()
+			j.run()
+			for !j.next.After(now.Add(coalesceWithin)) {
+				j.next = j.next.Add(j.every)
+			}
 		}
 	}
+}
+
+const coalesceWithin = 20 * time.Millisecond
+
+// tickEvery is the housekeeping tick: the fastest poll interval, at least a second; a minute
+// for a site without devices.
+func tickEvery(devs []sensors.Spec) time.Duration {
+	every := time.Minute
+	for _, d := range devs {
+		if d.Poll > 0 && d.Poll < every {
+			every = d.Poll
+		}
+	}
+	return max(every, time.Second)
 }
 
 // telemetry queues a snapshot of every latest reading.
@@ -630,13 +679,29 @@ func removeFlag(status, flag string) string {
 	return strings.Join(slices.DeleteFunc(strings.Fields(status), func(f string) bool { return f == flag }), " ")
 }
 
-// publishKPIs retains the KPIs on R/kpis.
-func (s *Site) publishKPIs() {
-	if !s.sh.hasUplink() {
-		return
-	}
-	if err := s.sh.withUplink(func(up *uplink.Uplink) error { return up.Retain("kpis", s.KPIs()) }); err != nil {
-		s.log.Warn("kpis not published", "err", err)
+// kpiPublisher returns what retains the KPIs on R/kpis every minute. The report is computed
+// again only when the incidents or the KPI log changed, or an hour has passed (the windows
+// slide): computing it reads every stored incident, the largest idle cost of a site with a
+// long history.
+func (s *Site) kpiPublisher() func() {
+	var (
+		rep     kpi.Report
+		changes [2]uint64
+		at      time.Time
+	)
+	return func() {
+		if !s.sh.hasUplink() {
+			return
+		}
+		now := s.now()
+		c := [2]uint64{s.inc.Changes(), s.kpis.Changes()}
+		if at.IsZero() || c != changes || now.Sub(at) >= time.Hour || now.Before(at) {
+			rep, changes, at = s.KPIs().(kpi.Report), c, now
+		}
+		rep.TS = now.UTC().Format(time.RFC3339)
+		if err := s.sh.withUplink(func(up *uplink.Uplink) error { return up.Retain("kpis", rep) }); err != nil {
+			s.log.Warn("kpis not published", "err", err)
+		}
 	}
 }
 

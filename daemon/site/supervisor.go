@@ -234,7 +234,7 @@ func (sv *Supervisor) swapUplink() {
 	if err := cur.inc.Flush(); err != nil {
 		sv.log.Warn("incident events wait in the outbox", "err", err)
 	}
-	cur.publishKPIs()
+	cur.kpiPublisher()()
 }
 
 // takeOver carries over what the site it replaces keeps only in memory: ordered forced
