@@ -58,7 +58,7 @@ image:
 	mkdir -p images/out
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o images/out/rackwatch.arm64 ./daemon
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '-s -w' -o images/out/init.arm64 ./images/init
-	$(GO) run ./images/mkimage $(if $(KERNEL),-kernel '$(KERNEL)') -init images/out/init.arm64 -rackwatch images/out/rackwatch.arm64 -config images/rackwatch-image.yaml -o images/out/rackwatch-arm64.img
+	$(GO) run ./images/mkimage$(if $(KERNEL), -kernel '$(KERNEL)') -init images/out/init.arm64 -rackwatch images/out/rackwatch.arm64 -config images/rackwatch-image.yaml -o images/out/rackwatch-arm64.img
 
 # .deb packages for arm64 and armhf boards that run Debian.
 deb:
