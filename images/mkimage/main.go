@@ -14,6 +14,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
@@ -21,7 +23,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 )
 
 func main() {
@@ -61,11 +62,39 @@ func main() {
 	fmt.Printf("%s  %s\n", sum, o.Out)
 }
 
-// moduleKernel finds the kernel in the module cache, as pinned by go.mod.
+// moduleKernel finds the kernel of the module pinned by go.mod, downloading the module when
+// the module cache does not have it yet: `go list -m` would print an empty folder then.
 func moduleKernel() (string, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", kernelModule).Output()
+	dir, err := moduleDir(kernelModule)
 	if err != nil {
-		return "", fmt.Errorf("mkimage: find %s (go mod download it): %w", kernelModule, err)
+		return "", fmt.Errorf("mkimage: %w", err)
 	}
-	return filepath.Join(strings.TrimSpace(string(out)), "vmlinuz"), nil
+	return filepath.Join(dir, "vmlinuz"), nil
+}
+
+// moduleDir returns the folder of module mod, at the version of the build list, in the
+// module cache.
+func moduleDir(mod string) (string, error) {
+	cmd := exec.Command("go", "mod", "download", "-json", mod)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, runErr := cmd.Output()
+	// On failure go mod download -json still prints the module with its Error.
+	var m struct{ Path, Version, Dir, Error string }
+	if err := json.Unmarshal(out, &m); err != nil {
+		if runErr != nil {
+			return "", fmt.Errorf("go mod download %s: %v\n%s", mod, runErr, stderr.Bytes())
+		}
+		return "", fmt.Errorf("go mod download %s: %v", mod, err)
+	}
+	if m.Error != "" {
+		return "", fmt.Errorf("go mod download %s: %s", mod, m.Error)
+	}
+	if runErr != nil {
+		return "", fmt.Errorf("go mod download %s: %v\n%s", mod, runErr, stderr.Bytes())
+	}
+	if m.Dir == "" {
+		return "", fmt.Errorf("go mod download %s: no folder in the module cache", mod)
+	}
+	return m.Dir, nil
 }

@@ -32,12 +32,28 @@ func Require(t testing.TB, program, pkg string) string {
 			return p
 		}
 	}
-	msg := fmt.Sprintf("\n*** %s not found: install the Debian package %q (make test does) ***\n", program, pkg)
+	Missing(t, fmt.Sprintf("\n*** %s not found: install the Debian package %q (make test does) ***\n", program, pkg))
+	return ""
+}
+
+// RequireFile returns path, or stops the test as Require does when that file is missing. pkg
+// is the Debian package that provides it.
+func RequireFile(t testing.TB, path, pkg string) string {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		Missing(t, fmt.Sprintf("\n*** %s not found: install the Debian package %q (make test does) ***\n", path, pkg))
+	}
+	return path
+}
+
+// Missing stops a test that cannot run here because a peer (a program, a file, a privilege)
+// is missing: Fatal under CI=true, Skip otherwise. Every such skip goes through here.
+func Missing(t testing.TB, msg string) {
+	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
-	return ""
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.

@@ -1,0 +1,2 @@
+// Package d has no tests.
+package d
