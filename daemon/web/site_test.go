@@ -50,7 +50,7 @@ type siteOpts struct {
 
 // siteYAML is the demo site's shape with short polls and no script: the tests drive the sim
 // devices themselves.
-func siteYAML(t *testing.T, o siteOpts) string {
+func siteYAML(t testing.TB, o siteOpts) string {
 	t.Helper()
 	dir := t.TempDir()
 	users := filepath.Join(dir, "users")
@@ -123,7 +123,7 @@ func indent(lines string) string {
 var deviceIDs = []string{"ups1", "inlet-a", "inlet-b", "feed-a", "door", "leak", "genset", "crac2"}
 
 // runSite runs a site in-process until the test ends.
-func runSite(t *testing.T, o siteOpts) *testSite {
+func runSite(t testing.TB, o siteOpts) *testSite {
 	t.Helper()
 	s, _ := startSite(t, siteYAML(t, o))
 	return s
@@ -131,7 +131,7 @@ func runSite(t *testing.T, o siteOpts) *testSite {
 
 // startSite runs the site that yaml describes; stop (also called when the test ends) stops
 // it and waits until it has.
-func startSite(t *testing.T, yaml string) (*testSite, func()) {
+func startSite(t testing.TB, yaml string) (*testSite, func()) {
 	t.Helper()
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
