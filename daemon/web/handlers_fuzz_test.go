@@ -1,7 +1,6 @@
 package web_test
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"net/url"
@@ -40,14 +39,14 @@ func FuzzHandlers(f *testing.F) {
 		if err != nil {
 			return
 		}
+		if !validHeader(cookie) || !validHeader(ctype) {
+			return // net/http refuses to send it
+		}
 		if cookie != "" {
 			req.Header.Set("Cookie", cookie)
 		}
 		if ctype != "" {
 			req.Header.Set("Content-Type", ctype)
-		}
-		if !validHeader(cookie) || !validHeader(ctype) {
-			return // net/http refuses to send it
 		}
 		resp, err := client.Do(req)
 		if err != nil {
@@ -61,6 +60,12 @@ func FuzzHandlers(f *testing.F) {
 	})
 }
 
+// validHeader: net/http sends a header value only without control characters (tab aside).
 func validHeader(v string) bool {
-	return !bytes.ContainsAny([]byte(v), "\r\n\x00") && strings.ToValidUTF8(v, "") == v
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
