@@ -60,6 +60,7 @@ const (
 	ActionShutdown       = "shutdown.command"
 	ActionFirmware       = "firmware.update"
 	ActionSuppressed     = "suppressed"
+	ActionBackup         = "database.backup"
 )
 
 // DefaultRetention is audit.retention's default.

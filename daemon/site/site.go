@@ -206,7 +206,8 @@ func build(cfg *config.Config, opt Options, sh *shared, strict bool) (s *Site, e
 
 	// Listeners last, each bound now so that a port in use fails the build.
 	s.web, err = web.New(web.Options{Listen: cfg.Web.Listen, UsersFile: cfg.Web.UsersFile, RequireLogin: cfg.Web.RequireLogin,
-		TLSCert: cfg.Web.TLSCert, TLSKey: cfg.Web.TLSKey, Log: s.log.With("part", "web"), Registry: s.metrics.reg}, backend{s})
+		TLSCert: cfg.Web.TLSCert, TLSKey: cfg.Web.TLSKey, Log: s.log.With("part", "web"), Registry: s.metrics.reg,
+		OnLogin: sh.auditLogin, Audit: sh.auditRecords, Backup: sh.backup}, backend{s})
 	if err != nil {
 		return s, err
 	}
@@ -249,6 +250,7 @@ func (s *Site) loadState() error {
 	if err != nil {
 		return err
 	}
+	s.inc.SetAudit(s.auditIncident)
 	if s.kpis, err = kpi.Open(s.db); err != nil {
 		return err
 	}
@@ -573,7 +575,8 @@ func (s *Site) onDrop(d uplink.Drop) {
 }
 
 // command handles R/cmd.
-func (s *Site) command(ctx context.Context, c uplink.Command) error {
+func (s *Site) command(ctx context.Context, c uplink.Command) (err error) {
+	defer func() { s.auditCommand(c, err) }()
 	switch c.Action {
 	case "ack":
 		return s.Ack(c.Incident, "mqtt:"+c.ID)

@@ -265,6 +265,7 @@ func (s *Server) failed(r *http.Request, user string) {
 	s.ipLimit.fail(clientIP(r))
 	s.userLimit.fail(user)
 	s.log.Warn("web: failed login", "user", user, "client", clientIP(r))
+	s.onLogin(user, clientIP(r), false)
 }
 
 func (s *Server) succeeded(r *http.Request, user string) {
@@ -411,6 +412,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	s.succeeded(r, name)
 	ses := s.sess.create(name)
 	s.log.Info("web: login", "user", name, "client", clientIP(r))
+	s.onLogin(name, clientIP(r), true)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: ses.id, Path: "/", Expires: ses.expires, MaxAge: int(sessionTTL.Seconds()),
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.secure(r)})
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Path: "/login", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.secure(r)})
