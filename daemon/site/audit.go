@@ -107,6 +107,19 @@ func (sh *shared) auditLogin(user, client string, ok bool) {
 	sh.refused(client, rec)
 }
 
+// auditNUT records a NUT client's PRIMARY, FSD or INSTCMD; refused ones are rate-limited per
+// client address.
+func (sh *shared) auditNUT(user, addr, action, ups, detail string, ok bool) {
+	rec := audit.Record{Actor: "nut:" + cut(user, 64), Source: audit.NUT, Action: "nut." + action, Target: ups, Detail: cut(detail, 300) + " from " + addr}
+	if ok {
+		sh.record(rec)
+		return
+	}
+	rec.Action = audit.ActionCommandRefused
+	rec.Detail = "nut." + action + " " + rec.Detail
+	sh.refused(addr, rec)
+}
+
 // auditRecords serves GET /api/v1/audit.
 func (sh *shared) auditRecords(limit int) (any, error) {
 	if sh.audit == nil {
