@@ -136,6 +136,13 @@ rules:
 	if r := command(t, c, sub, "force-1", `"action":"relay","device":"crac","state":"on"`); r["ok"] != true {
 		t.Fatalf("relay command: %v", r)
 	}
+	// Refused commands: not a command at all, and one that fails.
+	if r := command(t, c, sub, "bad-1", `"action":"explode"`); r["ok"] != false {
+		t.Fatalf("unknown action: %v", r)
+	}
+	if r := command(t, c, sub, "bad-2", `"action":"relay","device":"nope","state":"on"`); r["ok"] != false {
+		t.Fatalf("unknown relay: %v", r)
+	}
 	// The reload, by SIGHUP, of a changed file.
 	d.write(site(filepath.Join(dir, "data"), "# reloaded\n"))
 	sum := sha256.Sum256([]byte(site(filepath.Join(dir, "data"), "# reloaded\n")))
@@ -173,6 +180,15 @@ rules:
 		if r.Actor != want.actor || r.Source != want.source || r.Target != want.target || !strings.Contains(r.Detail, want.detail) || len(r.Hash) != 64 {
 			t.Errorf("%s record: %+v, want actor %s, source %s, target %s, detail with %s", want.action, r, want.actor, want.source, want.target, want.detail)
 		}
+	}
+	refused := map[string]bool{}
+	for _, r := range recs {
+		if r.Action == "command.refused" && r.Source == "mqtt" {
+			refused[r.Actor] = true
+		}
+	}
+	if !refused["mqtt:bad-1"] || !refused["mqtt:bad-2"] {
+		t.Errorf("refused commands not in the trail: %+v", recs)
 	}
 	if t.Failed() {
 		t.FailNow()

@@ -81,6 +81,10 @@ type Options struct {
 	// OnDrop is called (outside any lock, after the drop is on disk) when the queue cap made
 	// the uplink drop telemetry; the daemon turns it into an incident.
 	OnDrop func(Drop)
+	// OnRefused is called, on a goroutine of its own, for each command refused before it was
+	// run (not a valid command, or busy), with its id (maybe empty) and why; the daemon keeps
+	// it in the audit trail.
+	OnRefused func(id, why string)
 }
 
 // Drop reports telemetry messages the queue cap pushed out. Their seqs will never arrive.

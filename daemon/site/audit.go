@@ -78,6 +78,12 @@ func (s *Site) auditCommand(c uplink.Command, err error) {
 		Target: target, Detail: cut(c.Action+": "+err.Error(), 300)})
 }
 
+// auditRefusedCommand records a command the uplink refused before it ran. MQTT does not say
+// who sent it: the trail counts them under the address "mqtt".
+func (sh *shared) auditRefusedCommand(id, why string) {
+	sh.refused("mqtt", audit.Record{Actor: "mqtt:" + cut(id, 64), Source: audit.MQTT, Action: audit.ActionCommandRefused, Detail: cut(why, 300)})
+}
+
 // auditReload records a reload, applied or refused, with the SHA-256 of the file read.
 func (sh *shared) auditReload(path, by string, err error) {
 	src := audit.Config

@@ -463,7 +463,7 @@ func uplinkKey(o *uplink.Options) string {
 		return ""
 	}
 	c := *o
-	c.Logger, c.OnDrop = nil, nil
+	c.Logger, c.OnDrop, c.OnRefused = nil, nil, nil
 	return fmt.Sprintf("%#v", c)
 }
 
@@ -496,6 +496,7 @@ func (sh *shared) startUplink(opts uplink.Options) error {
 			s.onDrop(d)
 		}
 	}
+	opts.OnRefused = sh.auditRefusedCommand
 	up, err := uplink.New(sh.db, opts)
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)
