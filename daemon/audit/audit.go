@@ -165,6 +165,7 @@ type Log struct {
 	nextPrune time.Time
 	refusals  map[string]*refusal
 	dropped   uint64 // records that could not be written (logged)
+	suppress  uint64 // refusals counted in a suppressed record rather than recorded one by one
 }
 
 // Open prepares the trail in db and applies the retention.
@@ -328,6 +329,13 @@ func (l *Log) Dropped() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.dropped
+}
+
+// Suppressed is how many refusals were counted rather than recorded one by one.
+func (l *Log) Suppressed() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.suppress
 }
 
 func (l *Log) poke() {

@@ -1,9 +1,11 @@
 package audit
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,7 +153,62 @@ func TestRefusalsAreCounted(t *testing.T) {
 	if s := recs[0]; s.Action != ActionSuppressed || !strings.HasPrefix(s.Detail, "48 more login.failed from 192.0.2.7") {
 		t.Fatalf("summary record: %+v", s)
 	}
+	if n := l.Suppressed(); n != 48 {
+		t.Errorf("Suppressed = %d, want 48", n)
+	}
 	if _, err := Verify(db); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPublishResumes: records go out oldest first; one whose send failed goes again; what
+// was sent is not sent again after a restart, and the rest is.
+func TestPublishResumes(t *testing.T) {
+	c := &clock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	db, l := open(t, c)
+	for range 3 {
+		l.Append(Record{Actor: "a", Source: Web, Action: ActionLogin})
+	}
+	run := func(l *Log, want int, fail uint64) []uint64 {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		got := make(chan uint64, 10)
+		done := make(chan struct{})
+		failed := false
+		go func() {
+			defer close(done)
+			l.Publish(ctx, func(_ context.Context, r Record) error {
+				if r.Seq == fail && !failed {
+					failed = true
+					l.Kick()
+					return errors.New("broker gone")
+				}
+				got <- r.Seq
+				return nil
+			})
+		}()
+		var seqs []uint64
+		for len(seqs) < want {
+			select {
+			case s := <-got:
+				seqs = append(seqs, s)
+			case <-time.After(30 * time.Second):
+				t.Fatalf("sent %v, want %d records", seqs, want)
+			}
+		}
+		cancel()
+		<-done
+		return seqs
+	}
+	if got := run(l, 3, 2); !slices.Equal(got, []uint64{1, 2, 3}) {
+		t.Fatalf("first run sent %v", got)
+	}
+	l2, err := Open(db, Options{Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Append(Record{Actor: "b", Source: Web, Action: ActionLogin})
+	if got := run(l2, 1, 0); !slices.Equal(got, []uint64{4}) {
+		t.Fatalf("after a restart sent %v, want [4]", got)
 	}
 }

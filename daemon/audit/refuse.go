@@ -56,6 +56,7 @@ func (l *Log) Refused(addr string, r Record) {
 		rf.timer = time.AfterFunc(max(wait, time.Millisecond), func() { l.flushRefusal(key) })
 	}
 	rf.suppressed++
+	l.suppress++
 	rf.last = now
 	l.mu.Unlock()
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/rackwatch/rackwatch/daemon/audit"
@@ -142,6 +143,21 @@ func (sh *shared) backup(w io.Writer, user, client string) error {
 		_, err := tx.WriteTo(w)
 		return err
 	})
+}
+
+// auditMetrics are the trail's counters on /metrics.
+func (sh *shared) auditMetrics() []prometheus.Collector {
+	if sh.audit == nil {
+		return nil
+	}
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rackwatch_audit_suppressed_total",
+			Help: "Failed logins and refused commands counted in a suppressed audit record rather than recorded one by one."},
+			func() float64 { return float64(sh.audit.Suppressed()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rackwatch_audit_write_errors_total",
+			Help: "Audit records that could not be written (logged)."},
+			func() float64 { return float64(sh.audit.Dropped()) }),
+	}
 }
 
 func cut(s string, n int) string {

@@ -260,6 +260,7 @@ func (s *Site) loadState() error {
 		s.rules.Seed(key, rules.ParseLevel(sev))
 	}
 	s.metrics = newMetrics(s)
+	s.metrics.reg.MustRegister(s.sh.auditMetrics()...)
 	return nil
 }
 
