@@ -39,6 +39,7 @@ func run(args []string) int {
 	check := fs.Bool("check", false, "check the config and exit: 0 when valid, 1 with every problem on stderr")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	replay := fs.String("replay", "", "feed the readings of `TIMELINE.yaml` through the rules and policies on a virtual clock and print the decisions as JSON lines")
+	verify := fs.Bool("verify-audit", false, "check the audit trail's hash chain and exit: 0 and the record count, or 1 and the first broken record")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -77,6 +78,9 @@ func run(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	if *verify {
+		return verifyAudit(cfg, os.Stdout, os.Stderr)
 	}
 	if *replay != "" {
 		return runReplay(cfg, *replay, os.Stdout, os.Stderr)

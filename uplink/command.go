@@ -348,6 +348,9 @@ func (u *Uplink) replyRefusals(ctx context.Context) {
 			return
 		case r := <-u.refusals:
 			u.publishReply(r)
+			if u.opts.OnRefused != nil {
+				u.opts.OnRefused(r.ID, r.Error)
+			}
 		}
 	}
 }

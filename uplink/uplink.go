@@ -81,6 +81,10 @@ type Options struct {
 	// OnDrop is called (outside any lock, after the drop is on disk) when the queue cap made
 	// the uplink drop telemetry; the daemon turns it into an incident.
 	OnDrop func(Drop)
+	// OnRefused is called, on a goroutine of its own, for each command refused before it was
+	// run (not a valid command, or busy), with its id (maybe empty) and why; the daemon keeps
+	// it in the audit trail.
+	OnRefused func(id, why string)
 }
 
 // Drop reports telemetry messages the queue cap pushed out. Their seqs will never arrive.
@@ -470,7 +474,7 @@ func (u *Uplink) IncidentTx(tx *bbolt.Tx, in Incident) (committed func(), err er
 }
 
 // reserved subtopics belong to the contract and cannot be used by Retain.
-var reserved = map[string]bool{"state": true, "telemetry": true, "incidents": true, "cmd": true}
+var reserved = map[string]bool{"state": true, "telemetry": true, "incidents": true, "cmd": true, "audit": true}
 
 // Retain publishes payload (JSON-encoded) retained with QoS 1 on R/subtopic, now if connected
 // and again after every reconnect. Only the latest payload per subtopic is kept, in memory.
@@ -491,6 +495,35 @@ func (u *Uplink) Retain(subtopic string, payload any) error {
 	u.mu.Unlock()
 	u.poke()
 	return nil
+}
+
+// ErrNotConnected is what Publish returns while no broker is connected.
+var ErrNotConnected = errors.New("uplink: not connected")
+
+// Publish sends payload on R/subtopic with QoS 1, not retained, and returns once the broker
+// acknowledged it. Nothing is queued here: the caller keeps the message until Publish returns
+// nil (the audit trail is its own durable queue) and tries again later.
+func (u *Uplink) Publish(ctx context.Context, subtopic string, payload []byte) error {
+	u.mu.Lock()
+	c := u.client
+	u.mu.Unlock()
+	if c == nil {
+		return ErrNotConnected
+	}
+	t := c.Publish(u.root+"/"+subtopic, 1, false, payload)
+	timer := time.NewTimer(u.opts.AckTimeout)
+	defer timer.Stop()
+	select {
+	case <-t.Done():
+		if err := t.Error(); err != nil {
+			return fmt.Errorf("uplink: publish %s: %w", subtopic, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return fmt.Errorf("uplink: publish %s: no answer within %v", subtopic, u.opts.AckTimeout)
+	}
 }
 
 func (u *Uplink) poke() { signal(u.wake) }

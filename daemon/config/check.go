@@ -141,6 +141,9 @@ func (c *checker) check(cfg *Config) {
 	if cfg.Incidents.StormLimit < 0 {
 		c.addf(c.at("incidents", "storm_limit"), "incidents: storm_limit cannot be negative")
 	}
+	if cfg.Audit.Retention < 0 {
+		c.addf(c.at("audit", "retention"), "audit: retention cannot be negative")
+	}
 	for i, u := range cfg.Traps.Users {
 		if err := snmpdev.CheckTrapUser(u); err != nil {
 			c.addf(c.at("traps", "users", i), "traps: %v", err)

@@ -38,6 +38,7 @@ type Config struct {
 	Rules     []Rule         `yaml:"rules"`
 	Failover  Failover       `yaml:"failover"`
 	Incidents Incidents      `yaml:"incidents"`
+	Audit     Audit          `yaml:"audit"`
 
 	// Path is the file the config came from ("" for the built-in demo).
 	Path string `yaml:"-"`
@@ -179,6 +180,11 @@ type Incidents struct {
 	FlapWindow  time.Duration `yaml:"flap_window"`  // … within this: one incident with a flap count
 	MaxResolved int           `yaml:"max_resolved"` // and at most this many resolved ones (10000)
 	StormLimit  int           `yaml:"storm_limit"`  // incidents one source may open a minute (30)
+}
+
+// Audit is the audit trail (CONTRACT.md §7).
+type Audit struct {
+	Retention time.Duration `yaml:"retention"` // records kept (default 400 days)
 }
 
 // Problem is one thing wrong with a config file.
@@ -374,6 +380,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Incidents.Retention == 0 {
 		c.Incidents.Retention = 90 * 24 * time.Hour
+	}
+	if c.Audit.Retention == 0 {
+		c.Audit.Retention = 400 * 24 * time.Hour
 	}
 	if c.Incidents.FlapCount == 0 {
 		c.Incidents.FlapCount = 5

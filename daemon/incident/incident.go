@@ -126,6 +126,7 @@ type Manager struct {
 	opens   map[string][]time.Time
 	publish func(Event) error
 	stage   Stager
+	audit   func(tx *bolt.Tx, e Event) error
 	// recent opens and storms, by source
 	recent map[string][]time.Time
 	storms map[string]*storm
@@ -249,6 +250,14 @@ func (m *Manager) SetStager(st Stager) {
 	m.mu.Unlock()
 }
 
+// SetAudit sets f, called inside the transaction of every later event: an event whose
+// record cannot be written is not stored either.
+func (m *Manager) SetAudit(f func(tx *bolt.Tx, e Event) error) {
+	m.mu.Lock()
+	m.audit = f
+	m.mu.Unlock()
+}
+
 // Flush hands on the outbox, oldest first, stopping at the first failure.
 func (m *Manager) Flush() error {
 	m.mu.Lock()
@@ -329,6 +338,11 @@ func (m *Manager) commit(in *Incident, event, by string, now time.Time) (Event, 
 		}
 		if err := tx.Bucket(bIncidents).Put(idKey(in.ID), b); err != nil {
 			return err
+		}
+		if m.audit != nil {
+			if err := m.audit(tx, e); err != nil {
+				return err
+			}
 		}
 		if m.stage != nil {
 			a, err := m.stage(tx, e)

@@ -416,6 +416,13 @@ func (c *conn) logout(_ context.Context, args []string) (string, action) {
 	return "OK Goodbye\n", hangUp
 }
 
+// audit tells the audit trail of a command done (ok) or refused.
+func (c *conn) audit(action, ups, detail string, ok bool) {
+	if c.s.cfg.Audit != nil {
+		c.s.cfg.Audit(c.username, c.addr, action, ups, detail, ok)
+	}
+}
+
 // primaryCmd answers PRIMARY, and MASTER its old name, with the name that was asked for.
 func primaryCmd(word string) handler {
 	return func(c *conn, _ context.Context, args []string) (string, action) {
@@ -426,11 +433,13 @@ func primaryCmd(word string) handler {
 			return errLine(errUnknownUPS), carryOn
 		}
 		if !c.allowed("PRIMARY") {
+			c.audit("primary", args[0], "access denied", false)
 			return errLine(errAccessDenied), carryOn
 		}
 		c.s.mu.Lock()
 		c.primary = true
 		c.s.mu.Unlock()
+		c.audit("primary", args[0], word, true)
 		return "OK " + word + "-GRANTED\n", carryOn
 	}
 }
@@ -444,12 +453,15 @@ func (c *conn) fsd(_ context.Context, args []string) (string, action) {
 		return errLine(errUnknownUPS), carryOn
 	}
 	if !c.allowed("FSD") {
+		c.audit("fsd", name, "access denied", false)
 		return errLine(errAccessDenied), carryOn
 	}
 	if err := c.s.src.SetFSD(name); err != nil {
 		c.s.log.Error("NUT FSD failed", "user", c.username, "from", c.addr, "ups", name, "err", err)
+		c.audit("fsd", name, "failed: "+err.Error(), true)
 		return errLine(errSetFailed), carryOn
 	}
+	c.audit("fsd", name, "set", true)
 	c.s.log.Warn("NUT client set FSD", "user", c.username, "from", c.addr, "ups", name)
 	return "OK FSD-SET\n", carryOn
 }
@@ -493,6 +505,7 @@ func (c *conn) instcmd(ctx context.Context, args []string) (string, action) {
 	cmd = u.Commands[i]
 	a, ok := c.authenticate()
 	if !ok || !(a.instcmds["all"] || a.instcmds[strings.ToLower(cmd)]) {
+		c.audit("instcmd", name, cmd+": access denied", false)
 		return errLine(errAccessDenied), carryOn
 	}
 	var arg string
@@ -507,8 +520,10 @@ func (c *conn) instcmd(ctx context.Context, args []string) (string, action) {
 		}
 		c.s.log.Error("NUT instant command failed", "user", c.username, "from", c.addr, "ups", name,
 			"cmd", cmd, "err", err)
+		c.audit("instcmd", name, cmd+" "+arg+": failed: "+err.Error(), true)
 		return errLine(errInstcmdFailed), carryOn
 	}
 	c.s.log.Info("NUT instant command", "user", c.username, "from", c.addr, "ups", name, "cmd", cmd, "arg", arg)
+	c.audit("instcmd", name, strings.TrimSpace(cmd+" "+arg), true)
 	return "OK\n", carryOn
 }

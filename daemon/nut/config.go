@@ -38,6 +38,9 @@ type Config struct {
 	TLSKey  string `yaml:"tls_key"`
 	// Version is rackwatch's version, shown in VER after the NUT version it follows.
 	Version string `yaml:"-"`
+	// Audit hears of PRIMARY (MASTER), FSD and INSTCMD, done (ok) or refused, with the user
+	// and the client's address (the audit trail); nil: nobody.
+	Audit func(user, addr, action, ups, detail string, ok bool) `yaml:"-"`
 }
 
 // User is one entry of upsd.users.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rackwatch/rackwatch/daemon/audit"
 	"github.com/rackwatch/rackwatch/daemon/failover"
 	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/daemon/kpi"
@@ -176,6 +177,7 @@ func (p *policies) note(a failover.Action, what string) {
 func (p *policies) run(cmd string) {
 	s := p.s
 	s.log.Warn("running the shutdown command", "command", cmd)
+	s.sh.record(audit.Record{Actor: "failover:power", Source: audit.System, Action: audit.ActionShutdown, Target: "shutdown_command", Detail: cut(cmd, 500)})
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()

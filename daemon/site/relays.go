@@ -8,6 +8,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/rackwatch/rackwatch/daemon/audit"
 	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/web"
 	"github.com/rackwatch/rackwatch/sensors"
@@ -86,17 +87,21 @@ func (rs *relays) setMode(id, mode, by string) error {
 	default:
 		return fmt.Errorf("relay state is on, off or auto, not %q", mode)
 	}
-	r.mode = mode
 	b, _ := json.Marshal(savedMode{Mode: mode, By: by, At: rs.s.now()})
-	if err := rs.s.db.Update(func(tx *bolt.Tx) error {
+	err := rs.s.db.Update(func(tx *bolt.Tx) error {
 		bk, err := tx.CreateBucketIfNotExists(bRelays)
 		if err != nil {
 			return err
 		}
-		return bk.Put([]byte(id), b)
-	}); err != nil {
+		if err := bk.Put([]byte(id), b); err != nil {
+			return err
+		}
+		return rs.s.recordTx(tx, audit.Record{Actor: by, Source: sourceOf(by), Action: audit.ActionRelay, Target: id, Detail: "mode " + mode})
+	})
+	if err != nil {
 		return fmt.Errorf("relay %s: save override: %w", id, err)
 	}
+	r.mode = mode
 	rs.s.log.Info("relay mode set", "relay", id, "mode", mode, "by", by)
 	why := "operator override"
 	if mode == "auto" {

@@ -210,7 +210,7 @@ func build(cfg *config.Config, opt Options, sh *shared, strict bool) (s *Site, e
 		TLSCert: w.TLSCert, TLSKey: w.TLSKey, Log: s.log.With("part", "web"), Registry: s.metrics.reg,
 		MaxConns: w.MaxConns, MaxConnsPerAddr: w.MaxConnsPerAddr, MaxEventStreams: w.MaxEventStreams,
 		ReadHeaderTimeout: w.ReadHeaderTimeout, ReadTimeout: w.ReadTimeout, WriteTimeout: w.WriteTimeout,
-		IdleTimeout: w.IdleTimeout}, backend{s})
+		IdleTimeout: w.IdleTimeout, OnLogin: sh.auditLogin, Audit: sh.auditRecords, Backup: sh.backup}, backend{s})
 	if err != nil {
 		return s, err
 	}
@@ -253,6 +253,7 @@ func (s *Site) loadState() error {
 	if err != nil {
 		return err
 	}
+	s.inc.SetAudit(s.auditIncident)
 	if s.kpis, err = kpi.Open(s.db); err != nil {
 		return err
 	}
@@ -262,6 +263,7 @@ func (s *Site) loadState() error {
 		s.rules.Seed(key, rules.ParseLevel(sev))
 	}
 	s.metrics = newMetrics(s)
+	s.metrics.reg.MustRegister(s.sh.auditMetrics()...)
 	return nil
 }
 
@@ -626,7 +628,8 @@ func (s *Site) onDrop(d uplink.Drop) {
 }
 
 // command handles R/cmd.
-func (s *Site) command(ctx context.Context, c uplink.Command) error {
+func (s *Site) command(ctx context.Context, c uplink.Command) (err error) {
+	defer func() { s.auditCommand(c, err) }()
 	switch c.Action {
 	case "ack":
 		return s.Ack(c.Incident, "mqtt:"+c.ID)

@@ -13,6 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/rackwatch/rackwatch/daemon/audit"
 	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/drivers/snmptrap"
@@ -93,6 +94,14 @@ func (sv *Supervisor) Run(ctx context.Context) error {
 		defer sh.pool.CloseAll()
 	}
 	defer db.Close()
+	if sh.audit, err = audit.Open(db, audit.Options{Retention: cfg.Audit.Retention, Now: sv.opt.Now, Log: sv.log}); err != nil {
+		<-sv.lock
+		return err
+	}
+	actx, stopAudit := context.WithCancel(context.Background())
+	auditDone := make(chan struct{})
+	go func() { defer close(auditDone); sh.publishAudit(actx) }()
+	defer func() { stopAudit(); <-auditDone; sh.audit.FlushRefusals() }()
 	s, err := build(cfg, sv.opt, sh, false)
 	if err == nil && s.upOpts != nil {
 		if err = sh.startUplink(*s.upOpts); err != nil {
@@ -161,13 +170,16 @@ func (sv *Supervisor) Reload(ctx context.Context, by string) error {
 	return sv.reloadLocked(by)
 }
 
-func (sv *Supervisor) reloadLocked(by string) error {
+func (sv *Supervisor) reloadLocked(by string) (err error) {
 	sh := sv.sh
 	old := sh.current()
 	cfg, err := sv.load()
 	if err != nil {
-		return sv.refuse(old, by, err)
+		err = sv.refuse(old, by, err)
+		sh.auditReload(old.cfg.Path, by, err)
+		return err
 	}
+	defer func() { sh.auditReload(cfg.Path, by, err) }()
 	sv.log.Info("reloading config", "file", cfg.Path, "by", by)
 	// Traps wait for the swap (their receiver may be shared) rather than reach a site that
 	// is being replaced.
@@ -179,6 +191,7 @@ func (sv *Supervisor) reloadLocked(by string) error {
 		sh.trapMu.Unlock()
 		return sv.refuse(old, by, err)
 	}
+	sh.audit.SetRetention(cfg.Audit.Retention)
 	old.retireLocked()
 	old.mu.Unlock()
 	old.halt()
@@ -277,6 +290,8 @@ type shared struct {
 	up     atomic.Pointer[uplink.Uplink]
 	upKey  string
 	upStop func()
+
+	audit *audit.Log // nil for a site that runs nothing (replay)
 }
 
 type trapRecv struct {
@@ -448,7 +463,7 @@ func uplinkKey(o *uplink.Options) string {
 		return ""
 	}
 	c := *o
-	c.Logger, c.OnDrop = nil, nil
+	c.Logger, c.OnDrop, c.OnRefused = nil, nil, nil
 	return fmt.Sprintf("%#v", c)
 }
 
@@ -481,6 +496,7 @@ func (sh *shared) startUplink(opts uplink.Options) error {
 			s.onDrop(d)
 		}
 	}
+	opts.OnRefused = sh.auditRefusedCommand
 	up, err := uplink.New(sh.db, opts)
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)
@@ -505,6 +521,9 @@ func (sh *shared) startUplink(opts uplink.Options) error {
 	sh.upStop = func() { cancel(); <-done }
 	sh.upMu.Unlock()
 	sh.up.Store(up)
+	if sh.audit != nil {
+		sh.audit.Kick()
+	}
 	return nil
 }
 

@@ -197,6 +197,7 @@ func (s *Server) failed(r *http.Request, user string) {
 	s.ipLimit.Fail(addr)
 	s.pairLimit.Fail(addr + "\x00" + user)
 	s.log.Warn("web: failed login", "user", user, "client", clientIP(r))
+	s.onLogin(user, clientIP(r), false)
 }
 
 // succeeded forgets the failures of this address with this user only: a valid account of
@@ -374,6 +375,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	s.succeeded(r, name)
 	ses := s.sess.create(name)
 	s.log.Info("web: login", "user", name, "client", clientIP(r))
+	s.onLogin(name, clientIP(r), true)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: ses.id, Path: "/", Expires: ses.expires, MaxAge: int(sessionTTL.Seconds()),
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.secure(r)})
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Path: "/login", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.secure(r)})

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,14 @@ type Options struct {
 	// Registry is served at /metrics; nil serves an empty one. The server adds its own
 	// connection, stream and login counters to it.
 	Registry *prometheus.Registry
+	// OnLogin hears of every login by the form and every failed login (form or HTTP Basic),
+	// with the client's address (the audit trail); nil: nobody.
+	OnLogin func(user, client string, ok bool)
+	// Audit returns up to limit audit records, newest first (GET /api/v1/audit); nil: 404.
+	Audit func(limit int) (any, error)
+	// Backup writes a consistent copy of the database (GET /api/v1/backup, login needed), for
+	// an auditor to run -verify-audit on while the daemon runs; nil: 404.
+	Backup func(w io.Writer, user, client string) error
 
 	// Limits; zero is the default (README, "Limits against a hostile network").
 	MaxConns          int           // connections open at once, from everyone
@@ -155,6 +164,8 @@ func New(opt Options, b Backend) (*Server, error) {
 	s.mux.HandleFunc("GET /api/v1/incidents", s.incidents)
 	s.mux.HandleFunc("GET /api/v1/kpis", s.kpis)
 	s.mux.HandleFunc("GET /api/v1/history", s.history)
+	s.mux.HandleFunc("GET /api/v1/audit", s.audit)
+	s.mux.HandleFunc("GET /api/v1/backup", s.needLogin(s.backup))
 	s.mux.HandleFunc("POST /api/v1/incidents/{id}/ack", s.needLogin(s.ack))
 	s.mux.HandleFunc("POST /api/v1/relays/{id}", s.needLogin(s.relay))
 	s.mux.HandleFunc("GET /events", s.events)
@@ -383,6 +394,50 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, user string) {
 		return
 	}
 	s.done(w, r, "#contacts")
+}
+
+func (s *Server) onLogin(user, client string, ok bool) {
+	if s.opt.OnLogin != nil {
+		s.opt.OnLogin(user, client, ok)
+	}
+}
+
+func (s *Server) backup(w http.ResponseWriter, r *http.Request, user string) {
+	if s.opt.Backup == nil {
+		httpError(w, http.StatusNotFound, "no database")
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="rackwatch.db"`)
+	if err := s.opt.Backup(w, user, clientIP(r)); err != nil {
+		// Headers are gone: a cut-off body is what the client sees, and the log says why.
+		s.log.Warn("web: backup not completed", "user", user, "err", err)
+	}
+}
+
+// maxAuditLimit bounds one answer of /api/v1/audit.
+const maxAuditLimit = 10000
+
+func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
+	if s.opt.Audit == nil {
+		httpError(w, http.StatusNotFound, "no audit trail")
+		return
+	}
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			httpError(w, http.StatusBadRequest, "limit is a positive number")
+			return
+		}
+		limit = min(n, maxAuditLimit)
+	}
+	recs, err := s.opt.Audit(limit)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSONz(w, r, recs)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
