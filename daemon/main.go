@@ -86,6 +86,9 @@ func run(args []string) int {
 		return runReplay(cfg, *replay, os.Stdout, os.Stderr)
 	}
 
+	// A log reader that goes away (a supervisor stopping, journald restarting) must not kill
+	// the daemon with SIGPIPE in the middle of a clean stop: writes to it just fail.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *cfgPath == "" {

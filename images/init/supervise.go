@@ -72,7 +72,10 @@ func (s *supervisor) currentPID() int {
 func (s *supervisor) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	nctx, ncancel := context.WithCancel(ctx)
+	// The log sink and the notify socket outlive ctx until the program has exited: its last
+	// words (and its clean stop, which a write to a closed log pipe would cut short with
+	// SIGPIPE) come after the SIGTERM.
+	nctx, ncancel := context.WithCancel(context.Background())
 	defer ncancel()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.logs.run(nctx) }()
