@@ -224,7 +224,9 @@ func TestReconnectTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bus.Close()
-	read := func() error { return bus.ReadAll(context.Background(), 1, []modbus.Span{{modbus.Holding, 0, 1}})[0].Err }
+	read := func() error {
+		return bus.ReadAll(context.Background(), 1, []modbus.Span{{modbus.Holding, 0, 1}})[0].Err
+	}
 	if err := read(); err != nil {
 		t.Fatal(err)
 	}
