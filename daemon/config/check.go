@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/rackwatch/rackwatch/sensors"
+	mbsensor "github.com/rackwatch/rackwatch/sensors/modbus"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
@@ -21,14 +22,14 @@ var commonKeys = []string{"id", "driver", "poll", "timeout", "description"}
 // upsDrivers are the drivers whose devices are UPSes (NUT names, power policy).
 var upsDrivers = map[string]bool{"megatec": true, "upsmib": true, "sim.ups": true}
 
-// IsUPS reports whether a driver reads a UPS.
-func IsUPS(driver string) bool { return upsDrivers[driver] }
+// IsUPS reports whether a device reads a UPS (a modbus device does with a UPS profile).
+func IsUPS(d sensors.Spec) bool { return upsDrivers[d.Driver] || mbsensor.IsUPS(d) }
 
 // relayDrivers are the drivers whose devices can be switched.
 var relayDrivers = map[string]bool{"relay": true, "sim.relay": true}
 
-// IsRelay reports whether a driver drives a relay.
-func IsRelay(driver string) bool { return relayDrivers[driver] }
+// IsRelay reports whether a device drives a relay (a modbus device does with a relay entry).
+func IsRelay(d sensors.Spec) bool { return relayDrivers[d.Driver] || mbsensor.IsRelay(d) }
 
 type checker struct {
 	file     string
@@ -189,7 +190,7 @@ func (c *checker) check(cfg *Config) {
 			switch {
 			case !ok:
 				c.addf(c.at("failover", "power", "ups", j), "failover.power: no device %q", id)
-			case !IsUPS(d.Driver):
+			case !IsUPS(d):
 				c.addf(c.at("failover", "power", "ups", j), "failover.power: %q is a %s, not a UPS", id, d.Driver)
 			}
 		}
@@ -226,7 +227,7 @@ func (c *checker) checkRelay(n *yaml.Node, where, id string, ids map[string]sens
 	switch {
 	case !ok:
 		c.addf(n, "%s: no device %q", where, id)
-	case !IsRelay(d.Driver):
+	case !IsRelay(d):
 		c.addf(n, "%s: %q is a %s, not a relay", where, id, d.Driver)
 	}
 }
@@ -298,6 +299,18 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 			c.addf(c.nodeIn(n, "metrics", j), "device %q: each metric needs a name and an oid", d.ID)
 		}
 	}
+	if d.Driver == mbsensor.Name {
+		for _, p := range mbsensor.Check(d) {
+			at := keyNode(n, p.Key)
+			if p.Index >= 0 {
+				at = c.nodeIn(n, p.Key, p.Index)
+				if p.Field != "" {
+					at = keyNode(at, p.Field)
+				}
+			}
+			c.addf(at, "device %q: %s", d.ID, p.Msg)
+		}
+	}
 	for j, s := range d.Script {
 		if j > 0 && s.At < d.Script[j-1].At {
 			c.addf(c.nodeIn(n, "script", j), "device %q: script steps must be in time order", d.ID)
@@ -322,7 +335,7 @@ func isSpecKey(k string) bool {
 	return false
 }
 
-var specKeys = strings.Fields("id driver poll timeout description port baud target community version v3 metrics bus address shunt_ohms max_current pin active debounce safe_state values script loop")
+var specKeys = strings.Fields("id driver poll timeout description port baud target community version v3 metrics bus address shunt_ohms max_current pin active debounce safe_state values script loop unit_id profile registers parity stop_bits word_order transport relay")
 
 func (c *checker) checkRule(n *yaml.Node, r Rule, ids map[string]sensors.Spec) {
 	if r.Name == "" {

@@ -47,7 +47,7 @@ func newRelays(s *Site) *relays {
 	rs := &relays{s: s, m: map[string]*relay{}}
 	s.db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucketIfNotExists(bRelays); return err })
 	for _, spec := range s.cfg.Devices {
-		if !config.IsRelay(spec.Driver) {
+		if !config.IsRelay(spec) {
 			continue
 		}
 		act, ok := s.devs[spec.ID].(sensors.Actuator)
