@@ -3,6 +3,7 @@ package modbus
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 )
 
@@ -82,7 +83,13 @@ func Decode(regs []uint16, t Type, lowFirst bool) (num float64, text string, err
 	case Int32:
 		return float64(int32(u)), "", nil
 	case Float32:
-		return float64(math.Float32frombits(uint32(u))), "", nil
+		// The shortest decimal that is this float32 (230.1, not 230.10000610351562): the
+		// device meant the former.
+		f := float64(math.Float32frombits(uint32(u)))
+		if g, err := strconv.ParseFloat(strconv.FormatFloat(f, 'g', -1, 32), 64); err == nil {
+			f = g
+		}
+		return f, "", nil
 	case Float64:
 		return math.Float64frombits(u), "", nil
 	}
