@@ -238,3 +238,21 @@ func TestReconnectTCP(t *testing.T) {
 	_ = srv2
 	testpeer.Eventually(t, 30*time.Second, "the bus to reconnect", func() bool { return read() == nil })
 }
+
+// RTU frames through a TCP gateway: the request carries the unit id and a CRC, no MBAP header.
+func TestRTUOverTCP(t *testing.T) {
+	srv := testpeer.StartModbusRTUOverTCP(t, `{"units": {"5": {"holding": [{"address": 3, "type": "int32", "value": -123456}]}}}`)
+	bus, err := modbus.Open(modbus.Conn{Mode: "rtuovertcp", Addr: srv.Addr, Baud: 9600}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	var r modbus.Result
+	testpeer.Eventually(t, 30*time.Second, "the gateway to answer", func() bool {
+		r = bus.ReadAll(context.Background(), 5, []modbus.Span{{modbus.Holding, 3, 2}})[0]
+		return r.Err == nil
+	})
+	if v, _, _ := modbus.Decode(r.Regs, modbus.Int32, false); v != -123456 {
+		t.Errorf("read %v, want -123456", v)
+	}
+}

@@ -115,3 +115,20 @@ func (m *Modbus) Requests(t testing.TB) []string {
 	}
 	return strings.Split(s, "\n")
 }
+
+// StartModbusRTUOverTCP serves mapJSON over RTU framing behind a TCP "gateway" (socat joining
+// a loopback port to the server's pty), as a serial-to-Ethernet converter does; m.Addr is the
+// gateway's address.
+func StartModbusRTUOverTCP(t testing.TB, mapJSON string) *Modbus {
+	t.Helper()
+	socat := Require(t, "socat", "socat")
+	requirePymodbus(t)
+	a := filepath.Join(t.TempDir(), "server")
+	port := strconv.Itoa(FreePort(t))
+	Start(t, socat, "pty,raw,echo=0,link="+a, "tcp-listen:"+port+",bind=127.0.0.1,reuseaddr")
+	Eventually(t, 30*time.Second, "socat's pty", func() bool { _, err := os.Stat(a); return err == nil })
+	m := &Modbus{Addr: "127.0.0.1:" + port}
+	// No WaitTCP: socat serves one connection, the client's, and ends when it closes.
+	m.start(t, mapJSON, "--rtu", a)
+	return m
+}
