@@ -197,7 +197,15 @@ func (c *checker) check(cfg *Config) {
 		if p.GeneratorRelay != "" {
 			c.checkRelay(c.at("failover", "power", "generator_relay"), "failover.power", p.GeneratorRelay, ids)
 		}
-		if p.ShutdownRuntimeBelow < 0 || p.GeneratorTimeout < 0 {
+		if p.GeneratorDevice != "" {
+			if _, ok := ids[p.GeneratorDevice]; !ok {
+				c.addf(c.at("failover", "power", "generator_device"), "failover.power: no device %q", p.GeneratorDevice)
+			}
+			if p.GeneratorRelay == "" {
+				c.addf(c.at("failover", "power", "generator_device"), "failover.power: generator_device needs generator_relay (the start it confirms)")
+			}
+		}
+		if p.ShutdownRuntimeBelow < 0 || p.GeneratorTimeout < 0 || p.GeneratorStartWithin < 0 {
 			c.addf(n, "failover.power: durations must be positive")
 		}
 	}
