@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackwatch/rackwatch/daemon/failover"
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
@@ -56,4 +58,51 @@ failover:
 		vars, err := testpeer.Upsc(t, "ups4", s.NUTAddr().String())
 		return err == nil && vars["ups.status"] == "OB LB FSD"
 	})
+}
+
+// TestModbusGeneratorStart: the generator controller is a Deep Sea GenComm controller over
+// Modbus TCP (pymodbus serving the dse-gencomm profile's registers). Mains lost: the relay is
+// energised; the engine still stopped generator_start_within later opens the critical
+// generator-start incident; the engine reported running closes it.
+func TestModbusGeneratorStart(t *testing.T) {
+	b, err := os.ReadFile("../../sensors/modbus/testdata/dse-gencomm.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := string(b)
+	stopped := strings.Replace(running, `{"address": 1408, "raw": [3]}`, `{"address": 1408, "raw": [0]}`, 1)
+	if stopped == running {
+		t.Fatal("the testdata changed: the engine state register was not found")
+	}
+	srv := testpeer.StartModbusTCP(t, stopped)
+	s := runSite(t, fmt.Sprintf(`site: mb
+node: rack1
+data_dir: %s
+web: {listen: "127.0.0.1:0"}
+devices:
+  - id: ups1
+    driver: sim.ups
+    poll: 1s
+    script:
+      - {at: 1s, set: {ups.status: OB}}
+  - {id: genset, driver: sim.relay, safe_state: "off", poll: 1s}
+  - {id: gen-ctl, driver: modbus, profile: dse-gencomm, target: "%s", poll: 1s}
+failover:
+  power: {ups: [ups1], generator_relay: genset, generator_device: gen-ctl, generator_start_within: 3s, confirm_polls: 1}
+`, t.TempDir(), srv.Addr))
+
+	open := func() *incident.Incident {
+		for _, in := range s.Incidents().OpenIncidents() {
+			if in.Rule == failover.KeyGenStart {
+				return &in
+			}
+		}
+		return nil
+	}
+	testpeer.Eventually(t, 60*time.Second, "the generator-start incident", func() bool { return open() != nil })
+	if in := open(); in.Severity != "critical" || !strings.Contains(in.Summary, "generator failed to start") {
+		t.Errorf("incident %+v", in)
+	}
+	srv.SetMap(t, running)
+	testpeer.Eventually(t, 60*time.Second, "the incident resolved once the engine runs", func() bool { return open() == nil })
 }
