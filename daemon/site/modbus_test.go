@@ -105,4 +105,13 @@ failover:
 	}
 	srv.SetMap(t, running)
 	testpeer.Eventually(t, 60*time.Second, "the incident resolved once the engine runs", func() bool { return open() == nil })
+	// The page's relay shows the engine beside it.
+	testpeer.Eventually(t, 30*time.Second, "the engine state beside the relay", func() bool {
+		for _, r := range status(t, s)["relays"].([]any) {
+			if rm := r.(map[string]any); rm["id"] == "genset" {
+				return rm["engine"] == "running, 230 V"
+			}
+		}
+		return false
+	})
 }

@@ -146,7 +146,24 @@ func (rs *relays) safe() {
 }
 
 func (rs *relays) view(r *relay) web.Relay {
-	return web.Relay{ID: r.id, On: r.on, Mode: r.mode, ChangedBy: r.by, Why: r.why, Changed: fmtTime(r.changed)}
+	return web.Relay{ID: r.id, On: r.on, Mode: r.mode, ChangedBy: r.by, Why: r.why, Changed: fmtTime(r.changed), Engine: rs.engine(r.id)}
+}
+
+// engine is the generator controller's word on the engine, beside the relay that starts it.
+func (rs *relays) engine(relay string) string {
+	p := rs.s.cfg.Failover.Power
+	if p == nil || p.GeneratorDevice == "" || p.GeneratorRelay != relay {
+		return ""
+	}
+	st, ok := rs.s.store.Reading(p.GeneratorDevice, "engine.state.text")
+	if !ok || st.Quality != sensors.Good {
+		return "unknown"
+	}
+	out := st.Text
+	if v, ok := rs.s.store.Reading(p.GeneratorDevice, "generator.voltage.l1"); ok && v.Quality == sensors.Good {
+		out += fmt.Sprintf(", %.0f V", v.Value)
+	}
+	return out
 }
 
 func (rs *relays) list() []web.Relay {
