@@ -37,6 +37,16 @@ type Spec struct {
 	Debounce  time.Duration `yaml:"debounce"`
 	SafeState string        `yaml:"safe_state"` // on, off
 
+	// Modbus (sensors/modbus checks them).
+	UnitID    int              `yaml:"unit_id"`
+	Profile   string           `yaml:"profile"`
+	Registers []RegisterSpec   `yaml:"registers"`
+	Parity    string           `yaml:"parity"`     // none, even, odd
+	StopBits  int              `yaml:"stop_bits"`  // 1, 2
+	WordOrder string           `yaml:"word_order"` // high_first, low_first: the device's default
+	Transport string           `yaml:"transport"`  // with target: tcp, rtu_over_tcp
+	Relay     *ModbusRelaySpec `yaml:"relay"`
+
 	// Simulated twins.
 	Values map[string]Value `yaml:"values"`
 	Script []ScriptStep     `yaml:"script"`
@@ -64,6 +74,28 @@ type MetricSpec struct {
 	OID   string  `yaml:"oid"`
 	Unit  string  `yaml:"unit"`
 	Scale float64 `yaml:"scale"`
+}
+
+// RegisterSpec is one value of a generic modbus device.
+type RegisterSpec struct {
+	Name      string  `yaml:"name"`
+	Table     string  `yaml:"table"`
+	Address   int     `yaml:"address"`
+	Type      string  `yaml:"type"`
+	Count     int     `yaml:"count"`
+	WordOrder string  `yaml:"word_order"`
+	Unit      string  `yaml:"unit"`
+	Scale     float64 `yaml:"scale"`
+	Offset    float64 `yaml:"offset"`
+}
+
+// ModbusRelaySpec makes a modbus device switchable: a coil, or a holding register written
+// with On or Off.
+type ModbusRelaySpec struct {
+	Table   string `yaml:"table"`
+	Address int    `yaml:"address"`
+	On      *int   `yaml:"on"`
+	Off     *int   `yaml:"off"`
 }
 
 // ScriptStep is one step of a simulated device's story: at At after start (or after the

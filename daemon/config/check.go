@@ -11,6 +11,7 @@ import (
 
 	"github.com/rackwatch/rackwatch/daemon/nut"
 	"github.com/rackwatch/rackwatch/sensors"
+	mbsensor "github.com/rackwatch/rackwatch/sensors/modbus"
 	snmpdev "github.com/rackwatch/rackwatch/sensors/snmp"
 	"github.com/rackwatch/rackwatch/uplink"
 )
@@ -23,14 +24,14 @@ var commonKeys = []string{"id", "driver", "poll", "timeout", "description"}
 // upsDrivers are the drivers whose devices are UPSes (NUT names, power policy).
 var upsDrivers = map[string]bool{"megatec": true, "upsmib": true, "sim.ups": true}
 
-// IsUPS reports whether a driver reads a UPS.
-func IsUPS(driver string) bool { return upsDrivers[driver] }
+// IsUPS reports whether a device reads a UPS (a modbus device does with a UPS profile).
+func IsUPS(d sensors.Spec) bool { return upsDrivers[d.Driver] || mbsensor.IsUPS(d) }
 
 // relayDrivers are the drivers whose devices can be switched.
 var relayDrivers = map[string]bool{"relay": true, "sim.relay": true}
 
-// IsRelay reports whether a driver drives a relay.
-func IsRelay(driver string) bool { return relayDrivers[driver] }
+// IsRelay reports whether a device drives a relay (a modbus device does with a relay entry).
+func IsRelay(d sensors.Spec) bool { return relayDrivers[d.Driver] || mbsensor.IsRelay(d) }
 
 type checker struct {
 	file     string
@@ -203,14 +204,22 @@ func (c *checker) check(cfg *Config) {
 			switch {
 			case !ok:
 				c.addf(c.at("failover", "power", "ups", j), "failover.power: no device %q", id)
-			case !IsUPS(d.Driver):
+			case !IsUPS(d):
 				c.addf(c.at("failover", "power", "ups", j), "failover.power: %q is a %s, not a UPS", id, d.Driver)
 			}
 		}
 		if p.GeneratorRelay != "" {
 			c.checkRelay(c.at("failover", "power", "generator_relay"), "failover.power", p.GeneratorRelay, ids)
 		}
-		if p.ShutdownRuntimeBelow < 0 || p.GeneratorTimeout < 0 {
+		if p.GeneratorDevice != "" {
+			if _, ok := ids[p.GeneratorDevice]; !ok {
+				c.addf(c.at("failover", "power", "generator_device"), "failover.power: no device %q", p.GeneratorDevice)
+			}
+			if p.GeneratorRelay == "" {
+				c.addf(c.at("failover", "power", "generator_device"), "failover.power: generator_device needs generator_relay (the start it confirms)")
+			}
+		}
+		if p.ShutdownRuntimeBelow < 0 || p.GeneratorTimeout < 0 || p.GeneratorStartWithin < 0 {
 			c.addf(n, "failover.power: durations must be positive")
 		}
 	}
@@ -257,7 +266,7 @@ func (c *checker) checkRelay(n *yaml.Node, where, id string, ids map[string]sens
 	switch {
 	case !ok:
 		c.addf(n, "%s: no device %q", where, id)
-	case !IsRelay(d.Driver):
+	case !IsRelay(d):
 		c.addf(n, "%s: %q is a %s, not a relay", where, id, d.Driver)
 	}
 }
@@ -316,6 +325,18 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 		}
 		c.addf(where, "device %q: %v", d.ID, err)
 	}
+	if d.Driver == mbsensor.Name {
+		for _, p := range mbsensor.Check(d) {
+			at := keyNode(n, p.Key)
+			if p.Index >= 0 {
+				at = c.nodeIn(n, p.Key, p.Index)
+				if p.Field != "" {
+					at = keyNode(at, p.Field)
+				}
+			}
+			c.addf(at, "device %q: %s", d.ID, p.Msg)
+		}
+	}
 	for j, s := range d.Script {
 		if j > 0 && s.At < d.Script[j-1].At {
 			c.addf(c.nodeIn(n, "script", j), "device %q: script steps must be in time order", d.ID)
@@ -355,7 +376,7 @@ func isSpecKey(k string) bool {
 	return false
 }
 
-var specKeys = strings.Fields("id driver poll timeout description port baud target community version v3 metrics bus address shunt_ohms max_current pin active debounce safe_state values script loop")
+var specKeys = strings.Fields("id driver poll timeout description port baud target community version v3 metrics bus address shunt_ohms max_current pin active debounce safe_state values script loop unit_id profile registers parity stop_bits word_order transport relay")
 
 func (c *checker) checkRule(n *yaml.Node, r Rule, ids map[string]sensors.Spec) {
 	if r.Name == "" {

@@ -161,6 +161,10 @@ type Power struct {
 	GeneratorCooldown time.Duration `yaml:"generator_cooldown"`
 	// AutoClear clears FSD once mains is back without an operator's acknowledgement.
 	AutoClear bool `yaml:"auto_clear"`
+	// GeneratorDevice is the generator controller that confirms the start: engine.running 1
+	// and a generator.voltage reading within GeneratorStartWithin (30s) of the relay.
+	GeneratorDevice      string        `yaml:"generator_device"`
+	GeneratorStartWithin time.Duration `yaml:"generator_start_within"`
 }
 
 // Cooling is the cooling policy.
@@ -373,6 +377,9 @@ func (c *Config) applyDefaults() {
 		}
 		if p.GeneratorTimeout == 0 {
 			p.GeneratorTimeout = 60 * time.Second
+		}
+		if p.GeneratorStartWithin == 0 {
+			p.GeneratorStartWithin = 30 * time.Second
 		}
 	}
 	if cl := c.Failover.Cooling; cl != nil && cl.Metric == "" {

@@ -13,7 +13,7 @@ func TestContractExampleAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the CONTRACT.md example must be accepted as it stands:\n%v", err)
 	}
-	if cfg.Site != "dc1-hall2" || len(cfg.Devices) != 10 || cfg.Failover.Power == nil || cfg.Failover.Cooling == nil {
+	if cfg.Site != "dc1-hall2" || len(cfg.Devices) != 12 || cfg.Failover.Power == nil || cfg.Failover.Cooling == nil {
 		t.Fatalf("decoded %+v", cfg)
 	}
 	if cfg.Devices[0].Poll != 2*time.Second || cfg.Devices[3].Address != 0x44 {

@@ -55,6 +55,7 @@ type Power struct {
 	ran        bool      // the shutdown command ran for this outage
 	genOn      bool
 	genOff     time.Time // when the generator is released (cool-down end)
+	gen        genView
 }
 
 type upsView struct {
@@ -83,6 +84,9 @@ func NewPower(cfg config.Power, now time.Time) *Power {
 	if p.cfg.ConfirmPolls < 1 {
 		p.cfg.ConfirmPolls = 1
 	}
+	if p.cfg.GeneratorStartWithin <= 0 {
+		p.cfg.GeneratorStartWithin = 30 * time.Second
+	}
 	return p
 }
 
@@ -92,13 +96,20 @@ func (p *Power) State() (string, time.Time) { return p.state, p.since }
 // FSD reports whether a forced shutdown is in force (the covered UPSes show FSD).
 func (p *Power) FSD() bool { return p.fsd }
 
-// Covers reports whether the policy watches this UPS.
-func (p *Power) Covers(id string) bool { _, ok := p.ups[id]; return ok }
+// Covers reports whether the policy watches this device: a covered UPS or the generator
+// controller.
+func (p *Power) Covers(id string) bool {
+	_, ok := p.ups[id]
+	return ok || (id != "" && id == p.cfg.GeneratorDevice)
+}
 
 // Observe takes one poll of a device (its state and readings).
 func (p *Power) Observe(id, devState string, rs []sensors.Reading, at time.Time) []Action {
 	u, ok := p.ups[id]
 	if !ok {
+		if id != "" && id == p.cfg.GeneratorDevice {
+			return p.observeGenerator(devState, rs, at)
+		}
 		return nil
 	}
 	var out []Action
@@ -311,5 +322,5 @@ func (p *Power) step(now time.Time) []Action {
 			out = append(out, p.set(Normal, now, "generator released, no forced shutdown"))
 		}
 	}
-	return out
+	return append(out, p.checkGenerator(now)...)
 }

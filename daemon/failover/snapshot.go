@@ -9,15 +9,17 @@ import "time"
 // again from the first polls after a restart: a decision that needs confirming is confirmed
 // again, never taken on readings from before the gap.
 type PowerSnapshot struct {
-	State   string                 `json:"state"`
-	Since   time.Time              `json:"since"`
-	OBSince time.Time              `json:"ob_since,omitzero"`
-	FSD     bool                   `json:"fsd,omitempty"`
-	Acked   bool                   `json:"acked,omitempty"`
-	Ran     bool                   `json:"command_run,omitempty"` // the shutdown command was started (or about to be) for this event
-	GenOn   bool                   `json:"generator_on,omitempty"`
-	GenOff  time.Time              `json:"generator_off,omitzero"` // end of the generator cool-down
-	UPS     map[string]UPSSnapshot `json:"ups,omitempty"`
+	State   string    `json:"state"`
+	Since   time.Time `json:"since"`
+	OBSince time.Time `json:"ob_since,omitzero"`
+	FSD     bool      `json:"fsd,omitempty"`
+	Acked   bool      `json:"acked,omitempty"`
+	Ran     bool      `json:"command_run,omitempty"` // the shutdown command was started (or about to be) for this event
+	GenOn   bool      `json:"generator_on,omitempty"`
+	GenOff  time.Time `json:"generator_off,omitzero"` // end of the generator cool-down
+	// GenFailed: the generator-start incident is open, so a start after the restart resolves it.
+	GenFailed bool                   `json:"generator_failed,omitempty"`
+	UPS       map[string]UPSSnapshot `json:"ups,omitempty"`
 }
 
 // UPSSnapshot is what the power policy remembers of one UPS: whether it was last seen on
@@ -32,7 +34,7 @@ type UPSSnapshot struct {
 
 // Snapshot is the policy's state to save.
 func (p *Power) Snapshot() PowerSnapshot {
-	s := PowerSnapshot{State: p.state, Since: p.since, OBSince: p.obSince, FSD: p.fsd, Acked: p.acked, Ran: p.ran, GenOn: p.genOn, GenOff: p.genOff}
+	s := PowerSnapshot{State: p.state, Since: p.since, OBSince: p.obSince, FSD: p.fsd, Acked: p.acked, Ran: p.ran, GenOn: p.genOn, GenOff: p.genOff, GenFailed: p.gen.failed}
 	for _, id := range p.order {
 		u := p.ups[id]
 		us := UPSSnapshot{OB: hasFlag(u.status, "OB"), Silent: u.silent}
@@ -68,6 +70,7 @@ func (p *Power) Restore(s PowerSnapshot, now time.Time) []Action {
 	}
 	p.state, p.since, p.obSince = s.State, s.Since, s.OBSince
 	p.fsd, p.acked, p.ran, p.genOff = s.FSD, s.Acked, s.Ran, s.GenOff
+	p.gen.failed = s.GenFailed
 	p.mainsSince = time.Time{}
 	for id, us := range s.UPS {
 		u, ok := p.ups[id]

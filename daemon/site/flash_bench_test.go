@@ -250,7 +250,7 @@ func BenchmarkIdleSite(b *testing.B) {
 	sub.Stop()
 	var pollsPerSec float64
 	for _, d := range s.cfg.Devices {
-		if d.Poll > 0 && !config.IsRelay(d.Driver) {
+		if d.Poll > 0 && !config.IsRelay(d) {
 			pollsPerSec += float64(time.Second) / float64(d.Poll)
 		}
 	}

@@ -66,7 +66,7 @@ type nutSource struct{ s *Site }
 func (n nutSource) UPSNames() []string {
 	var names []string
 	for _, d := range n.s.cfg.Devices {
-		if config.IsUPS(d.Driver) {
+		if config.IsUPS(d) {
 			names = append(names, d.ID)
 		}
 	}
@@ -75,7 +75,7 @@ func (n nutSource) UPSNames() []string {
 
 func (n nutSource) UPS(name string) (nut.UPS, bool) {
 	spec, ok := n.s.specs[name]
-	if !ok || !config.IsUPS(spec.Driver) {
+	if !ok || !config.IsUPS(spec) {
 		return nut.UPS{}, false
 	}
 	d, ok := n.s.store.Device(name)

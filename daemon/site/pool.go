@@ -71,7 +71,7 @@ func (p *Pool) stage(specs []sensors.Spec, strict bool) (st *staged, devs map[st
 			devs[spec.ID] = old.dev
 			continue
 		}
-		if inUse && config.IsRelay(spec.Driver) {
+		if inUse && config.IsRelay(spec) {
 			// Making a relay drives its line to the safe state: not while the running site
 			// holds the line.
 			st.later[spec.ID] = spec

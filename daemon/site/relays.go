@@ -47,7 +47,7 @@ var bRelays = []byte("relays")
 func newRelays(s *Site) *relays {
 	rs := &relays{s: s, m: map[string]*relay{}}
 	for _, spec := range s.cfg.Devices {
-		if !config.IsRelay(spec.Driver) {
+		if !config.IsRelay(spec) {
 			continue
 		}
 		act, ok := s.devs[spec.ID].(sensors.Actuator)
@@ -168,7 +168,24 @@ func (rs *relays) safe() {
 }
 
 func (rs *relays) view(r *relay) web.Relay {
-	return web.Relay{ID: r.id, On: r.on, Mode: r.mode, ChangedBy: r.by, Why: r.why, Changed: fmtTime(r.changed)}
+	return web.Relay{ID: r.id, On: r.on, Mode: r.mode, ChangedBy: r.by, Why: r.why, Changed: fmtTime(r.changed), Engine: rs.engine(r.id)}
+}
+
+// engine is the generator controller's word on the engine, beside the relay that starts it.
+func (rs *relays) engine(relay string) string {
+	p := rs.s.cfg.Failover.Power
+	if p == nil || p.GeneratorDevice == "" || p.GeneratorRelay != relay {
+		return ""
+	}
+	st, ok := rs.s.store.Reading(p.GeneratorDevice, "engine.state.text")
+	if !ok || st.Quality != sensors.Good {
+		return "unknown"
+	}
+	out := st.Text
+	if v, ok := rs.s.store.Reading(p.GeneratorDevice, "generator.voltage.l1"); ok && v.Quality == sensors.Good {
+		out += fmt.Sprintf(", %.0f V", v.Value)
+	}
+	return out
 }
 
 func (rs *relays) list() []web.Relay {

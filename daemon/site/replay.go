@@ -140,7 +140,7 @@ func Replay(cfg *config.Config, tl *Timeline, out io.Writer) error {
 		for k, v := range spec.Values {
 			d.vals[k] = v
 		}
-		if config.IsRelay(spec.Driver) {
+		if config.IsRelay(spec) {
 			s.devs[spec.ID] = sim.Relay{Device: sim.New("sim.relay", spec, now)}
 		}
 		devs = append(devs, d)
@@ -212,7 +212,7 @@ func Replay(cfg *config.Config, tl *Timeline, out io.Writer) error {
 			}
 		}
 		for _, d := range devs {
-			if vt.Before(d.next) || config.IsRelay(d.spec.Driver) {
+			if vt.Before(d.next) || config.IsRelay(d.spec) {
 				continue
 			}
 			d.next = d.next.Add(d.spec.Poll)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rackwatch/rackwatch/daemon/config"
 	_ "github.com/rackwatch/rackwatch/sensors/all"
@@ -164,5 +165,35 @@ func TestReplayAllCoolingSensorsLost(t *testing.T) {
 	// Fail safe only once every sensor is gone: inlet-c answered until 1:10.
 	if l := lines[on]; l.TS < "2026-01-01T00:01:10" {
 		t.Fatalf("relay on at %s, before the last sensor was lost", l.TS)
+	}
+}
+
+// The generator controller confirms the start within generator_start_within, or the critical
+// generator-start incident opens, on the replay's virtual clock.
+func TestReplayGeneratorStart(t *testing.T) {
+	genInc := func(event string) func(Line) bool {
+		return func(l Line) bool { return l.Type == "incident" && l.Key == "power:generator-start" && l.Event == event }
+	}
+	lines := replay(t, "genset.yaml", "genset-starts.yaml")
+	if _, on := find(lines, relayLine("genset", true)); on < 0 {
+		t.Fatalf("no generator start: %+v", lines)
+	}
+	if n := count(lines, genInc("opened")); n != 0 {
+		t.Errorf("the engine ran in time, yet %d generator-start incidents", n)
+	}
+
+	lines = replay(t, "genset.yaml", "genset-fails.yaml")
+	relay, _ := find(lines, relayLine("genset", true))
+	opened, at := find(lines, genInc("opened"))
+	if at < 0 || opened.Severity != "critical" {
+		t.Fatalf("no critical generator-start incident: %+v", lines)
+	}
+	ron, _ := time.Parse(time.RFC3339, relay.TS)
+	oat, _ := time.Parse(time.RFC3339, opened.TS)
+	if d := oat.Sub(ron); d < 30*time.Second || d > 35*time.Second {
+		t.Errorf("incident %v after the relay, want generator_start_within (30s) and a tick", d)
+	}
+	if _, res := find(lines, genInc("resolved")); res < at {
+		t.Errorf("the incident did not close once the engine ran: %+v", lines)
 	}
 }

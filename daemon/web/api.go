@@ -116,6 +116,9 @@ type Relay struct {
 	ChangedBy string `json:"changed_by,omitempty"`
 	Why       string `json:"why,omitempty"`
 	Changed   string `json:"changed,omitempty"`
+	// Engine is what the generator controller behind this relay reports
+	// (failover.power.generator_device): its engine state and voltage.
+	Engine string `json:"engine,omitempty"`
 }
 
 // NUTStatus lists the NUT clients logged in.

@@ -7,6 +7,7 @@ import (
 	_ "github.com/rackwatch/rackwatch/sensors/contact"
 	_ "github.com/rackwatch/rackwatch/sensors/ina219"
 	_ "github.com/rackwatch/rackwatch/sensors/megatec"
+	_ "github.com/rackwatch/rackwatch/sensors/modbus"
 	_ "github.com/rackwatch/rackwatch/sensors/relay"
 	_ "github.com/rackwatch/rackwatch/sensors/sht3x"
 	_ "github.com/rackwatch/rackwatch/sensors/sim"

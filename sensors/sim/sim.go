@@ -1,5 +1,5 @@
 // Package sim holds the simulated twins of the real drivers: sim.ups, sim.env, sim.power,
-// sim.contact and sim.relay. They take the same keys as their real twins (the hardware address
+// sim.contact, sim.relay, sim.meter and sim.genset. They take the same keys as their real twins (the hardware address
 // is optional), plus `values` (initial readings) and `script` (a story of timed changes), and
 // power the demo site and the tests.
 //
@@ -7,6 +7,10 @@
 // `loop: true` the story starts again from `values` when the last step's `at` is reached, so a
 // last step is the end marker of the loop. The special metric `fail` set to 1 makes the device
 // stop answering (its polls fail) until it is set back to 0: that is how a story loses a sensor.
+//
+// sim.meter (a three-phase meter) and sim.genset (a generator controller) are the twins of
+// the modbus device with the sdm630 and dse-gencomm profiles; a sim.genset names its
+// engine.state and engine.mode and says engine.running as the profile does.
 //
 // sim.ups models the battery: on battery (`OB` in ups.status) battery.charge falls at a rate
 // set by `discharge_s` (seconds from full to empty, default 1200) and battery.runtime follows
@@ -60,6 +64,19 @@ var units = map[string]map[string]string{
 	"sim.power":   {"voltage": "V", "current": "A", "power": "W", "energy": "Wh"},
 	"sim.contact": {"contact": ""},
 	"sim.relay":   {"relay": ""},
+	// The modbus twins give a subset of the sdm630 and dse-gencomm profiles' readings.
+	"sim.meter": {
+		"voltage": "V", "voltage.l1": "V", "voltage.l2": "V", "voltage.l3": "V",
+		"current": "A", "current.l1": "A", "current.l2": "A", "current.l3": "A",
+		"power": "W", "power.l1": "W", "power.l2": "W", "power.l3": "W",
+		"frequency": "Hz", "energy": "Wh",
+	},
+	"sim.genset": {
+		"engine.state": "", "engine.state.text": "", "engine.running": "", "engine.mode": "",
+		"engine.mode.text": "", "engine.speed": "rpm", "generator.voltage.l1": "V",
+		"generator.frequency": "Hz", "generator.load": "%", "mains.voltage.l1": "V",
+		"mains.frequency": "Hz", "battery.voltage": "V", "fuel.level": "%", "alarms.active": "",
+	},
 }
 
 var defaults = map[string]map[string]sensors.Value{
@@ -72,6 +89,18 @@ var defaults = map[string]map[string]sensors.Value{
 	"sim.power":   {"voltage": {Num: 230}, "current": {Num: 4}, "power": {Num: 920}, "energy": {Num: 0}},
 	"sim.contact": {"contact": {Num: 0}},
 	"sim.relay":   {},
+	"sim.meter": {
+		"voltage": {Num: 230}, "voltage.l1": {Num: 230}, "voltage.l2": {Num: 230}, "voltage.l3": {Num: 230},
+		"current": {Num: 12}, "current.l1": {Num: 4}, "current.l2": {Num: 4}, "current.l3": {Num: 4},
+		"power": {Num: 2760}, "power.l1": {Num: 920}, "power.l2": {Num: 920}, "power.l3": {Num: 920},
+		"frequency": {Num: 50}, "energy": {Num: 0},
+	},
+	"sim.genset": {
+		"engine.state": {Num: 0}, "engine.mode": {Num: 1}, "engine.speed": {Num: 0},
+		"generator.voltage.l1": {Num: 0}, "generator.frequency": {Num: 0}, "generator.load": {Num: 0},
+		"mains.voltage.l1": {Num: 230}, "mains.frequency": {Num: 50}, "battery.voltage": {Num: 24.6},
+		"fuel.level": {Num: 82}, "alarms.active": {Num: 0},
+	},
 }
 
 // Keys each twin accepts: its real twin's plus values, script, loop.
@@ -81,10 +110,21 @@ var keys = map[string][]string{
 	"sim.power":   {"bus", "address", "shunt_ohms", "max_current"},
 	"sim.contact": {"pin", "active", "debounce"},
 	"sim.relay":   {"pin", "active", "safe_state"},
+	"sim.meter":   modbusKeys,
+	"sim.genset":  modbusKeys,
 }
 
 // checks are the real twins' checks of the keys a twin shares with them.
 var checks = map[string]func(sensors.Spec) error{"sim.contact": contact.Check, "sim.relay": relay.Check}
+
+var modbusKeys = []string{"port", "baud", "target", "transport", "unit_id", "profile", "parity", "stop_bits"}
+
+// gensetStates and gensetModes name a sim.genset's engine.state and engine.mode as the
+// dse-gencomm profile does (DSE GenComm pages 3 and 6).
+var (
+	gensetStates = map[float64]string{0: "stopped", 1: "pre-start", 2: "warming up", 3: "running", 4: "cooling down", 5: "stopped", 6: "post-run"}
+	gensetModes  = map[float64]string{0: "stop", 1: "auto", 2: "manual", 3: "test on load", 4: "auto with manual restore", 5: "user configuration", 6: "test off load", 7: "off"}
+)
 
 func init() {
 	for kind := range units {
@@ -159,6 +199,13 @@ func (d *Device) advance(now time.Time) {
 		break
 	}
 	d.model(now)
+	if d.kind == "sim.genset" {
+		// Named after every step, so a script sets engine.state alone.
+		st := d.vals["engine.state"].Num
+		d.put("engine.state.text", sensors.Value{Text: gensetStates[st], IsText: true})
+		d.put("engine.mode.text", sensors.Value{Text: gensetModes[d.vals["engine.mode"].Num], IsText: true})
+		d.put("engine.running", sensors.Value{Num: b2f(st == 2 || st == 3)})
+	}
 }
 
 func (d *Device) set(k string, v sensors.Value) {
@@ -210,7 +257,7 @@ func (d *Device) model(now time.Time) {
 			flags = append(flags, "LB")
 		}
 		d.put("ups.status", sensors.Value{Text: strings.Join(flags, " "), IsText: true})
-	case "sim.power":
+	case "sim.power", "sim.meter":
 		e := d.vals["energy"].Num + d.vals["power"].Num*dt/3600
 		d.put("energy", sensors.Value{Num: round1(e)})
 	}

@@ -140,3 +140,30 @@ func TestMetricNamesFollowTheScript(t *testing.T) {
 	d.Set("contact", sensors.Value{Num: 1})
 	want(names(), "contact", "humidity", "temperature")
 }
+
+// A sim.genset names its state as the dse-gencomm profile does; a sim.meter counts energy.
+func TestGensetAndMeter(t *testing.T) {
+	c := &fakeClock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	g := New("sim.genset", sensors.Spec{ID: "gen", Script: []sensors.ScriptStep{
+		{At: 10 * time.Second, Set: map[string]sensors.Value{"engine.state": {Num: 3}, "generator.voltage.l1": {Num: 231}}},
+	}}, c.now)
+	if r := get(t, g, "engine.state.text"); r.Text != "stopped" {
+		t.Errorf("engine.state.text %q at start", r.Text)
+	}
+	if r := get(t, g, "engine.running"); r.Value != 0 {
+		t.Errorf("engine.running %v at start", r.Value)
+	}
+	c.t = c.t.Add(11 * time.Second)
+	if r := get(t, g, "engine.state.text"); r.Text != "running" {
+		t.Errorf("engine.state.text %q after the start step", r.Text)
+	}
+	if r := get(t, g, "engine.running"); r.Value != 1 {
+		t.Errorf("engine.running %v after the start step", r.Value)
+	}
+	m := New("sim.meter", sensors.Spec{ID: "meter", Values: map[string]sensors.Value{"power": {Num: 3600}}}, c.now)
+	get(t, m, "energy")
+	c.t = c.t.Add(time.Hour)
+	if r := get(t, m, "energy"); r.Value != 3600 || r.Unit != "Wh" {
+		t.Errorf("energy after an hour at 3600 W: %+v", r)
+	}
+}
