@@ -17,20 +17,11 @@ import (
 
 var nameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
 
-// commonKeys are accepted by every driver.
-var commonKeys = []string{"id", "driver", "poll", "timeout", "description"}
+// IsUPS reports whether a driver reads a UPS; the registry knows.
+func IsUPS(driver string) bool { return sensors.ClassOf(driver) == sensors.ClassUPS }
 
-// upsDrivers are the drivers whose devices are UPSes (NUT names, power policy).
-var upsDrivers = map[string]bool{"megatec": true, "upsmib": true, "sim.ups": true}
-
-// IsUPS reports whether a driver reads a UPS.
-func IsUPS(driver string) bool { return upsDrivers[driver] }
-
-// relayDrivers are the drivers whose devices can be switched.
-var relayDrivers = map[string]bool{"relay": true, "sim.relay": true}
-
-// IsRelay reports whether a driver drives a relay.
-func IsRelay(driver string) bool { return relayDrivers[driver] }
+// IsRelay reports whether a driver drives a relay; the registry knows.
+func IsRelay(driver string) bool { return sensors.ClassOf(driver) == sensors.ClassRelay }
 
 type checker struct {
 	file     string
@@ -273,21 +264,11 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 		c.addf(keyNode(n, "driver"), "device %q: unknown driver %q (known: %s)", d.ID, d.Driver, names(sensors.Drivers()))
 		return
 	}
-	allowed := map[string]bool{}
-	for _, k := range commonKeys {
-		allowed[k] = true
-	}
-	for _, k := range drv.Keys {
-		allowed[k] = true
-	}
+	// Keys the driver does not take were refused while decoding, at their line.
 	present := map[string]bool{}
 	if n != nil && n.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i]
-			present[k.Value] = true
-			if !allowed[k.Value] && isSpecKey(k.Value) {
-				c.addf(k, "device %q: the %s driver takes no key %q", d.ID, d.Driver, k.Value)
-			}
+			present[n.Content[i].Value] = true
 		}
 	}
 	missing := false
@@ -312,11 +293,6 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 		}
 		c.addf(where, "device %q: %v", d.ID, err)
 	}
-	for j, s := range d.Script {
-		if j > 0 && s.At < d.Script[j-1].At {
-			c.addf(c.nodeIn(n, "script", j), "device %q: script steps must be in time order", d.ID)
-		}
-	}
 }
 
 // unjoin lists the errors errors.Join put together (err itself otherwise).
@@ -333,25 +309,6 @@ func unjoin(err error) []error {
 	}
 	return []error{err}
 }
-
-func (c *checker) nodeIn(n *yaml.Node, key string, i int) *yaml.Node {
-	saved := c.root
-	c.root = n
-	defer func() { c.root = saved }()
-	return c.at(key, i)
-}
-
-// isSpecKey: unknown keys were already reported by the decoder with their line.
-func isSpecKey(k string) bool {
-	for _, f := range specKeys {
-		if f == k {
-			return true
-		}
-	}
-	return false
-}
-
-var specKeys = strings.Fields("id driver poll timeout description port baud target community version v3 metrics bus address shunt_ohms max_current pin active debounce safe_state values script loop")
 
 func (c *checker) checkRule(n *yaml.Node, r Rule, ids map[string]sensors.Spec) {
 	if r.Name == "" {

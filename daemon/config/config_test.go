@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackwatch/rackwatch/sensors"
 	_ "github.com/rackwatch/rackwatch/sensors/all"
+	"github.com/rackwatch/rackwatch/sensors/sht3x"
 )
 
 func TestContractExampleAccepted(t *testing.T) {
@@ -16,7 +18,7 @@ func TestContractExampleAccepted(t *testing.T) {
 	if cfg.Site != "dc1-hall2" || len(cfg.Devices) != 10 || cfg.Failover.Power == nil || cfg.Failover.Cooling == nil {
 		t.Fatalf("decoded %+v", cfg)
 	}
-	if cfg.Devices[0].Poll != 2*time.Second || cfg.Devices[3].Address != 0x44 {
+	if cfg.Devices[0].Poll != 2*time.Second || sensors.Opts[sht3x.Options](cfg.Devices[3]).Address != 0x44 {
 		t.Errorf("devices decoded wrong: %+v", cfg.Devices[:5])
 	}
 	if cfg.Rules[1].Severity != "critical" {

@@ -6,7 +6,6 @@ import (
 	"net"
 	"strconv"
 
-	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/nut"
 	"github.com/rackwatch/rackwatch/daemon/state"
 	"github.com/rackwatch/rackwatch/sensors"
@@ -63,7 +62,7 @@ type nutSource struct{ s *Site }
 func (n nutSource) UPSNames() []string {
 	var names []string
 	for _, d := range n.s.cfg.Devices {
-		if config.IsUPS(d.Driver) {
+		if sensors.ClassOf(d.Driver) == sensors.ClassUPS {
 			names = append(names, d.ID)
 		}
 	}
@@ -72,7 +71,7 @@ func (n nutSource) UPSNames() []string {
 
 func (n nutSource) UPS(name string) (nut.UPS, bool) {
 	spec, ok := n.s.specs[name]
-	if !ok || !config.IsUPS(spec.Driver) {
+	if !ok || sensors.ClassOf(spec.Driver) != sensors.ClassUPS {
 		return nut.UPS{}, false
 	}
 	d, ok := n.s.store.Device(name)

@@ -8,7 +8,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/web"
 	"github.com/rackwatch/rackwatch/sensors"
 )
@@ -47,14 +46,14 @@ func newRelays(s *Site) *relays {
 	rs := &relays{s: s, m: map[string]*relay{}}
 	s.db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucketIfNotExists(bRelays); return err })
 	for _, spec := range s.cfg.Devices {
-		if !config.IsRelay(spec.Driver) {
+		if sensors.ClassOf(spec.Driver) != sensors.ClassRelay {
 			continue
 		}
 		act, ok := s.devs[spec.ID].(sensors.Actuator)
 		if !ok {
 			continue
 		}
-		safe := spec.SafeState == "on"
+		safe := sensors.SafeOn(spec)
 		r := &relay{id: spec.ID, spec: spec, act: act, mode: "auto", want: safe, wantWhy: "safe state", on: safe}
 		s.db.View(func(tx *bolt.Tx) error {
 			var sm savedMode
@@ -138,7 +137,7 @@ func (rs *relays) safe() {
 	for _, id := range rs.ids {
 		r := rs.m[id]
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := r.act.Set(ctx, r.spec.SafeState == "on"); err != nil {
+		if err := r.act.Set(ctx, sensors.SafeOn(r.spec)); err != nil {
 			rs.s.log.Error("relay not put in its safe state", "relay", id, "err", err)
 		}
 		cancel()

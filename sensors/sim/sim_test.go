@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rackwatch/rackwatch/sensors"
+	"github.com/rackwatch/rackwatch/sensors/relay"
 )
 
 type fakeClock struct{ t time.Time }
@@ -29,10 +30,10 @@ func get(t *testing.T, d *Device, metric string) sensors.Reading {
 
 func TestUPSStory(t *testing.T) {
 	c := &fakeClock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	spec := sensors.Spec{ID: "ups1", Script: []sensors.ScriptStep{
+	spec := sensors.Spec{ID: "ups1", Options: Story{Script: []ScriptStep{
 		{At: 10 * time.Second, Set: map[string]sensors.Value{"ups.status": {Text: "OB DISCHRG", IsText: true}}},
 		{At: 20 * time.Minute, Set: map[string]sensors.Value{"ups.status": {Text: "OL CHRG", IsText: true}}},
-	}}
+	}}}
 	d := New("sim.ups", spec, c.now)
 	if s := get(t, d, "ups.status").Text; s != "OL" {
 		t.Fatalf("start status %q", s)
@@ -64,12 +65,11 @@ func TestUPSStory(t *testing.T) {
 
 func TestLoopAndFail(t *testing.T) {
 	c := &fakeClock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	spec := sensors.Spec{ID: "t", Values: map[string]sensors.Value{"temperature": {Num: 22}}, Loop: true,
-		Script: []sensors.ScriptStep{
-			{At: time.Minute, Set: map[string]sensors.Value{"temperature": {Num: 35}}},
-			{At: 2 * time.Minute, Set: map[string]sensors.Value{"fail": {Num: 1}}},
-			{At: 3 * time.Minute},
-		}}
+	spec := sensors.Spec{ID: "t", Options: Story{Values: map[string]sensors.Value{"temperature": {Num: 22}}, Loop: true, Script: []ScriptStep{
+		{At: time.Minute, Set: map[string]sensors.Value{"temperature": {Num: 35}}},
+		{At: 2 * time.Minute, Set: map[string]sensors.Value{"fail": {Num: 1}}},
+		{At: 3 * time.Minute},
+	}}}
 	d := New("sim.env", spec, c.now)
 	c.t = c.t.Add(90 * time.Second)
 	if v := get(t, d, "temperature").Value; v != 35 {
@@ -86,7 +86,7 @@ func TestLoopAndFail(t *testing.T) {
 }
 
 func TestRelaySafeState(t *testing.T) {
-	d := New("sim.relay", sensors.Spec{ID: "r", SafeState: "off"}, time.Now)
+	d := New("sim.relay", sensors.Spec{ID: "r", Options: RelayOptions{Options: relay.Options{SafeState: "off"}}}, time.Now)
 	r := Relay{d}
 	if err := r.Set(context.Background(), true); err != nil {
 		t.Fatal(err)
@@ -105,10 +105,10 @@ func TestRelaySafeState(t *testing.T) {
 // script adds and a loop removes again.
 func TestMetricNamesFollowTheScript(t *testing.T) {
 	c := &fakeClock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	spec := sensors.Spec{ID: "env1", Loop: true, Script: []sensors.ScriptStep{
+	spec := sensors.Spec{ID: "env1", Options: Story{Loop: true, Script: []ScriptStep{
 		{At: 10 * time.Second, Set: map[string]sensors.Value{"pressure": {Num: 101325}}},
 		{At: time.Minute},
-	}}
+	}}}
 	d := New("sim.env", spec, c.now)
 	names := func() []string {
 		rs, err := d.Poll(context.Background())
