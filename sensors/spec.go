@@ -50,7 +50,17 @@ func Opts[T any](spec Spec) T {
 // driver's option struct. An unknown key is a problem at its line, as the config's strict
 // decoder would find it (a custom unmarshaler escapes that decoder's known-fields check);
 // see Problems.
-func (s *Spec) UnmarshalYAML(n *yaml.Node) error {
+func (s *Spec) UnmarshalYAML(n *yaml.Node) (err error) {
+	defer func() {
+		// A node this code did not foresee must not crash a config check.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("line %d: cannot read this device: %v", n.Line, r)
+		}
+	}()
+	return s.unmarshalYAML(n)
+}
+
+func (s *Spec) unmarshalYAML(n *yaml.Node) error {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
@@ -59,6 +69,7 @@ func (s *Spec) UnmarshalYAML(n *yaml.Node) error {
 		type plain Spec
 		return n.Decode((*plain)(s))
 	}
+	n = unmerge(n)
 	mine := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}
 	rest := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -124,6 +135,57 @@ func takenByAny(key string) bool {
 		}
 	}
 	return false
+}
+
+// unmerge returns mapping n with its merge keys (<<: *base) replaced by the pairs they bring
+// that n does not set itself, so the common keys and the driver's are split as written.
+func unmerge(n *yaml.Node) *yaml.Node {
+	has := false
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "<<" && n.Content[i].Tag != "!!str" {
+			has = true
+		}
+	}
+	if !has {
+		return n
+	}
+	out := *n
+	out.Content = nil
+	set := map[string]bool{}
+	var merged []*yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Value != "<<" || k.Tag == "!!str" {
+			out.Content = append(out.Content, k, v)
+			set[k.Value] = true
+			continue
+		}
+		srcs := []*yaml.Node{v}
+		for v.Kind == yaml.AliasNode && v.Alias != nil {
+			v = v.Alias
+		}
+		if v.Kind == yaml.SequenceNode {
+			srcs = v.Content
+		}
+		for _, src := range srcs {
+			for src.Kind == yaml.AliasNode && src.Alias != nil {
+				src = src.Alias
+			}
+			if src.Kind != yaml.MappingNode {
+				continue
+			}
+			src = unmerge(src)
+			merged = append(merged, src.Content...)
+		}
+	}
+	// Earlier merged mappings win over later ones, and n's own keys over all of them.
+	for i := 0; i+1 < len(merged); i += 2 {
+		if !set[merged[i].Value] {
+			set[merged[i].Value] = true
+			out.Content = append(out.Content, merged[i], merged[i+1])
+		}
+	}
+	return &out
 }
 
 var (

@@ -121,3 +121,27 @@ func FuzzParse(f *testing.F) {
 		Parse("f.yaml", b) // must not panic
 	})
 }
+
+// TestDeviceMergeKeys: a device built from an anchor (<<: *base) gets the common keys and the
+// driver's keys of the base, its own winning.
+func TestDeviceMergeKeys(t *testing.T) {
+	src := `site: a
+node: b
+x-base: &sht {driver: sht3x, bus: "1", poll: 3s}
+devices:
+  - {<<: *sht, id: inlet-a}
+  - {<<: *sht, id: inlet-b, address: 0x45, poll: 4s}
+`
+	cfg, err := Parse("m.yaml", []byte(src))
+	if err != nil && !strings.Contains(err.Error(), "x-base") {
+		t.Fatal(err)
+	}
+	if cfg == nil || len(cfg.Devices) != 2 {
+		t.Fatalf("devices %+v", cfg)
+	}
+	a, b := cfg.Devices[0], cfg.Devices[1]
+	oa, ob := sensors.Opts[sht3x.Options](a), sensors.Opts[sht3x.Options](b)
+	if a.Driver != "sht3x" || a.Poll != 3*time.Second || oa.Bus != "1" || b.Poll != 4*time.Second || ob.Address != 0x45 || ob.Bus != "1" {
+		t.Errorf("decoded %+v %+v / %+v %+v", a, oa, b, ob)
+	}
+}
