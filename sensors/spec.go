@@ -69,7 +69,7 @@ func (s *Spec) unmarshalYAML(n *yaml.Node) error {
 		type plain Spec
 		return n.Decode((*plain)(s))
 	}
-	n = unmerge(n)
+	n = Unmerge(n)
 	mine := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}
 	rest := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -137,9 +137,16 @@ func takenByAny(key string) bool {
 	return false
 }
 
-// unmerge returns mapping n with its merge keys (<<: *base) replaced by the pairs they bring
-// that n does not set itself, so the common keys and the driver's are split as written.
-func unmerge(n *yaml.Node) *yaml.Node {
+// Unmerge returns mapping n (or the mapping alias n points at) with its merge keys
+// (<<: *base) replaced by the pairs they bring that n does not set itself: the keys a device
+// is given, as the config checker and the split into common and driver keys see them.
+func Unmerge(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if n == nil {
+		return nil
+	}
 	has := false
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		if n.Content[i].Value == "<<" && n.Content[i].Tag != "!!str" {
@@ -174,7 +181,7 @@ func unmerge(n *yaml.Node) *yaml.Node {
 			if src.Kind != yaml.MappingNode {
 				continue
 			}
-			src = unmerge(src)
+			src = Unmerge(src)
 			merged = append(merged, src.Content...)
 		}
 	}

@@ -266,9 +266,9 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 	}
 	// Keys the driver does not take were refused while decoding, at their line.
 	present := map[string]bool{}
-	if n != nil && n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			present[n.Content[i].Value] = true
+	if m := sensors.Unmerge(n); m != nil && m.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			present[m.Content[i].Value] = true
 		}
 	}
 	missing := false
