@@ -258,7 +258,7 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string, bad func(*yaml.Node,
 func yamlFields(t reflect.Type, out map[string]reflect.Type) {
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if !f.IsExported() {
+		if !f.IsExported() && !f.Anonymous { // as the yaml package: embedded structs count
 			continue
 		}
 		tag := f.Tag.Get("yaml")

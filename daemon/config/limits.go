@@ -138,7 +138,7 @@ func (c *checker) checkNegative(v reflect.Value, path []any, lines map[int]bool)
 		t := v.Type()
 		for i := range t.NumField() {
 			name, opts, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-			if !t.Field(i).IsExported() {
+			if !t.Field(i).IsExported() && !t.Field(i).Anonymous {
 				continue
 			}
 			// A device's Options (yaml "-": decoded by sensors.Spec) and inline structs
