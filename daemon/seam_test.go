@@ -40,8 +40,15 @@ func (widget) Close() error { return nil }
 
 func init() {
 	sensors.Register(sensors.Driver{
-		Name:     "seamtest.widget",
-		Class:    sensors.ClassEnvironmental,
+		Name:  "seamtest.widget",
+		Class: sensors.ClassEnvironmental,
+		// A red widget meters power: a driver may class each device by its options.
+		DeviceClass: func(spec sensors.Spec) sensors.Class {
+			if sensors.Opts[widgetOptions](spec).Colour == "red" {
+				return sensors.ClassPower
+			}
+			return ""
+		},
 		Options:  widgetOptions{},
 		Required: []string{"colour"},
 		Metrics:  map[string]string{"spin": "rpm", "colour": ""},
@@ -68,7 +75,8 @@ func TestDriverSeam(t *testing.T) {
 		}
 		return p
 	}
-	good := write("good.yaml", "  - {id: widget1, driver: seamtest.widget, colour: blue, rpm: 1200, poll: 200ms}\n")
+	good := write("good.yaml", "  - {id: widget1, driver: seamtest.widget, colour: blue, rpm: 1200, poll: 200ms}\n"+
+		"  - {id: widget2, driver: seamtest.widget, colour: red, rpm: 7, poll: 200ms}\n")
 	if run([]string{"-config", good, "-check"}) != 0 {
 		t.Fatal("-check refused a config with the test driver")
 	}
@@ -119,10 +127,11 @@ func TestDriverSeam(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	// The page sorts the widget by its class: an environmental device is a row of the
-	// cooling section, although neither its name nor its readings say so.
-	cooling := func(page string) string {
-		i := strings.Index(page, `<section id="cooling"`)
+	// The page sorts the widgets by their class: an environmental device is a row of the
+	// cooling section, a power one a feed of the power section, although neither their
+	// names nor their readings say so.
+	section := func(page, id string) string {
+		i := strings.Index(page, `<section id="`+id+`"`)
 		if i < 0 {
 			return ""
 		}
@@ -136,14 +145,15 @@ func TestDriverSeam(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		page, metrics = get("/"), get("/metrics")
-		sec := cooling(page)
-		if strings.Contains(sec, "widget1") && strings.Contains(sec, "spin") && strings.Contains(sec, "1200") &&
+		sec, power := section(page, "cooling"), section(page, "power")
+		if strings.Contains(sec, "widget1") && strings.Contains(sec, "spin") && strings.Contains(sec, "1200") && !strings.Contains(sec, "widget2") &&
+			strings.Contains(power, "widget2") && strings.Contains(power, "7") && !strings.Contains(power, "widget1") &&
 			strings.Contains(metrics, `rackwatch_reading{device="widget1",metric="spin",unit="rpm"} 1200`) &&
 			strings.Contains(metrics, `rackwatch_device_up{device="widget1",driver="seamtest.widget",state="ok"} 1`) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the widget is not polled, on the page (cooling) and in /metrics within 60s\ncooling section:\n%s\nmetrics:\n%s", sec, grepLines(metrics, "widget1"))
+			t.Fatalf("the widgets are not polled, on the page by class and in /metrics within 60s\ncooling section:\n%s\npower section:\n%s\nmetrics:\n%s", sec, power, grepLines(metrics, "widget"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -53,6 +53,10 @@ type Driver struct {
 	// Class says what the device is to the rest of the daemon (a UPS for NUT and the power
 	// policy, a relay for the policies' outputs, a section of the page).
 	Class Class
+	// DeviceClass, for a driver whose devices differ (a protocol that reads UPSes, meters
+	// and generators alike), gives the class of one device from its spec; "" or a nil
+	// DeviceClass means Class.
+	DeviceClass func(Spec) Class
 	// Options is the driver's option struct, as a zero value (Options{}): each device's keys
 	// besides id, driver, poll, timeout and description are decoded into a new value of that
 	// type, which the driver reads back with Opts. A key the struct has no field for is refused
@@ -92,8 +96,23 @@ const (
 )
 
 // ClassOf returns the class of the named driver, "" when no such driver is registered.
+// SpecClass is the class of one device.
 func ClassOf(driver string) Class {
 	d, _ := Lookup(driver)
+	return d.Class
+}
+
+// SpecClass returns the class of the device spec describes, "" for an unknown driver.
+func SpecClass(spec Spec) Class {
+	d, ok := Lookup(spec.Driver)
+	if !ok {
+		return ""
+	}
+	if d.DeviceClass != nil {
+		if c := d.DeviceClass(spec); c != "" {
+			return c
+		}
+	}
 	return d.Class
 }
 

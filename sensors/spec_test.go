@@ -28,6 +28,13 @@ type spectestOptions struct {
 func init() {
 	sensors.Register(sensors.Driver{Name: "spectest.nested", Class: sensors.ClassOther, Options: spectestOptions{}})
 	sensors.Register(sensors.Driver{Name: "spectest.bare", Class: sensors.ClassOther})
+	sensors.Register(sensors.Driver{Name: "spectest.perdevice", Class: sensors.ClassPower, Options: spectestOptions{},
+		DeviceClass: func(s sensors.Spec) sensors.Class {
+			if sensors.Opts[spectestOptions](s).Name == "ups" {
+				return sensors.ClassUPS
+			}
+			return ""
+		}})
 }
 
 // TestSpecDecode: common keys to Spec, the rest to the driver's options; every key the
@@ -76,6 +83,11 @@ func TestDriverKeysAndClass(t *testing.T) {
 	}
 	if sensors.ClassOf("spectest.nested") != sensors.ClassOther || sensors.ClassOf("nosuch") != "" {
 		t.Error("ClassOf")
+	}
+	ups := sensors.Spec{Driver: "spectest.perdevice", Options: spectestOptions{Name: "ups"}}
+	meter := sensors.Spec{Driver: "spectest.perdevice", Options: spectestOptions{Name: "meter"}}
+	if sensors.SpecClass(ups) != sensors.ClassUPS || sensors.SpecClass(meter) != sensors.ClassPower || sensors.SpecClass(sensors.Spec{Driver: "nosuch"}) != "" {
+		t.Error("SpecClass")
 	}
 	if o := sensors.Opts[spectestOptions](sensors.Spec{}); o.Name != "" {
 		t.Error("Opts of a spec without options")

@@ -17,11 +17,11 @@ import (
 
 var nameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
 
-// IsUPS reports whether a driver reads a UPS; the registry knows.
-func IsUPS(driver string) bool { return sensors.ClassOf(driver) == sensors.ClassUPS }
+// IsUPS reports whether a device reads a UPS; its driver says.
+func IsUPS(d sensors.Spec) bool { return sensors.SpecClass(d) == sensors.ClassUPS }
 
-// IsRelay reports whether a driver drives a relay; the registry knows.
-func IsRelay(driver string) bool { return sensors.ClassOf(driver) == sensors.ClassRelay }
+// IsRelay reports whether a device drives a relay; its driver says.
+func IsRelay(d sensors.Spec) bool { return sensors.SpecClass(d) == sensors.ClassRelay }
 
 type checker struct {
 	file     string
@@ -190,7 +190,7 @@ func (c *checker) check(cfg *Config) {
 			switch {
 			case !ok:
 				c.addf(c.at("failover", "power", "ups", j), "failover.power: no device %q", id)
-			case !IsUPS(d.Driver):
+			case !IsUPS(d):
 				c.addf(c.at("failover", "power", "ups", j), "failover.power: %q is a %s, not a UPS", id, d.Driver)
 			}
 		}
@@ -244,7 +244,7 @@ func (c *checker) checkRelay(n *yaml.Node, where, id string, ids map[string]sens
 	switch {
 	case !ok:
 		c.addf(n, "%s: no device %q", where, id)
-	case !IsRelay(d.Driver):
+	case !IsRelay(d):
 		c.addf(n, "%s: %q is a %s, not a relay", where, id, d.Driver)
 	}
 }

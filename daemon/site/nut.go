@@ -62,7 +62,7 @@ type nutSource struct{ s *Site }
 func (n nutSource) UPSNames() []string {
 	var names []string
 	for _, d := range n.s.cfg.Devices {
-		if sensors.ClassOf(d.Driver) == sensors.ClassUPS {
+		if sensors.SpecClass(d) == sensors.ClassUPS {
 			names = append(names, d.ID)
 		}
 	}
@@ -71,7 +71,7 @@ func (n nutSource) UPSNames() []string {
 
 func (n nutSource) UPS(name string) (nut.UPS, bool) {
 	spec, ok := n.s.specs[name]
-	if !ok || sensors.ClassOf(spec.Driver) != sensors.ClassUPS {
+	if !ok || sensors.SpecClass(spec) != sensors.ClassUPS {
 		return nut.UPS{}, false
 	}
 	d, ok := n.s.store.Device(name)

@@ -46,7 +46,7 @@ func newRelays(s *Site) *relays {
 	rs := &relays{s: s, m: map[string]*relay{}}
 	s.db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucketIfNotExists(bRelays); return err })
 	for _, spec := range s.cfg.Devices {
-		if sensors.ClassOf(spec.Driver) != sensors.ClassRelay {
+		if sensors.SpecClass(spec) != sensors.ClassRelay {
 			continue
 		}
 		act, ok := s.devs[spec.ID].(sensors.Actuator)

@@ -140,7 +140,7 @@ func Replay(cfg *config.Config, tl *Timeline, out io.Writer) error {
 		for k, v := range sim.StoryOf(spec).Values {
 			d.vals[k] = v
 		}
-		if sensors.ClassOf(spec.Driver) == sensors.ClassRelay {
+		if sensors.SpecClass(spec) == sensors.ClassRelay {
 			s.devs[spec.ID] = sim.Relay{Device: sim.New("sim.relay", spec, now)}
 		}
 		devs = append(devs, d)
@@ -211,7 +211,7 @@ func Replay(cfg *config.Config, tl *Timeline, out io.Writer) error {
 			}
 		}
 		for _, d := range devs {
-			if vt.Before(d.next) || sensors.ClassOf(d.spec.Driver) == sensors.ClassRelay {
+			if vt.Before(d.next) || sensors.SpecClass(d.spec) == sensors.ClassRelay {
 				continue
 			}
 			d.next = d.next.Add(d.spec.Poll)

@@ -253,13 +253,17 @@ var sections = map[sensors.Class]string{
 	sensors.ClassEnvironmental: "env", sensors.ClassPower: "feed",
 }
 
-// kind sorts a device into a section by its driver's class; a device of no particular class
-// (generic SNMP) goes by its readings.
+// kind sorts a device into a section by its class (else its driver's); a device of no
+// particular class (generic SNMP) goes by its readings.
 func kind(d DeviceStatus, relays map[string]bool) string {
 	if relays[d.ID] {
 		return "relay"
 	}
-	if s, ok := sections[sensors.ClassOf(d.Driver)]; ok {
+	class := sensors.Class(d.Class)
+	if class == "" {
+		class = sensors.ClassOf(d.Driver)
+	}
+	if s, ok := sections[class]; ok {
 		return s
 	}
 	has := func(m string) bool { _, ok := d.Readings[m]; return ok }
