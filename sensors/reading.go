@@ -6,7 +6,8 @@
 // package (sensors/<name>, with its bus code in drivers/<name> if it has any); define an
 // option struct with a yaml tag for each of its keys (Options); call Register from init with
 // the driver's Name, its Class (what the daemon treats it as: a UPS for NUT and the power
-// policy, a relay for the policies, a section of the page), Options as a zero value, the
+// policy, a relay for the policies, a section of the page; DeviceClass if it depends on a
+// device's options), Options as a zero value, the
 // Required keys, its Metrics, a Check that judges a spec without touching hardware (return a
 // *KeyError to point at a key's line) and New; read the keys back with Opts[Options](spec).
 // Then add one import to sensors/all. The common keys (id, driver, poll, timeout,
