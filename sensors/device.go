@@ -95,8 +95,8 @@ const (
 	ClassOther Class = "other"
 )
 
-// ClassOf returns the class of the named driver, "" when no such driver is registered.
-// SpecClass is the class of one device.
+// ClassOf returns the class the named driver registered, "" when there is no such driver;
+// where a device is at hand, SpecClass is the one to ask (it sees DeviceClass).
 func ClassOf(driver string) Class {
 	d, _ := Lookup(driver)
 	return d.Class
