@@ -117,6 +117,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("site: a\nnode: b\ndevices: [{id: u, driver: sim.ups}]\n"))
 	f.Add([]byte("devices: {x: 1}\nrules: [1, 2]\nfailover: {power: {ups: 3}}\n"))
 	f.Add([]byte("- a\n- b\n"))
+	f.Add([]byte("site: a\nnode: b\ndevices:\n  - &u {id: u, driver: sim.relay, pin: GPIO1}\n  - {<<: [*u, {poll: 1s}], id: v, script: [{at: 1s}]}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		Parse("f.yaml", b) // must not panic
 	})
