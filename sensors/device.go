@@ -3,6 +3,7 @@ package sensors
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sort"
 	"sync"
 	"time"
@@ -45,12 +46,23 @@ type Env struct {
 // all (no such port); a device that is merely unreachable now is made and fails its polls.
 type Factory func(spec Spec, env Env) (Device, error)
 
-// Driver describes one driver name in the registry.
+// Driver is everything the daemon knows of a driver: the config checker, the NUT server, the
+// policies and the page ask the registry, never a list of names.
 type Driver struct {
 	Name string
-	// Keys are the Spec keys (YAML names) this driver accepts besides id, driver, poll,
-	// timeout; Required are those it needs. The config checker uses them.
-	Keys     []string
+	// Class says what the device is to the rest of the daemon (a UPS for NUT and the power
+	// policy, a relay for the policies' outputs, a section of the page).
+	Class Class
+	// DeviceClass, for a driver whose devices differ (a protocol that reads UPSes, meters
+	// and generators alike), gives the class of one device from its spec; "" or a nil
+	// DeviceClass means Class.
+	DeviceClass func(Spec) Class
+	// Options is the driver's option struct, as a zero value (Options{}): each device's keys
+	// besides id, driver, poll, timeout and description are decoded into a new value of that
+	// type, which the driver reads back with Opts. A key the struct has no field for is refused
+	// at its line. Nil: the driver takes no keys of its own.
+	Options any
+	// Required are the option keys (YAML names) a device of this driver must set.
 	Required []string
 	// Metrics lists the metric names the driver produces, with units, for documentation and
 	// for checking that a rule names a metric the device can have. Empty means "any".
@@ -64,6 +76,61 @@ type Driver struct {
 	MinPoll time.Duration
 }
 
+// Class is what kind of device a driver reads or drives.
+type Class string
+
+const (
+	// ClassUPS devices report NUT variables (ups.status, battery.*): the NUT server serves
+	// them and failover.power may watch them.
+	ClassUPS Class = "ups"
+	// ClassRelay devices are Actuators: the policies' generator and backup relays.
+	ClassRelay Class = "relay"
+	// ClassContact devices report a dry contact (door, leak, smoke).
+	ClassContact Class = "contact"
+	// ClassEnvironmental devices report temperature, humidity, pressure.
+	ClassEnvironmental Class = "environmental"
+	// ClassPower devices meter a feed: voltage, current, power, energy.
+	ClassPower Class = "power"
+	// ClassGenerator devices report a generator controller's engine and output
+	// (engine.running, generator.voltage.*): failover.power.generator_device.
+	ClassGenerator Class = "generator"
+	// ClassOther devices report whatever they are configured to read (generic SNMP).
+	ClassOther Class = "other"
+)
+
+// ClassOf returns the class the named driver registered, "" when there is no such driver;
+// where a device is at hand, SpecClass is the one to ask (it sees DeviceClass).
+func ClassOf(driver string) Class {
+	d, _ := Lookup(driver)
+	return d.Class
+}
+
+// SpecClass returns the class of the device spec describes, "" for an unknown driver.
+func SpecClass(spec Spec) Class {
+	d, ok := Lookup(spec.Driver)
+	if !ok {
+		return ""
+	}
+	if d.DeviceClass != nil {
+		if c := d.DeviceClass(spec); c != "" {
+			return c
+		}
+	}
+	return d.Class
+}
+
+// SafeStater is implemented by the options of a ClassRelay driver that has a safe state:
+// the state the relay takes at start and when the daemon stops.
+type SafeStater interface {
+	SafeOn() bool
+}
+
+// SafeOn reports the safe state of a relay spec (off unless its options say on).
+func SafeOn(spec Spec) bool {
+	s, ok := spec.Options.(SafeStater)
+	return ok && s.SafeOn()
+}
+
 // MinPoll is the shortest poll interval of a device: a shorter one keeps a core busy (and a
 // bus or agent) for changes no rack sensor makes that fast.
 const MinPoll = 100 * time.Millisecond
@@ -72,6 +139,9 @@ const MinPoll = 100 * time.Millisecond
 // line.
 type KeyError struct {
 	Key string
+	// In leads from Key's value to the node the problem is about, for a key that holds a
+	// list or a mapping: list indexes (int) and keys (string), e.g. 2, "type".
+	In  []any
 	Err error
 }
 
@@ -111,6 +181,12 @@ func Register(d Driver) {
 	defer mu.Unlock()
 	if _, dup := registry[d.Name]; dup {
 		panic(fmt.Sprintf("sensors: driver %q registered twice", d.Name))
+	}
+	if d.Class == "" {
+		panic(fmt.Sprintf("sensors: driver %q registers no Class", d.Name))
+	}
+	if d.Options != nil && reflect.TypeOf(d.Options).Kind() != reflect.Struct {
+		panic(fmt.Sprintf("sensors: driver %q: Options must be a struct value, not %T", d.Name, d.Options))
 	}
 	registry[d.Name] = d
 }

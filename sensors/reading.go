@@ -1,6 +1,18 @@
 // Package sensors holds the device models: each turns what a driver in drivers/ reads into
 // readings named as CONTRACT.md §3 names them. It knows buses, frames and PDUs only through
 // drivers/, and nothing of sites, rules, MQTT or the web: it must not import daemon/ or uplink/.
+//
+// The registry is the one place that says what a driver is. To add a driver: make its
+// package (sensors/<name>, with its bus code in drivers/<name> if it has any); define an
+// option struct with a yaml tag for each of its keys (Options); call Register from init with
+// the driver's Name, its Class (what the daemon treats it as: a UPS for NUT and the power
+// policy, a relay for the policies, a section of the page; DeviceClass if it depends on a
+// device's options), Options as a zero value, the
+// Required keys, its Metrics, a Check that judges a spec without touching hardware (return a
+// *KeyError to point at a key's line) and New; read the keys back with Opts[Options](spec).
+// Then add one import to sensors/all. The common keys (id, driver, poll, timeout,
+// description) stay in Spec; a key the option struct has no field for is refused at its line
+// by the config check, and nothing in daemon/ needs to change.
 package sensors
 
 import (

@@ -11,27 +11,17 @@ import (
 
 	"github.com/rackwatch/rackwatch/daemon/nut"
 	"github.com/rackwatch/rackwatch/sensors"
-	mbsensor "github.com/rackwatch/rackwatch/sensors/modbus"
 	snmpdev "github.com/rackwatch/rackwatch/sensors/snmp"
 	"github.com/rackwatch/rackwatch/uplink"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
 
-// commonKeys are accepted by every driver.
-var commonKeys = []string{"id", "driver", "poll", "timeout", "description"}
+// IsUPS reports whether a device reads a UPS; its driver says.
+func IsUPS(d sensors.Spec) bool { return sensors.SpecClass(d) == sensors.ClassUPS }
 
-// upsDrivers are the drivers whose devices are UPSes (NUT names, power policy).
-var upsDrivers = map[string]bool{"megatec": true, "upsmib": true, "sim.ups": true}
-
-// IsUPS reports whether a device reads a UPS (a modbus device does with a UPS profile).
-func IsUPS(d sensors.Spec) bool { return upsDrivers[d.Driver] || mbsensor.IsUPS(d) }
-
-// relayDrivers are the drivers whose devices can be switched.
-var relayDrivers = map[string]bool{"relay": true, "sim.relay": true}
-
-// IsRelay reports whether a device drives a relay (a modbus device does with a relay entry).
-func IsRelay(d sensors.Spec) bool { return relayDrivers[d.Driver] || mbsensor.IsRelay(d) }
+// IsRelay reports whether a device drives a relay; its driver says.
+func IsRelay(d sensors.Spec) bool { return sensors.SpecClass(d) == sensors.ClassRelay }
 
 type checker struct {
 	file     string
@@ -286,21 +276,11 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 		c.addf(keyNode(n, "driver"), "device %q: unknown driver %q (known: %s)", d.ID, d.Driver, names(sensors.Drivers()))
 		return
 	}
-	allowed := map[string]bool{}
-	for _, k := range commonKeys {
-		allowed[k] = true
-	}
-	for _, k := range drv.Keys {
-		allowed[k] = true
-	}
+	// Keys the driver does not take were refused while decoding, at their line.
 	present := map[string]bool{}
-	if n != nil && n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i]
-			present[k.Value] = true
-			if !allowed[k.Value] && isSpecKey(k.Value) {
-				c.addf(k, "device %q: the %s driver takes no key %q", d.ID, d.Driver, k.Value)
-			}
+	if m := sensors.Unmerge(n); m != nil && m.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			present[m.Content[i].Value] = true
 		}
 	}
 	missing := false
@@ -321,27 +301,26 @@ func (c *checker) checkDevice(n *yaml.Node, d sensors.Spec) {
 		where := n
 		var ke *sensors.KeyError
 		if errors.As(err, &ke) {
-			where, err = keyNode(n, ke.Key), ke.Err
+			where, err = keyIn(n, ke.Key, ke.In), ke.Err
 		}
 		c.addf(where, "device %q: %v", d.ID, err)
 	}
-	if d.Driver == mbsensor.Name {
-		for _, p := range mbsensor.Check(d) {
-			at := keyNode(n, p.Key)
-			if p.Index >= 0 {
-				at = c.nodeIn(n, p.Key, p.Index)
-				if p.Field != "" {
-					at = keyNode(at, p.Field)
-				}
-			}
-			c.addf(at, "device %q: %s", d.ID, p.Msg)
-		}
+}
+
+// keyIn returns the node a KeyError points at in device n: the key's line, or the line of
+// the list entry or nested key its In path leads to (the nearest one found).
+func keyIn(n *yaml.Node, key string, in []any) *yaml.Node {
+	m := sensors.Unmerge(n)
+	at := keyNode(m, key)
+	if len(in) == 0 || at == m {
+		return at
 	}
-	for j, s := range d.Script {
-		if j > 0 && s.At < d.Script[j-1].At {
-			c.addf(c.nodeIn(n, "script", j), "device %q: script steps must be in time order", d.ID)
-		}
+	c := checker{root: m}
+	v := c.at(append([]any{key}, in...)...)
+	if last, ok := in[len(in)-1].(string); ok {
+		return keyNode(c.at(append([]any{key}, in[:len(in)-1]...)...), last)
 	}
+	return v
 }
 
 // unjoin lists the errors errors.Join put together (err itself otherwise).
@@ -358,25 +337,6 @@ func unjoin(err error) []error {
 	}
 	return []error{err}
 }
-
-func (c *checker) nodeIn(n *yaml.Node, key string, i int) *yaml.Node {
-	saved := c.root
-	c.root = n
-	defer func() { c.root = saved }()
-	return c.at(key, i)
-}
-
-// isSpecKey: unknown keys were already reported by the decoder with their line.
-func isSpecKey(k string) bool {
-	for _, f := range specKeys {
-		if f == k {
-			return true
-		}
-	}
-	return false
-}
-
-var specKeys = strings.Fields("id driver poll timeout description port baud target community version v3 metrics bus address shunt_ohms max_current pin active debounce safe_state values script loop unit_id profile registers parity stop_bits word_order transport relay")
 
 func (c *checker) checkRule(n *yaml.Node, r Rule, ids map[string]sensors.Spec) {
 	if r.Name == "" {

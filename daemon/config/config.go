@@ -256,6 +256,11 @@ func Parse(name string, b []byte) (*Config, error) {
 			ps = append(ps, yamlProblem(name, err.Error()))
 		}
 	}
+	for _, d := range cfg.Devices {
+		for _, p := range d.Problems() {
+			ps = append(ps, yamlProblem(name, p))
+		}
+	}
 	c := checker{file: name, root: &root}
 	if len(root.Content) > 0 {
 		c.root = root.Content[0]

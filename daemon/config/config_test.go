@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackwatch/rackwatch/sensors"
 	_ "github.com/rackwatch/rackwatch/sensors/all"
+	"github.com/rackwatch/rackwatch/sensors/sht3x"
 )
 
 func TestContractExampleAccepted(t *testing.T) {
@@ -16,7 +18,7 @@ func TestContractExampleAccepted(t *testing.T) {
 	if cfg.Site != "dc1-hall2" || len(cfg.Devices) != 12 || cfg.Failover.Power == nil || cfg.Failover.Cooling == nil {
 		t.Fatalf("decoded %+v", cfg)
 	}
-	if cfg.Devices[0].Poll != 2*time.Second || cfg.Devices[3].Address != 0x44 {
+	if cfg.Devices[0].Poll != 2*time.Second || sensors.Opts[sht3x.Options](cfg.Devices[3]).Address != 0x44 {
 		t.Errorf("devices decoded wrong: %+v", cfg.Devices[:5])
 	}
 	if cfg.Rules[1].Severity != "critical" {
@@ -115,7 +117,31 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("site: a\nnode: b\ndevices: [{id: u, driver: sim.ups}]\n"))
 	f.Add([]byte("devices: {x: 1}\nrules: [1, 2]\nfailover: {power: {ups: 3}}\n"))
 	f.Add([]byte("- a\n- b\n"))
+	f.Add([]byte("site: a\nnode: b\ndevices:\n  - &u {id: u, driver: sim.relay, pin: GPIO1}\n  - {<<: [*u, {poll: 1s}], id: v, script: [{at: 1s}]}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		Parse("f.yaml", b) // must not panic
 	})
+}
+
+// TestDeviceMergeKeys: a device built from an anchor (<<: *base) gets the common keys and the
+// driver's keys of the base, its own winning.
+func TestDeviceMergeKeys(t *testing.T) {
+	src := `site: a
+node: b
+devices:
+  - &sht {driver: sht3x, bus: "1", poll: 3s, id: inlet-a}
+  - {<<: *sht, id: inlet-b, address: 0x45, poll: 4s}
+`
+	cfg, err := Parse("m.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg == nil || len(cfg.Devices) != 2 {
+		t.Fatalf("devices %+v", cfg)
+	}
+	a, b := cfg.Devices[0], cfg.Devices[1]
+	oa, ob := sensors.Opts[sht3x.Options](a), sensors.Opts[sht3x.Options](b)
+	if a.Driver != "sht3x" || a.Poll != 3*time.Second || oa.Bus != "1" || b.Poll != 4*time.Second || ob.Address != 0x45 || ob.Bus != "1" {
+		t.Errorf("decoded %+v %+v / %+v %+v", a, oa, b, ob)
+	}
 }

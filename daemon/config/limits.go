@@ -130,15 +130,25 @@ func (c *checker) checkListen(network, addr string, path ...any) {
 // the line of the value, unless that line has a problem already.
 func (c *checker) checkNegative(v reflect.Value, path []any, lines map[int]bool) {
 	switch v.Kind() {
-	case reflect.Pointer:
+	case reflect.Pointer, reflect.Interface: // a device's Options are an interface
 		if !v.IsNil() {
 			c.checkNegative(v.Elem(), path, lines)
 		}
 	case reflect.Struct:
 		t := v.Type()
 		for i := range t.NumField() {
-			name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-			if name == "" || name == "-" || !t.Field(i).IsExported() {
+			name, opts, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			if !t.Field(i).IsExported() && !t.Field(i).Anonymous {
+				continue
+			}
+			// A device's Options (yaml "-": decoded by sensors.Spec) and inline structs
+			// hold keys of the mapping they sit in.
+			inline := name == "" && strings.Contains(","+opts+",", ",inline,")
+			if inline || name == "-" && t.Field(i).Type.Kind() == reflect.Interface {
+				c.checkNegative(v.Field(i), path, lines)
+				continue
+			}
+			if name == "" || name == "-" {
 				continue
 			}
 			c.checkNegative(v.Field(i), append(path[:len(path):len(path)], name), lines)

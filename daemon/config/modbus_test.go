@@ -22,6 +22,7 @@ devices:
   - {id: m2, driver: modbus, port: /dev/ttyUSB1, profile: sdm999}
   - {id: gen, driver: modbus, target: "127.0.0.1:502", relay: {table: coil, address: 3}, safe_state: off}
   - {id: m3, driver: modbus, target: "127.0.0.1:502", profile: sdm630}
+  - {id: ups4, driver: modbus, target: "127.0.0.1:502", profile: apc-smart-ups, relay: {address: 1}, safe_state: maybe}
 failover:
   power: {ups: [ups3, m3], generator_relay: gen}
 `
@@ -37,7 +38,9 @@ failover:
 		`m.yaml:12: unknown key "colour"`,
 		`m.yaml:13: device "m1": address 70000 is outside 0 to 65535`,
 		`m.yaml:14: device "m2": no profile "sdm999" (known: apc-smart-ups, dse-gencomm, sdm120, sdm630)`,
-		`m.yaml:18: failover.power: "m3" is a modbus, not a UPS`,
+		`m.yaml:17: device "ups4": a device with a UPS profile is a UPS, not a relay`,
+		`m.yaml:17: device "ups4": safe_state is on or off, not "maybe"`,
+		`m.yaml:19: failover.power: "m3" is a modbus, not a UPS`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)

@@ -22,6 +22,7 @@ func (s *Site) Status() web.Status {
 	for _, d := range s.store.Devices() {
 		ds := web.DeviceStatus{ID: d.ID, Driver: d.Driver, State: d.State, LastSeen: sensors.FormatTime(d.LastSeen), Error: d.LastErr,
 			Description: s.specs[d.ID].Description,
+			Class:       string(sensors.SpecClass(s.specs[d.ID])),
 			Readings:    make(map[string]web.ReadingStatus, len(d.Readings))}
 		for m, r := range d.Readings {
 			ds.Readings[m] = web.ReadingStatus{Value: r.JSONValue(), Unit: r.Unit, Quality: string(r.Quality), TS: sensors.FormatTime(r.TS)}

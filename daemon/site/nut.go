@@ -6,7 +6,6 @@ import (
 	"net"
 	"strconv"
 
-	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/nut"
 	"github.com/rackwatch/rackwatch/daemon/state"
 	"github.com/rackwatch/rackwatch/sensors"
@@ -66,7 +65,7 @@ type nutSource struct{ s *Site }
 func (n nutSource) UPSNames() []string {
 	var names []string
 	for _, d := range n.s.cfg.Devices {
-		if config.IsUPS(d) {
+		if sensors.SpecClass(d) == sensors.ClassUPS {
 			names = append(names, d.ID)
 		}
 	}
@@ -75,7 +74,7 @@ func (n nutSource) UPSNames() []string {
 
 func (n nutSource) UPS(name string) (nut.UPS, bool) {
 	spec, ok := n.s.specs[name]
-	if !ok || !config.IsUPS(spec) {
+	if !ok || sensors.SpecClass(spec) != sensors.ClassUPS {
 		return nut.UPS{}, false
 	}
 	d, ok := n.s.store.Device(name)

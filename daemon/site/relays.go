@@ -9,7 +9,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/rackwatch/rackwatch/daemon/audit"
-	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/web"
 	"github.com/rackwatch/rackwatch/sensors"
 )
@@ -47,14 +46,14 @@ var bRelays = []byte("relays")
 func newRelays(s *Site) *relays {
 	rs := &relays{s: s, m: map[string]*relay{}}
 	for _, spec := range s.cfg.Devices {
-		if !config.IsRelay(spec) {
+		if sensors.SpecClass(spec) != sensors.ClassRelay {
 			continue
 		}
 		act, ok := s.devs[spec.ID].(sensors.Actuator)
 		if !ok {
 			continue
 		}
-		safe := spec.SafeState == "on"
+		safe := sensors.SafeOn(spec)
 		r := &relay{id: spec.ID, spec: spec, act: act, mode: "auto", want: safe, wantWhy: "safe state", on: safe}
 		s.db.View(func(tx *bolt.Tx) error {
 			var sm savedMode
@@ -152,7 +151,7 @@ func (rs *relays) apply(r *relay, by, why string) error {
 func (rs *relays) safe() {
 	for _, id := range rs.ids {
 		r := rs.m[id]
-		on := r.spec.SafeState == "on"
+		on := sensors.SafeOn(r.spec)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := r.act.Set(ctx, on)
 		cancel()

@@ -137,10 +137,10 @@ func Replay(cfg *config.Config, tl *Timeline, out io.Writer) error {
 		if drv, ok := sensors.Lookup(spec.Driver); ok {
 			d.units = drv.Metrics
 		}
-		for k, v := range spec.Values {
+		for k, v := range sim.StoryOf(spec).Values {
 			d.vals[k] = v
 		}
-		if config.IsRelay(spec) {
+		if sensors.SpecClass(spec) == sensors.ClassRelay {
 			s.devs[spec.ID] = sim.Relay{Device: sim.New("sim.relay", spec, now)}
 		}
 		devs = append(devs, d)
@@ -212,7 +212,7 @@ func Replay(cfg *config.Config, tl *Timeline, out io.Writer) error {
 			}
 		}
 		for _, d := range devs {
-			if vt.Before(d.next) || config.IsRelay(d.spec) {
+			if vt.Before(d.next) || sensors.SpecClass(d.spec) == sensors.ClassRelay {
 				continue
 			}
 			d.next = d.next.Add(d.spec.Poll)

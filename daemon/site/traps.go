@@ -41,7 +41,7 @@ func (s *Site) buildTraps() error {
 	tc := snmptrap.Config{Communities: communities, Logger: log}
 	for _, u := range c.Users {
 		u := u
-		cc, err := snmpdev.ClientConfig(sensors.Spec{Target: "trap-sender", Version: "3", V3: &u})
+		cc, err := snmpdev.ClientConfig(snmpdev.Agent{Target: "trap-sender", Version: "3", V3: &u})
 		if err != nil {
 			return fmt.Errorf("traps: user %s: %w", u.User, err)
 		}
@@ -51,7 +51,8 @@ func (s *Site) buildTraps() error {
 	}
 	tcfg := traps.Config{Devices: map[string]string{}, Rate: c.Rate, Burst: c.Burst, MaxOpen: c.MaxOpen, ResolveAfter: c.ResolveAfter}
 	for _, d := range s.cfg.Devices {
-		tcfg.Devices[d.ID] = d.Target
+		a, _ := snmpdev.AgentOf(d)
+		tcfg.Devices[d.ID] = a.Target
 	}
 	for _, src := range c.Sources {
 		p, err := config.ParseSource(src)

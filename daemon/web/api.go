@@ -55,9 +55,12 @@ type DeviceStatus struct {
 	State    string `json:"state"`
 	LastSeen string `json:"last_seen"`
 	// Description is the config's description of the device, if any (added for the page).
-	Description string                   `json:"description,omitempty"`
-	Error       string                   `json:"error,omitempty"`
-	Readings    map[string]ReadingStatus `json:"readings"`
+	Description string `json:"description,omitempty"`
+	// Class is the device's class (sensors.Class) for the page's sections; "" means its
+	// driver's.
+	Class    string                   `json:"-"`
+	Error    string                   `json:"error,omitempty"`
+	Readings map[string]ReadingStatus `json:"readings"`
 }
 
 // ReadingStatus is one reading in the status.

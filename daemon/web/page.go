@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rackwatch/rackwatch/daemon/incident"
+	"github.com/rackwatch/rackwatch/sensors"
 )
 
 // The page answers, at a glance: is the rack safe, what is wrong, what is the appliance doing
@@ -246,11 +247,24 @@ func clockS(s string) string {
 	return s
 }
 
-// kind sorts a device into a section by its readings (a device may have none yet), falling
-// back on its driver's name.
+// sections are the page's sections of each driver class.
+var sections = map[sensors.Class]string{
+	sensors.ClassUPS: "ups", sensors.ClassRelay: "relay", sensors.ClassContact: "contact",
+	sensors.ClassEnvironmental: "env", sensors.ClassPower: "feed",
+}
+
+// kind sorts a device into a section by its class (else its driver's); a device of no
+// particular class (generic SNMP) goes by its readings.
 func kind(d DeviceStatus, relays map[string]bool) string {
 	if relays[d.ID] {
 		return "relay"
+	}
+	class := sensors.Class(d.Class)
+	if class == "" {
+		class = sensors.ClassOf(d.Driver)
+	}
+	if s, ok := sections[class]; ok {
+		return s
 	}
 	has := func(m string) bool { _, ok := d.Readings[m]; return ok }
 	switch {
@@ -263,19 +277,6 @@ func kind(d DeviceStatus, relays map[string]bool) string {
 	case has("temperature") || has("humidity"):
 		return "env"
 	case has("power") || has("current") || has("voltage"):
-		return "feed"
-	}
-	dr := d.Driver
-	switch {
-	case strings.Contains(dr, "ups") || dr == "megatec":
-		return "ups"
-	case strings.Contains(dr, "relay"):
-		return "relay"
-	case strings.Contains(dr, "contact"):
-		return "contact"
-	case strings.Contains(dr, "env") || dr == "sht3x" || dr == "bme280":
-		return "env"
-	case strings.Contains(dr, "power") || dr == "ina219":
 		return "feed"
 	}
 	return "other"

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/daemon/state"
+	_ "github.com/rackwatch/rackwatch/sensors/all" // the page sorts devices by their driver's class
 )
 
 func TestUPSWords(t *testing.T) {

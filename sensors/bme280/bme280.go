@@ -38,7 +38,8 @@ var metrics = []string{"temperature", "humidity", "pressure"}
 func init() {
 	sensors.Register(sensors.Driver{
 		Name:     Name,
-		Keys:     []string{"bus", "address"},
+		Class:    sensors.ClassEnvironmental,
+		Options:  Options{},
 		Required: []string{"bus"},
 		Metrics:  units,
 		New: func(spec sensors.Spec, _ sensors.Env) (sensors.Device, error) {
@@ -47,6 +48,12 @@ func init() {
 		// NewWithBus opens nothing: it checks the spec.
 		Check: func(spec sensors.Spec) error { _, err := NewWithBus(spec, nil); return err },
 	})
+}
+
+// Options are a bme280 device's keys.
+type Options struct {
+	Bus     string `yaml:"bus"`     // "1" for /dev/i2c-1
+	Address int    `yaml:"address"` // 0: the chip's default
 }
 
 // OpenBus opens the I²C bus a device sits on. Tests pass one that returns an
@@ -64,17 +71,18 @@ type Device struct {
 
 // New makes the device on the bus its spec names; nothing is opened until the first poll.
 func New(spec sensors.Spec) (*Device, error) {
-	return NewWithBus(spec, HostBus(spec.Bus))
+	return NewWithBus(spec, HostBus(sensors.Opts[Options](spec).Bus))
 }
 
 // NewWithBus makes the device on the bus open returns.
 func NewWithBus(spec sensors.Spec, open OpenBus) (*Device, error) {
+	opts := sensors.Opts[Options](spec)
 	addr := uint16(bme280.AddrLow)
-	if spec.Address != 0 {
-		addr = uint16(spec.Address)
+	if opts.Address != 0 {
+		addr = uint16(opts.Address)
 	}
 	if addr != bme280.AddrLow && addr != bme280.AddrHigh {
-		return nil, &sensors.KeyError{Key: "address", Err: fmt.Errorf("bme280: address %#x: a BME280 is at 0x76 or 0x77", spec.Address)}
+		return nil, &sensors.KeyError{Key: "address", Err: fmt.Errorf("bme280: address %#x: a BME280 is at 0x76 or 0x77", opts.Address)}
 	}
 	chip := func(ctx context.Context, bus i2c.Bus) (*bme280.Dev, error) { return bme280.New(ctx, bus, addr) }
 	return &Device{id: spec.ID, chip: i2cbus.NewLazy(open, chip)}, nil

@@ -81,7 +81,7 @@ func TestPoll(t *testing.T) {
 	ops = append(ops, senseOps(0x77, mustHex("8000008000008000"))...)
 	bus := &i2ctest.Playback{Ops: ops, DontPanic: true}
 	bs := &buses{list: []*i2ctest.Playback{bus}}
-	d, err := NewWithBus(sensors.Spec{ID: "inlet-b", Driver: Name, Bus: "1", Address: 0x77}, bs.open)
+	d, err := NewWithBus(sensors.Spec{ID: "inlet-b", Driver: Name, Options: Options{Bus: "1", Address: 0x77}}, bs.open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestWrongChipThenRight(t *testing.T) {
 	wrong := &i2ctest.Playback{Ops: []i2ctest.IO{{Addr: 0x76, W: []byte{0xD0}, R: []byte{0x58}}}, DontPanic: true}
 	right := &i2ctest.Playback{Ops: append(startOps(0x76, 0x60), senseOps(0x76, data)...), DontPanic: true}
 	bs := &buses{list: []*i2ctest.Playback{wrong, right}}
-	d, err := NewWithBus(sensors.Spec{ID: "inlet-b", Bus: "1"}, bs.open)
+	d, err := NewWithBus(sensors.Spec{ID: "inlet-b", Options: Options{Bus: "1"}}, bs.open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,10 +137,10 @@ func TestWrongChipThenRight(t *testing.T) {
 }
 
 func TestSpecErrors(t *testing.T) {
-	if _, err := New(sensors.Spec{ID: "x", Bus: "1", Address: 0x44}); err == nil {
+	if _, err := New(sensors.Spec{ID: "x", Options: Options{Bus: "1", Address: 0x44}}); err == nil {
 		t.Fatal("address 0x44 accepted")
 	}
-	d, err := New(sensors.Spec{ID: "x", Bus: "99"})
+	d, err := New(sensors.Spec{ID: "x", Options: Options{Bus: "99"}})
 	if err != nil {
 		t.Fatal(err)
 	}

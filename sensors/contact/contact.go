@@ -51,7 +51,8 @@ const (
 func init() {
 	sensors.Register(sensors.Driver{
 		Name:     Name,
-		Keys:     []string{"pin", "active", "debounce"},
+		Class:    sensors.ClassContact,
+		Options:  Options{},
 		Required: []string{"pin"},
 		Metrics:  map[string]string{"contact": ""},
 		Check:    Check,
@@ -59,6 +60,13 @@ func init() {
 			return New(spec)
 		},
 	})
+}
+
+// Options are a contact device's keys; the simulated contact takes them too.
+type Options struct {
+	Pin      string        `yaml:"pin"`      // the line's name, e.g. GPIO17
+	Active   string        `yaml:"active"`   // high (default) or low
+	Debounce time.Duration `yaml:"debounce"` // default DefaultDebounce
 }
 
 // Contact is one contact input. It implements sensors.Device and sensors.Watcher.
@@ -78,10 +86,11 @@ type Contact struct {
 
 // New opens the line the spec names.
 func New(spec sensors.Spec) (*Contact, error) {
-	if _, _, err := parse(spec); err != nil {
+	o := sensors.Opts[Options](spec)
+	if _, _, err := parse(o); err != nil {
 		return nil, err
 	}
-	pin, err := rwgpio.Open(spec.Pin)
+	pin, err := rwgpio.Open(o.Pin)
 	if err != nil {
 		return nil, fmt.Errorf("contact: %w", err)
 	}
@@ -90,7 +99,8 @@ func New(spec sensors.Spec) (*Contact, error) {
 
 // NewWithPin reads pin (a gpiotest.Pin in tests, with its EdgesChan set for edges).
 func NewWithPin(spec sensors.Spec, pin gpio.PinIO) (*Contact, error) {
-	pol, debounce, err := parse(spec)
+	o := sensors.Opts[Options](spec)
+	pol, debounce, err := parse(o)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +110,7 @@ func NewWithPin(spec sensors.Spec, pin gpio.PinIO) (*Contact, error) {
 	if err := pin.In(pol.Pull(), gpio.BothEdges); err != nil {
 		if err2 := pin.In(gpio.PullNoChange, gpio.BothEdges); err2 != nil {
 			if err3 := pin.In(gpio.PullNoChange, gpio.NoEdge); err3 != nil {
-				return nil, fmt.Errorf("contact %s: configure %s as an input: %w", spec.ID, spec.Pin, err)
+				return nil, fmt.Errorf("contact %s: configure %s as an input: %w", spec.ID, o.Pin, err)
 			}
 			c.edges = false
 		}
@@ -109,19 +119,21 @@ func NewWithPin(spec sensors.Spec, pin gpio.PinIO) (*Contact, error) {
 	return c, nil
 }
 
-// Check reports why spec cannot read a contact (active, debounce); the simulated contact
-// shares it.
-func Check(spec sensors.Spec) error {
-	_, _, err := parse(spec)
+// Check reports why spec cannot read a contact (active, debounce).
+func Check(spec sensors.Spec) error { return CheckOptions(sensors.Opts[Options](spec)) }
+
+// CheckOptions is Check on the keys themselves; the simulated contact shares it.
+func CheckOptions(o Options) error {
+	_, _, err := parse(o)
 	return err
 }
 
-func parse(spec sensors.Spec) (rwgpio.Polarity, time.Duration, error) {
-	pol, err := rwgpio.ParsePolarity(spec.Active)
+func parse(o Options) (rwgpio.Polarity, time.Duration, error) {
+	pol, err := rwgpio.ParsePolarity(o.Active)
 	if err != nil {
 		return pol, 0, &sensors.KeyError{Key: "active", Err: fmt.Errorf("contact: %w", err)}
 	}
-	d := spec.Debounce
+	d := o.Debounce
 	switch {
 	case d < 0:
 		return pol, 0, &sensors.KeyError{Key: "debounce", Err: fmt.Errorf("contact: debounce %v is negative", d)}

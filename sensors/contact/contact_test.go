@@ -101,7 +101,7 @@ func TestBounceIsOneChange(t *testing.T) {
 	for _, active := range []string{"high", "low"} {
 		t.Run("active="+active, func(t *testing.T) {
 			pin := newPin()
-			c, err := NewWithPin(sensors.Spec{ID: "door", Pin: "GPIO17", Active: active, Debounce: 300 * time.Millisecond}, pin)
+			c, err := NewWithPin(sensors.Spec{ID: "door", Options: Options{Pin: "GPIO17", Active: active, Debounce: 300 * time.Millisecond}}, pin)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,7 +159,7 @@ func TestBounceIsOneChange(t *testing.T) {
 // the log shows the real figure.
 func TestLatency(t *testing.T) {
 	pin := newPin()
-	c, err := NewWithPin(sensors.Spec{ID: "door", Pin: "GPIO17", Debounce: 20 * time.Millisecond}, pin)
+	c, err := NewWithPin(sensors.Spec{ID: "door", Options: Options{Pin: "GPIO17", Debounce: 20 * time.Millisecond}}, pin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestLatency(t *testing.T) {
 func TestPollCatchesMissedEdge(t *testing.T) {
 	for _, watching := range []bool{false, true} {
 		pin := newPin()
-		c, err := NewWithPin(sensors.Spec{ID: "door", Pin: "GPIO17", Debounce: 30 * time.Millisecond}, pin)
+		c, err := NewWithPin(sensors.Spec{ID: "door", Options: Options{Pin: "GPIO17", Debounce: 30 * time.Millisecond}}, pin)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,7 +214,7 @@ func TestPollCatchesMissedEdge(t *testing.T) {
 // TestSampledLine: a line that cannot report edges is sampled by Watch.
 func TestSampledLine(t *testing.T) {
 	pin := &gpiotest.Pin{N: "GPIO22"} // no EdgesChan: In with edges fails
-	c, err := NewWithPin(sensors.Spec{ID: "door", Pin: "GPIO22", Debounce: 20 * time.Millisecond}, pin)
+	c, err := NewWithPin(sensors.Spec{ID: "door", Options: Options{Pin: "GPIO22", Debounce: 20 * time.Millisecond}}, pin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,21 +232,22 @@ func TestSampledLine(t *testing.T) {
 }
 
 func TestSpecErrors(t *testing.T) {
-	for _, s := range []sensors.Spec{
-		{ID: "door", Pin: "GPIO17", Active: "sideways"},
-		{ID: "door", Pin: "GPIO17", Debounce: -time.Millisecond},
+	for _, o := range []Options{
+		{Pin: "GPIO17", Active: "sideways"},
+		{Pin: "GPIO17", Debounce: -time.Millisecond},
 	} {
+		s := sensors.Spec{ID: "door", Options: o}
 		if _, err := NewWithPin(s, newPin()); err == nil {
 			t.Errorf("%+v accepted", s)
 		}
 	}
-	if _, err := NewWithPin(sensors.Spec{ID: "door", Pin: "x"}, gpio.INVALID); err == nil {
+	if _, err := NewWithPin(sensors.Spec{ID: "door", Options: Options{Pin: "x"}}, gpio.INVALID); err == nil {
 		t.Error("an unusable line was accepted")
 	}
-	if _, err := New(sensors.Spec{ID: "door", Pin: "GPIO_NO_SUCH_LINE_999"}); err == nil {
+	if _, err := New(sensors.Spec{ID: "door", Options: Options{Pin: "GPIO_NO_SUCH_LINE_999"}}); err == nil {
 		t.Error("a missing line was accepted")
 	}
-	c, err := NewWithPin(sensors.Spec{ID: "door", Pin: "GPIO17"}, newPin())
+	c, err := NewWithPin(sensors.Spec{ID: "door", Options: Options{Pin: "GPIO17"}}, newPin())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,8 @@ var metrics = []string{"voltage", "current", "power", "energy"}
 func init() {
 	sensors.Register(sensors.Driver{
 		Name:     Name,
-		Keys:     []string{"bus", "address", "shunt_ohms", "max_current"},
+		Class:    sensors.ClassPower,
+		Options:  Options{},
 		Required: []string{"bus", "shunt_ohms"},
 		Metrics:  units,
 		New: func(spec sensors.Spec, _ sensors.Env) (sensors.Device, error) {
@@ -52,6 +53,14 @@ func init() {
 		// NewWithBus opens nothing: it checks the spec.
 		Check: func(spec sensors.Spec) error { _, err := NewWithBus(spec, nil); return err },
 	})
+}
+
+// Options are a ina219 device's keys.
+type Options struct {
+	Bus        string  `yaml:"bus"`     // "1" for /dev/i2c-1
+	Address    int     `yaml:"address"` // 0: the chip's default
+	ShuntOhms  float64 `yaml:"shunt_ohms"`
+	MaxCurrent float64 `yaml:"max_current"` // A
 }
 
 // OpenBus opens the I²C bus a device sits on. Tests pass one that returns an
@@ -77,21 +86,22 @@ type Device struct {
 
 // New makes the device on the bus its spec names; nothing is opened until the first poll.
 func New(spec sensors.Spec) (*Device, error) {
-	return NewWithBus(spec, HostBus(spec.Bus))
+	return NewWithBus(spec, HostBus(sensors.Opts[Options](spec).Bus))
 }
 
 // NewWithBus makes the device on the bus open returns.
 func NewWithBus(spec sensors.Spec, open OpenBus) (*Device, error) {
+	opts := sensors.Opts[Options](spec)
 	addr := uint16(0x40)
-	if spec.Address != 0 {
-		addr = uint16(spec.Address)
+	if opts.Address != 0 {
+		addr = uint16(opts.Address)
 	}
 	if addr < 0x40 || addr > 0x4F {
-		return nil, &sensors.KeyError{Key: "address", Err: fmt.Errorf("ina219: address %#x: an INA219 is at 0x40–0x4F", spec.Address)}
+		return nil, &sensors.KeyError{Key: "address", Err: fmt.Errorf("ina219: address %#x: an INA219 is at 0x40–0x4F", opts.Address)}
 	}
 	o := ina219.Opts{
-		ShuntResistance: physic.ElectricResistance(math.Round(spec.ShuntOhms * float64(physic.Ohm))),
-		MaxCurrent:      physic.ElectricCurrent(math.Round(spec.MaxCurrent * float64(physic.Ampere))),
+		ShuntResistance: physic.ElectricResistance(math.Round(opts.ShuntOhms * float64(physic.Ohm))),
+		MaxCurrent:      physic.ElectricCurrent(math.Round(opts.MaxCurrent * float64(physic.Ampere))),
 	}
 	// Check the shunt now: a calibration that cannot work is a config error, not a poll error.
 	if _, err := ina219.Compute(o); err != nil {

@@ -30,7 +30,7 @@ func (b *buses) open() (i2c.BusCloser, error) {
 func be(v uint16) []byte { return []byte{byte(v >> 8), byte(v)} }
 
 // Datasheet SBOS448G Table 3: 2 mΩ, Current_LSB 1 mA (max 32.768 A), 11.98 V, 10 A, 119.8 W.
-var table3 = sensors.Spec{ID: "feed-a", Driver: Name, Bus: "1", Address: 0x40, ShuntOhms: 0.002, MaxCurrent: 32.768, Poll: time.Second}
+var table3 = sensors.Spec{ID: "feed-a", Driver: Name, Poll: time.Second, Options: Options{Bus: "1", Address: 0x40, ShuntOhms: 0.002, MaxCurrent: 32.768}}
 
 func program() []i2ctest.IO {
 	return []i2ctest.IO{
@@ -134,16 +134,17 @@ func TestPollAndEnergy(t *testing.T) {
 }
 
 func TestSpecErrors(t *testing.T) {
-	for _, s := range []sensors.Spec{
-		{ID: "feed-a", Bus: "1", Address: 0x50, ShuntOhms: 0.1},
-		{ID: "feed-a", Bus: "1"},                                  // no shunt
-		{ID: "feed-a", Bus: "1", ShuntOhms: 0.01, MaxCurrent: 40}, // 400 mV across the shunt
+	for _, o := range []Options{
+		{Bus: "1", Address: 0x50, ShuntOhms: 0.1},
+		{Bus: "1"}, // no shunt
+		{Bus: "1", ShuntOhms: 0.01, MaxCurrent: 40}, // 400 mV across the shunt
 	} {
+		s := sensors.Spec{ID: "feed-a", Options: o}
 		if _, err := New(s); err == nil {
 			t.Errorf("%+v accepted", s)
 		}
 	}
-	d, err := New(sensors.Spec{ID: "feed-a", Bus: "99", ShuntOhms: 0.1})
+	d, err := New(sensors.Spec{ID: "feed-a", Options: Options{Bus: "99", ShuntOhms: 0.1}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,13 +78,20 @@ var bauds = map[int]bool{1200: true, 2400: true, 4800: true, 9600: true, 19200: 
 func init() {
 	sensors.Register(sensors.Driver{
 		Name:     "megatec",
-		Keys:     []string{"port", "baud"},
+		Class:    sensors.ClassUPS,
+		Options:  Options{},
 		Required: []string{"port"},
 		Metrics:  Metrics,
 		New:      func(spec sensors.Spec, _ sensors.Env) (sensors.Device, error) { return New(spec) },
 		// New opens nothing (the port is opened at the first poll): it checks the spec.
 		Check: func(spec sensors.Spec) error { _, err := New(spec); return err },
 	})
+}
+
+// Options are a megatec device's keys.
+type Options struct {
+	Port string `yaml:"port"` // the serial device, e.g. /dev/ttyUSB0
+	Baud int    `yaml:"baud"` // default DefaultBaud
 }
 
 // Device is one megatec UPS. Poll and Command may be called from different goroutines; one
@@ -109,19 +116,20 @@ type Device struct {
 
 // New makes a device from its spec; the port is opened at the first poll.
 func New(spec sensors.Spec) (*Device, error) {
-	if spec.Port == "" {
+	o := sensors.Opts[Options](spec)
+	if o.Port == "" {
 		return nil, errors.New("megatec: port is required")
 	}
-	baud := spec.Baud
+	baud := o.Baud
 	if baud == 0 {
 		baud = DefaultBaud
 	}
 	if !bauds[baud] {
-		return nil, &sensors.KeyError{Key: "baud", Err: fmt.Errorf("megatec: baud %d is not a serial speed (1200 … 115200)", spec.Baud)}
+		return nil, &sensors.KeyError{Key: "baud", Err: fmt.Errorf("megatec: baud %d is not a serial speed (1200 … 115200)", o.Baud)}
 	}
 	return &Device{
-		id: spec.ID, port: spec.Port, baud: baud,
-		log: slog.Default().With("device", spec.ID, "driver", "megatec", "port", spec.Port),
+		id: spec.ID, port: o.Port, baud: baud,
+		log: slog.Default().With("device", spec.ID, "driver", "megatec", "port", o.Port),
 	}, nil
 }
 

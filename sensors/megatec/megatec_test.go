@@ -18,7 +18,7 @@ import (
 
 func newDevice(t *testing.T, port string) sensors.Device {
 	t.Helper()
-	dev, err := sensors.New(sensors.Spec{ID: "ups1", Driver: "megatec", Port: port}, sensors.Env{})
+	dev, err := sensors.New(sensors.Spec{ID: "ups1", Driver: "megatec", Options: Options{Port: port}}, sensors.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,23 +199,23 @@ func TestMissingPort(t *testing.T) {
 
 func TestSpec(t *testing.T) {
 	d, ok := sensors.Lookup("megatec")
-	if !ok || !slices.Equal(d.Required, []string{"port"}) || !slices.Contains(d.Keys, "baud") {
+	if !ok || !slices.Equal(d.Required, []string{"port"}) || !slices.Contains(d.Keys(), "baud") {
 		t.Fatalf("registry: %+v %v", d, ok)
 	}
 	for _, tc := range []struct {
 		spec sensors.Spec
 		ok   bool
 	}{
-		{sensors.Spec{ID: "u", Port: "/dev/ttyS0"}, true},
-		{sensors.Spec{ID: "u", Port: "/dev/ttyS0", Baud: 9600}, true},
-		{sensors.Spec{ID: "u", Port: "/dev/ttyS0", Baud: 1234}, false},
+		{sensors.Spec{ID: "u", Options: Options{Port: "/dev/ttyS0"}}, true},
+		{sensors.Spec{ID: "u", Options: Options{Port: "/dev/ttyS0", Baud: 9600}}, true},
+		{sensors.Spec{ID: "u", Options: Options{Port: "/dev/ttyS0", Baud: 1234}}, false},
 		{sensors.Spec{ID: "u"}, false},
 	} {
 		dev, err := New(tc.spec)
 		if (err == nil) != tc.ok {
 			t.Errorf("%+v: err %v", tc.spec, err)
 		}
-		if err == nil && dev.baud != max(tc.spec.Baud, DefaultBaud) {
+		if err == nil && dev.baud != max(sensors.Opts[Options](tc.spec).Baud, DefaultBaud) {
 			t.Errorf("%+v: baud %d", tc.spec, dev.baud)
 		}
 	}

@@ -1,6 +1,7 @@
 package modbus
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -9,21 +10,20 @@ import (
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
-// Problem is one mistake in a modbus device's keys. Key is the device key it is about; for a
-// registers entry Index is its position and Field the key inside it (Index is -1 otherwise).
-type Problem struct {
-	Key   string
-	Index int
-	Field string
-	Msg   string
-}
-
-// Check validates the modbus keys of a spec; the config checker reports each problem at the
-// line of the key it names.
-func Check(spec sensors.Spec) []Problem {
-	var out []Problem
+// CheckOptions reports every mistake in a modbus device's keys, each as a *sensors.KeyError
+// naming its key (and, inside registers, the entry and its key), so the config check points
+// at its line.
+func CheckOptions(spec Options) error {
+	var errs []error
 	add := func(key string, i int, field, format string, args ...any) {
-		out = append(out, Problem{Key: key, Index: i, Field: field, Msg: fmt.Sprintf(format, args...)})
+		ke := &sensors.KeyError{Key: key, Err: fmt.Errorf(format, args...)}
+		if i >= 0 {
+			ke.In = []any{i}
+			if field != "" {
+				ke.In = append(ke.In, field)
+			}
+		}
+		errs = append(errs, ke)
 	}
 	switch {
 	case spec.Port == "" && spec.Target == "":
@@ -123,10 +123,18 @@ func Check(spec sensors.Spec) []Problem {
 			}
 		}
 	}
+	switch spec.SafeState {
+	case "", "off", "on":
+	default:
+		add("safe_state", -1, "", "safe_state is on or off, not %q", spec.SafeState)
+	}
 	if spec.SafeState != "" && spec.Relay == nil {
 		add("safe_state", -1, "", "safe_state needs a relay entry")
 	}
-	return out
+	if p, ok := profiles[spec.Profile]; ok && p.class == sensors.ClassUPS && spec.Relay != nil {
+		add("relay", -1, "", "a device with a UPS profile is a UPS, not a relay: give the relay its own device (same bus and unit_id)")
+	}
+	return errors.Join(errs...)
 }
 
 // Profiles lists the built-in profile names, sorted.

@@ -25,17 +25,78 @@ import (
 // Name is the driver name in configs.
 const Name = "modbus"
 
-// Keys are the spec keys a modbus device takes.
-var Keys = []string{"port", "baud", "target", "transport", "unit_id", "profile", "registers",
-	"parity", "stop_bits", "word_order", "relay", "safe_state"}
-
 func init() {
 	sensors.Register(sensors.Driver{
-		Name: Name,
-		Keys: Keys,
+		Name:        Name,
+		Class:       sensors.ClassOther,
+		DeviceClass: DeviceClass,
+		Options:     Options{},
 		// Metric names come from the registers or the profile: any.
-		New: func(spec sensors.Spec, _ sensors.Env) (sensors.Device, error) { return New(spec) },
+		New:   func(spec sensors.Spec, _ sensors.Env) (sensors.Device, error) { return New(spec) },
+		Check: func(spec sensors.Spec) error { return CheckOptions(sensors.Opts[Options](spec)) },
 	})
+}
+
+// Link are the keys that say how to reach a Modbus unit; the simulated twins take them too.
+type Link struct {
+	Port      string `yaml:"port"` // RTU over a serial port
+	Baud      int    `yaml:"baud"`
+	Parity    string `yaml:"parity"`    // none, even, odd
+	StopBits  int    `yaml:"stop_bits"` // 1, 2
+	Target    string `yaml:"target"`    // host:port of a Modbus TCP server or gateway
+	Transport string `yaml:"transport"` // with target: tcp, rtu_over_tcp
+	UnitID    int    `yaml:"unit_id"`
+}
+
+// Options are a modbus device's keys.
+type Options struct {
+	Link      `yaml:",inline"`
+	Profile   string     `yaml:"profile"`
+	WordOrder string     `yaml:"word_order"` // high_first, low_first: the device's default
+	Registers []Register `yaml:"registers"`
+	Relay     *Relay     `yaml:"relay"`
+	SafeState string     `yaml:"safe_state"` // on, off: with a relay entry
+}
+
+// SafeOn implements sensors.SafeStater.
+func (o Options) SafeOn() bool { return o.Relay != nil && o.SafeState == "on" }
+
+// Register is one value of a generic modbus device.
+type Register struct {
+	Name      string  `yaml:"name"`
+	Table     string  `yaml:"table"`
+	Address   int     `yaml:"address"`
+	Type      string  `yaml:"type"`
+	Count     int     `yaml:"count"`
+	WordOrder string  `yaml:"word_order"`
+	Unit      string  `yaml:"unit"`
+	Scale     float64 `yaml:"scale"`
+	Offset    float64 `yaml:"offset"`
+}
+
+// Relay makes a modbus device switchable: a coil, or a holding register written with On or
+// Off.
+type Relay struct {
+	Table   string `yaml:"table"`
+	Address int    `yaml:"address"`
+	On      *int   `yaml:"on"`
+	Off     *int   `yaml:"off"`
+}
+
+// DeviceClass classes a modbus device by what it reads: its profile's class (a UPS, a
+// meter, a generator controller), a relay when it has a relay entry, else other.
+func DeviceClass(spec sensors.Spec) sensors.Class {
+	o := sensors.Opts[Options](spec)
+	if p, ok := profiles[o.Profile]; ok && p.class == sensors.ClassUPS {
+		return p.class
+	}
+	if o.Relay != nil {
+		return sensors.ClassRelay
+	}
+	if p, ok := profiles[o.Profile]; ok {
+		return p.class
+	}
+	return sensors.ClassOther
 }
 
 // DefaultBaud is the RTU speed when baud is not given: what meters, UPSes and generator
@@ -92,8 +153,8 @@ type relayPoint struct {
 	on, off uint16
 }
 
-// Conn is the bus a spec names.
-func Conn(spec sensors.Spec) mbdrv.Conn {
+// Conn is the bus a device's link keys name.
+func Conn(spec Link) mbdrv.Conn {
 	if spec.Port != "" {
 		baud := spec.Baud
 		if baud == 0 {
@@ -113,10 +174,11 @@ func Conn(spec sensors.Spec) mbdrv.Conn {
 
 // New makes a device from its spec and takes its share of the bus.
 func New(spec sensors.Spec) (*Device, error) {
-	if probs := Check(spec); len(probs) > 0 {
-		return nil, fmt.Errorf("modbus: %s", probs[0].Msg)
+	o := sensors.Opts[Options](spec)
+	if err := CheckOptions(o); err != nil {
+		return nil, fmt.Errorf("modbus: %w", err)
 	}
-	points, prof, rp, err := compile(spec)
+	points, prof, rp, err := compile(o)
 	if err != nil {
 		return nil, err
 	}
@@ -124,12 +186,12 @@ func New(spec sensors.Spec) (*Device, error) {
 	if spec.Timeout > 0 && spec.Timeout < timeout {
 		timeout = spec.Timeout
 	}
-	c := Conn(spec)
+	c := Conn(o.Link)
 	bus, err := mbdrv.Open(c, timeout)
 	if err != nil {
 		return nil, err
 	}
-	unit := spec.UnitID
+	unit := o.UnitID
 	if unit == 0 {
 		unit = 1
 	}
@@ -146,7 +208,7 @@ func New(spec sensors.Spec) (*Device, error) {
 	return d, nil
 }
 
-func compile(spec sensors.Spec) ([]point, *profile, *relayPoint, error) {
+func compile(spec Options) ([]point, *profile, *relayPoint, error) {
 	var points []point
 	var prof *profile
 	if spec.Profile != "" {
@@ -195,15 +257,6 @@ func compile(spec sensors.Spec) ([]point, *profile, *relayPoint, error) {
 	}
 	return points, prof, rp, nil
 }
-
-// IsUPS reports whether a spec reads a UPS: a modbus device with a UPS profile.
-func IsUPS(spec sensors.Spec) bool {
-	p, ok := profiles[spec.Profile]
-	return spec.Driver == Name && ok && p.ups
-}
-
-// IsRelay reports whether a spec is a switchable modbus device.
-func IsRelay(spec sensors.Spec) bool { return spec.Driver == Name && spec.Relay != nil }
 
 // Poll implements sensors.Device.
 func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {

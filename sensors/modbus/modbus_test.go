@@ -53,7 +53,7 @@ func TestGenericDevice(t *testing.T) {
 	  "input": [{"address": 100, "type": "float32", "value": 12.5}],
 	  "coil": [{"address": 0, "value": true}],
 	  "discrete": [{"address": 7, "value": false}]}}}`)
-	spec := sensors.Spec{ID: "m1", Driver: "modbus", Target: srv.Addr, UnitID: 1, Registers: []sensors.RegisterSpec{
+	spec := sensors.Spec{ID: "m1", Driver: "modbus", Options: modbus.Options{Link: modbus.Link{Target: srv.Addr, UnitID: 1}, Registers: []modbus.Register{
 		{Name: "voltage", Address: 0, Unit: "V", Scale: 0.1},
 		{Name: "temperature", Address: 1, Type: "int16", Unit: "°C", Offset: 0.5},
 		{Name: "energy", Address: 2, Type: "uint32", WordOrder: "low_first", Unit: "Wh", Scale: 1000},
@@ -66,7 +66,7 @@ func TestGenericDevice(t *testing.T) {
 		{Name: "door", Table: "discrete", Address: 7},
 		{Name: "missing", Address: 13 + 5, Unit: "V"},
 		{Name: "missing_coil", Table: "coil", Address: 1},
-	}}
+	}}}
 	rs, err := poll(t, spec)
 	if err != nil {
 		t.Fatalf("poll: %v", err)
@@ -111,13 +111,13 @@ func checkReadings(t *testing.T, got map[string]sensors.Reading, want map[string
 // the same connection is read all the same.
 func TestSilentUnitFailsAlone(t *testing.T) {
 	srv := testpeer.StartModbusTCP(t, `{"units": {"1": {"holding": [{"address": 0, "raw": [7]}]}}}`)
-	regs := []sensors.RegisterSpec{{Name: "x", Address: 0}, {Name: "y", Address: 5}}
-	good, err := modbus.New(sensors.Spec{ID: "a", Driver: "modbus", Target: srv.Addr, UnitID: 1, Registers: regs})
+	regs := []modbus.Register{{Name: "x", Address: 0}, {Name: "y", Address: 5}}
+	good, err := modbus.New(sensors.Spec{ID: "a", Driver: "modbus", Options: modbus.Options{Link: modbus.Link{Target: srv.Addr, UnitID: 1}, Registers: regs}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer good.Close()
-	silent, err := modbus.New(sensors.Spec{ID: "b", Driver: "modbus", Target: srv.Addr, UnitID: 9, Timeout: 300 * time.Millisecond, Registers: regs})
+	silent, err := modbus.New(sensors.Spec{ID: "b", Driver: "modbus", Timeout: 300 * time.Millisecond, Options: modbus.Options{Link: modbus.Link{Target: srv.Addr, UnitID: 9}, Registers: regs}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,9 +144,9 @@ func TestSilentUnitFailsAlone(t *testing.T) {
 func TestRelay(t *testing.T) {
 	srv := testpeer.StartModbusTCP(t, `{"units": {"1": {"coil": [{"address": 3, "value": false}], "holding": [{"address": 10, "raw": [0]}]}}}`)
 	on, off := 0xFF, 0x11
-	for _, rs := range []*sensors.ModbusRelaySpec{{Table: "coil", Address: 3}, {Table: "holding", Address: 10, On: &on, Off: &off}} {
-		spec := sensors.Spec{ID: "gen", Driver: "modbus", Target: srv.Addr, Relay: rs}
-		if !modbus.IsRelay(spec) {
+	for _, rs := range []*modbus.Relay{{Table: "coil", Address: 3}, {Table: "holding", Address: 10, On: &on, Off: &off}} {
+		spec := sensors.Spec{ID: "gen", Driver: "modbus", Options: modbus.Options{Link: modbus.Link{Target: srv.Addr}, Relay: rs}}
+		if sensors.SpecClass(spec) != sensors.ClassRelay {
 			t.Fatal("a modbus device with a relay entry is not a relay")
 		}
 		d, err := modbus.New(spec)
@@ -202,7 +202,7 @@ func TestProfiles(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			doc, pf := loadProfile(t, name)
 			srv := testpeer.StartModbusTCP(t, doc)
-			rs, err := poll(t, sensors.Spec{ID: "d", Driver: "modbus", Target: srv.Addr, Profile: name})
+			rs, err := poll(t, sensors.Spec{ID: "d", Driver: "modbus", Options: modbus.Options{Link: modbus.Link{Target: srv.Addr}, Profile: name}})
 			if err != nil {
 				t.Fatalf("poll: %v", err)
 			}
@@ -271,4 +271,32 @@ func mbpollRead(t *testing.T, bin, addr string, unit int, typ string, reg, count
 		vals = append(vals, m[1])
 	}
 	return vals
+}
+
+// A modbus device's class follows its profile, or its relay entry; so does its safe state.
+func TestDeviceClass(t *testing.T) {
+	on := modbus.Relay{Table: "coil", Address: 3}
+	for _, c := range []struct {
+		o    modbus.Options
+		want sensors.Class
+	}{
+		{modbus.Options{Profile: "apc-smart-ups"}, sensors.ClassUPS},
+		{modbus.Options{Profile: "sdm630"}, sensors.ClassPower},
+		{modbus.Options{Profile: "sdm120"}, sensors.ClassPower},
+		{modbus.Options{Profile: "dse-gencomm"}, sensors.ClassGenerator},
+		{modbus.Options{Profile: "dse-gencomm", Relay: &on}, sensors.ClassRelay},
+		{modbus.Options{Relay: &on}, sensors.ClassRelay},
+		{modbus.Options{Registers: []modbus.Register{{Name: "x"}}}, sensors.ClassOther},
+	} {
+		if got := sensors.SpecClass(sensors.Spec{ID: "d", Driver: modbus.Name, Options: c.o}); got != c.want {
+			t.Errorf("%+v: class %q, want %q", c.o, got, c.want)
+		}
+	}
+	safe := sensors.Spec{Driver: modbus.Name, Options: modbus.Options{Relay: &on, SafeState: "on"}}
+	if !sensors.SafeOn(safe) {
+		t.Error("a relay entry with safe_state on is not safe on")
+	}
+	if sensors.SafeOn(sensors.Spec{Driver: modbus.Name, Options: modbus.Options{Relay: &on}}) {
+		t.Error("a relay entry is safe on without safe_state")
+	}
 }

@@ -13,8 +13,9 @@ type profile struct {
 	points []point
 	// derive makes the readings that need several registers (a UPS's status word).
 	derive func(id string, v map[string]value, ts time.Time) []sensors.Reading
-	// ups: the device is a UPS (NUT names, failover.power, served over NUT).
-	ups bool
+	// class is what the device is to the daemon: a UPS profile's device is served over NUT
+	// and may be watched by failover.power.
+	class sensors.Class
 }
 
 var profiles = map[string]*profile{
@@ -41,7 +42,7 @@ func sentinel(p point, n int) point { p.sentinels = n; return p }
 // word first; status bits are numbered from the least significant bit of the 32-bit status
 // at 0–1.
 var apcSmartUPS = &profile{
-	ups: true,
+	class: sensors.ClassUPS,
 	points: []point{
 		internal(reg("_status", "", mbdrv.Holding, 0, mbdrv.Uint32, 1)),
 		internal(reg("_signaling", "", mbdrv.Holding, 18, mbdrv.Uint16, 1)),
@@ -120,7 +121,7 @@ func apcStatus(id string, v map[string]value, ts time.Time) []sensors.Reading {
 // sdm630 follows Eastron's SDM630 Modbus protocol (input registers, IEEE 754 float32, high
 // word first), as mbmd and ESPHome's sdm_meter read it. Energy is kept in Wh (kWh × 1000),
 // as CONTRACT.md §3 names it.
-var sdm630 = &profile{points: []point{
+var sdm630 = &profile{class: sensors.ClassPower, points: []point{
 	reg("voltage.l1", "V", mbdrv.Input, 0x00, mbdrv.Float32, 1),
 	reg("voltage.l2", "V", mbdrv.Input, 0x02, mbdrv.Float32, 1),
 	reg("voltage.l3", "V", mbdrv.Input, 0x04, mbdrv.Float32, 1),
@@ -140,7 +141,7 @@ var sdm630 = &profile{points: []point{
 }}
 
 // sdm120 is the single-phase SDM120, which keeps the SDM630's offsets for phase 1.
-var sdm120 = &profile{points: []point{
+var sdm120 = &profile{class: sensors.ClassPower, points: []point{
 	reg("voltage", "V", mbdrv.Input, 0x00, mbdrv.Float32, 1),
 	reg("current", "A", mbdrv.Input, 0x06, mbdrv.Float32, 1),
 	reg("power", "W", mbdrv.Input, 0x0C, mbdrv.Float32, 1),
@@ -165,6 +166,7 @@ var dseAlarms = []string{
 // as Victron's dbus-modbus-client (dse.py) reads it: page 3 mode, page 4 instruments (mains at
 // offsets 35–41), page 6 engine state, page 8 alarms.
 var dseGenComm = &profile{
+	class: sensors.ClassGenerator,
 	points: func() []point {
 		s := func(p point) point { return sentinel(p, 8) }
 		ps := []point{

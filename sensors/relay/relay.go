@@ -34,7 +34,8 @@ const Name = "relay"
 func init() {
 	sensors.Register(sensors.Driver{
 		Name:     Name,
-		Keys:     []string{"pin", "active", "safe_state"},
+		Class:    sensors.ClassRelay,
+		Options:  Options{},
 		Required: []string{"pin"},
 		Metrics:  map[string]string{"relay": ""},
 		Check:    Check,
@@ -43,6 +44,16 @@ func init() {
 		},
 	})
 }
+
+// Options are a relay device's keys; the simulated relay takes them too.
+type Options struct {
+	Pin       string `yaml:"pin"`        // the line's name, e.g. GPIO27
+	Active    string `yaml:"active"`     // high (default) or low
+	SafeState string `yaml:"safe_state"` // off (default) or on
+}
+
+// SafeOn implements sensors.SafeStater.
+func (o Options) SafeOn() bool { return o.SafeState == "on" }
 
 // Relay is one relay output. It implements sensors.Device and sensors.Actuator.
 type Relay struct {
@@ -58,10 +69,11 @@ type Relay struct {
 
 // New opens the line the spec names and puts the relay in its safe state.
 func New(spec sensors.Spec) (*Relay, error) {
-	if _, _, err := parse(spec); err != nil {
+	o := sensors.Opts[Options](spec)
+	if _, _, err := parse(o); err != nil {
 		return nil, err
 	}
-	pin, err := rwgpio.Open(spec.Pin)
+	pin, err := rwgpio.Open(o.Pin)
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
@@ -70,7 +82,7 @@ func New(spec sensors.Spec) (*Relay, error) {
 
 // NewWithPin drives pin (a gpiotest.Pin in tests) and puts the relay in its safe state.
 func NewWithPin(spec sensors.Spec, pin gpio.PinIO) (*Relay, error) {
-	pol, safe, err := parse(spec)
+	pol, safe, err := parse(sensors.Opts[Options](spec))
 	if err != nil {
 		return nil, err
 	}
@@ -81,25 +93,27 @@ func NewWithPin(spec sensors.Spec, pin gpio.PinIO) (*Relay, error) {
 	return r, nil
 }
 
-// Check reports why spec cannot drive a relay (active, safe_state); the simulated relay
-// shares it.
-func Check(spec sensors.Spec) error {
-	_, _, err := parse(spec)
+// Check reports why spec cannot drive a relay (active, safe_state).
+func Check(spec sensors.Spec) error { return CheckOptions(sensors.Opts[Options](spec)) }
+
+// CheckOptions is Check on the keys themselves; the simulated relay shares it.
+func CheckOptions(o Options) error {
+	_, _, err := parse(o)
 	return err
 }
 
-func parse(spec sensors.Spec) (rwgpio.Polarity, bool, error) {
-	pol, err := rwgpio.ParsePolarity(spec.Active)
+func parse(o Options) (rwgpio.Polarity, bool, error) {
+	pol, err := rwgpio.ParsePolarity(o.Active)
 	if err != nil {
 		return pol, false, &sensors.KeyError{Key: "active", Err: fmt.Errorf("relay: %w", err)}
 	}
-	switch spec.SafeState {
+	switch o.SafeState {
 	case "", "off":
 		return pol, false, nil
 	case "on":
 		return pol, true, nil
 	}
-	return pol, false, &sensors.KeyError{Key: "safe_state", Err: fmt.Errorf("relay: safe_state is on or off, not %q", spec.SafeState)}
+	return pol, false, &sensors.KeyError{Key: "safe_state", Err: fmt.Errorf("relay: safe_state is on or off, not %q", o.SafeState)}
 }
 
 // drive sets the output. Called with mu held, or before r is shared.

@@ -46,7 +46,7 @@ func TestSafeStateAtStartCrashAndStop(t *testing.T) {
 		t.Run(fmt.Sprintf("active=%s,safe=%s", tc.active, tc.safe), func(t *testing.T) {
 			// The line starts at the opposite of safe, as a previous run might have left it.
 			pin := &gpiotest.Pin{N: "GPIO27", Num: 27, L: !tc.safeLevel}
-			spec := sensors.Spec{ID: "genset", Driver: Name, Pin: "GPIO27", Active: tc.active, SafeState: tc.safe}
+			spec := sensors.Spec{ID: "genset", Driver: Name, Options: Options{Pin: "GPIO27", Active: tc.active, SafeState: tc.safe}}
 			r, err := NewWithPin(spec, pin)
 			if err != nil {
 				t.Fatal(err)
@@ -100,27 +100,28 @@ func TestSafeStateAtStartCrashAndStop(t *testing.T) {
 }
 
 func TestSpecErrors(t *testing.T) {
-	for _, s := range []sensors.Spec{
-		{ID: "r", Pin: "GPIO27", Active: "sideways"},
-		{ID: "r", Pin: "GPIO27", SafeState: "maybe"},
+	for _, o := range []Options{
+		{Pin: "GPIO27", Active: "sideways"},
+		{Pin: "GPIO27", SafeState: "maybe"},
 	} {
+		s := sensors.Spec{ID: "r", Options: o}
 		if _, err := NewWithPin(s, &gpiotest.Pin{}); err == nil {
 			t.Errorf("%+v accepted", s)
 		}
 	}
 	// A line that cannot be driven: the safe state cannot be applied, so no relay.
-	if _, err := NewWithPin(sensors.Spec{ID: "r", Pin: "x"}, gpio.INVALID); err == nil {
+	if _, err := NewWithPin(sensors.Spec{ID: "r", Options: Options{Pin: "x"}}, gpio.INVALID); err == nil {
 		t.Error("an undrivable line was accepted")
 	}
 	// No such line on this machine.
-	if _, err := New(sensors.Spec{ID: "r", Pin: "GPIO_NO_SUCH_LINE_999"}); err == nil {
+	if _, err := New(sensors.Spec{ID: "r", Options: Options{Pin: "GPIO_NO_SUCH_LINE_999"}}); err == nil {
 		t.Error("a missing line was accepted")
 	}
 }
 
 func TestCancelledSet(t *testing.T) {
 	pin := &gpiotest.Pin{N: "GPIO23"}
-	r, err := NewWithPin(sensors.Spec{ID: "crac2", Pin: "GPIO23"}, pin)
+	r, err := NewWithPin(sensors.Spec{ID: "crac2", Options: Options{Pin: "GPIO23"}}, pin)
 	if err != nil {
 		t.Fatal(err)
 	}

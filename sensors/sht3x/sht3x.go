@@ -38,7 +38,8 @@ var metrics = []string{"temperature", "humidity"}
 func init() {
 	sensors.Register(sensors.Driver{
 		Name:     Name,
-		Keys:     []string{"bus", "address"},
+		Class:    sensors.ClassEnvironmental,
+		Options:  Options{},
 		Required: []string{"bus"},
 		Metrics:  units,
 		New: func(spec sensors.Spec, _ sensors.Env) (sensors.Device, error) {
@@ -51,6 +52,12 @@ func init() {
 
 // reopenAfter consecutive failed polls close the bus; the next poll opens it again.
 const reopenAfter = i2cbus.ReopenAfter
+
+// Options are a sht3x device's keys.
+type Options struct {
+	Bus     string `yaml:"bus"`     // "1" for /dev/i2c-1
+	Address int    `yaml:"address"` // 0: the chip's default
+}
 
 // OpenBus opens the I²C bus a device sits on. Tests pass one that returns an
 // i2ctest.Playback.
@@ -67,17 +74,18 @@ type Device struct {
 
 // New makes the device on the bus its spec names; nothing is opened until the first poll.
 func New(spec sensors.Spec) (*Device, error) {
-	return NewWithBus(spec, HostBus(spec.Bus))
+	return NewWithBus(spec, HostBus(sensors.Opts[Options](spec).Bus))
 }
 
 // NewWithBus makes the device on the bus open returns.
 func NewWithBus(spec sensors.Spec, open OpenBus) (*Device, error) {
+	opts := sensors.Opts[Options](spec)
 	addr := uint16(sht3x.AddrLow)
-	if spec.Address != 0 {
-		addr = uint16(spec.Address)
+	if opts.Address != 0 {
+		addr = uint16(opts.Address)
 	}
 	if addr != sht3x.AddrLow && addr != sht3x.AddrHigh {
-		return nil, &sensors.KeyError{Key: "address", Err: fmt.Errorf("sht3x: address %#x: an SHT3x is at 0x44 or 0x45", spec.Address)}
+		return nil, &sensors.KeyError{Key: "address", Err: fmt.Errorf("sht3x: address %#x: an SHT3x is at 0x44 or 0x45", opts.Address)}
 	}
 	chip := func(_ context.Context, bus i2c.Bus) (*sht3x.Dev, error) { return sht3x.New(bus, addr) }
 	return &Device{id: spec.ID, chip: i2cbus.NewLazy(open, chip)}, nil

@@ -57,7 +57,7 @@ func TestPoll(t *testing.T) {
 		{Addr: 0x45, R: mustHex("5f5dfc6b8541")}, // corrupted: CRC mismatch
 	}, DontPanic: true}
 	bs := &buses{list: []*i2ctest.Playback{bus}}
-	d, err := NewWithBus(sensors.Spec{ID: "inlet-a", Driver: Name, Bus: "1", Address: 0x45}, bs.open)
+	d, err := NewWithBus(sensors.Spec{ID: "inlet-a", Driver: Name, Options: Options{Bus: "1", Address: 0x45}}, bs.open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestMissingBusThenPresent(t *testing.T) {
 		{Addr: 0x44, R: mustHex("6666938000a2")},
 	}, DontPanic: true}
 	bs := &buses{}
-	d, err := NewWithBus(sensors.Spec{ID: "inlet-a", Bus: "7"}, bs.open)
+	d, err := NewWithBus(sensors.Spec{ID: "inlet-a", Options: Options{Bus: "7"}}, bs.open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestReopenAfterRepeatedErrors(t *testing.T) {
 		{Addr: 0x44, R: mustHex("6666938000a2")},
 	}, DontPanic: true}
 	bs := &buses{list: []*i2ctest.Playback{first, second}}
-	d, err := NewWithBus(sensors.Spec{ID: "x", Bus: "1"}, bs.open)
+	d, err := NewWithBus(sensors.Spec{ID: "x", Options: Options{Bus: "1"}}, bs.open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,11 +171,11 @@ func TestReopenAfterRepeatedErrors(t *testing.T) {
 }
 
 func TestSpecErrors(t *testing.T) {
-	if _, err := New(sensors.Spec{ID: "x", Bus: "1", Address: 0x76}); err == nil {
+	if _, err := New(sensors.Spec{ID: "x", Options: Options{Bus: "1", Address: 0x76}}); err == nil {
 		t.Fatal("address 0x76 accepted")
 	}
 	// A bus that does not exist on this machine: made, and its polls fail.
-	d, err := New(sensors.Spec{ID: "x", Bus: "99"})
+	d, err := New(sensors.Spec{ID: "x", Options: Options{Bus: "99"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestRegistered(t *testing.T) {
 	if !ok || drv.New == nil || drv.Metrics["temperature"] != "°C" || drv.Metrics["humidity"] != "%RH" {
 		t.Fatalf("%+v", drv)
 	}
-	dev, err := sensors.New(sensors.Spec{ID: "inlet-a", Driver: Name, Bus: "99", Address: 0x44}, sensors.Env{})
+	dev, err := sensors.New(sensors.Spec{ID: "inlet-a", Driver: Name, Options: Options{Bus: "99", Address: 0x44}}, sensors.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,12 @@ import (
 
 	"github.com/rackwatch/rackwatch/sensors"
 	"github.com/rackwatch/rackwatch/sensors/contact"
+	"github.com/rackwatch/rackwatch/sensors/ina219"
+	"github.com/rackwatch/rackwatch/sensors/megatec"
+	"github.com/rackwatch/rackwatch/sensors/modbus"
 	"github.com/rackwatch/rackwatch/sensors/relay"
+	"github.com/rackwatch/rackwatch/sensors/sht3x"
+	"github.com/rackwatch/rackwatch/sensors/snmp"
 )
 
 // Clock is the time source; tests and replay use a virtual one.
@@ -39,6 +44,7 @@ type Clock func() time.Time
 // Device is one simulated device.
 type Device struct {
 	spec  sensors.Spec
+	story Story
 	kind  string
 	units map[string]string
 	now   Clock
@@ -103,21 +109,84 @@ var defaults = map[string]map[string]sensors.Value{
 	},
 }
 
-// Keys each twin accepts: its real twin's plus values, script, loop.
-var keys = map[string][]string{
-	"sim.ups":     {"port", "baud", "target", "community", "version", "v3"},
-	"sim.env":     {"bus", "address"},
-	"sim.power":   {"bus", "address", "shunt_ohms", "max_current"},
-	"sim.contact": {"pin", "active", "debounce"},
-	"sim.relay":   {"pin", "active", "safe_state"},
-	"sim.meter":   modbusKeys,
-	"sim.genset":  modbusKeys,
+// Story is what every twin takes besides its real twin's keys. A test may give a bare Story
+// as a Spec's Options.
+type Story struct {
+	Values map[string]sensors.Value `yaml:"values"`
+	Script []ScriptStep             `yaml:"script"`
+	Loop   bool                     `yaml:"loop"`
 }
 
-// checks are the real twins' checks of the keys a twin shares with them.
-var checks = map[string]func(sensors.Spec) error{"sim.contact": contact.Check, "sim.relay": relay.Check}
+func (s Story) story() Story { return s }
 
-var modbusKeys = []string{"port", "baud", "target", "transport", "unit_id", "profile", "parity", "stop_bits"}
+// ScriptStep is one step of a simulated device's story: at At after start (or after the
+// previous loop), set the listed metrics.
+type ScriptStep struct {
+	At  time.Duration            `yaml:"at"`
+	Set map[string]sensors.Value `yaml:"set"`
+}
+
+// StoryOf returns the story of a sim's spec (empty for any other spec).
+func StoryOf(spec sensors.Spec) Story {
+	if s, ok := spec.Options.(interface{ story() Story }); ok {
+		return s.story()
+	}
+	return Story{}
+}
+
+// The twins' options: a story and their real twin's keys (the hardware address is optional,
+// and only the checks of keys that change behaviour are shared).
+type (
+	UPSOptions struct {
+		Story  `yaml:",inline"`
+		Serial megatec.Options `yaml:",inline"`
+		SNMP   snmp.Agent      `yaml:",inline"`
+	}
+	EnvOptions struct {
+		Story         `yaml:",inline"`
+		sht3x.Options `yaml:",inline"`
+	}
+	PowerOptions struct {
+		Story          `yaml:",inline"`
+		ina219.Options `yaml:",inline"`
+	}
+	ContactOptions struct {
+		Story           `yaml:",inline"`
+		contact.Options `yaml:",inline"`
+	}
+	RelayOptions struct {
+		Story         `yaml:",inline"`
+		relay.Options `yaml:",inline"`
+	}
+	// ModbusOptions are a sim.meter's or sim.genset's: the link of the modbus device it
+	// stands for and its profile (a twin reads no registers).
+	ModbusOptions struct {
+		Story       `yaml:",inline"`
+		modbus.Link `yaml:",inline"`
+		Profile     string `yaml:"profile"`
+	}
+)
+
+// SNMPAgent names the agent a sim.ups stands for, so traps from it reach the sim.
+func (o UPSOptions) SNMPAgent() snmp.Agent { return o.SNMP }
+
+var twins = map[string]struct {
+	class   sensors.Class
+	options any
+	check   func(sensors.Spec) error
+}{
+	"sim.ups":   {sensors.ClassUPS, UPSOptions{}, nil},
+	"sim.env":   {sensors.ClassEnvironmental, EnvOptions{}, nil},
+	"sim.power": {sensors.ClassPower, PowerOptions{}, nil},
+	"sim.contact": {sensors.ClassContact, ContactOptions{}, func(spec sensors.Spec) error {
+		return contact.CheckOptions(sensors.Opts[ContactOptions](spec).Options)
+	}},
+	"sim.relay": {sensors.ClassRelay, RelayOptions{}, func(spec sensors.Spec) error {
+		return relay.CheckOptions(sensors.Opts[RelayOptions](spec).Options)
+	}},
+	"sim.meter":  {sensors.ClassPower, ModbusOptions{}, nil},
+	"sim.genset": {sensors.ClassGenerator, ModbusOptions{}, nil},
+}
 
 // gensetStates and gensetModes name a sim.genset's engine.state and engine.mode as the
 // dse-gencomm profile does (DSE GenComm pages 3 and 6).
@@ -127,15 +196,29 @@ var (
 )
 
 func init() {
-	for kind := range units {
-		kind := kind
+	for kind, tw := range twins {
+		kind, tw := kind, tw
 		sensors.Register(sensors.Driver{
 			Name:    kind,
-			Keys:    append(append([]string(nil), keys[kind]...), "values", "script", "loop"),
+			Class:   tw.class,
+			Options: tw.options,
 			Metrics: units[kind],
 			// A sim reads no hardware: tests may poll it fast.
 			MinPoll: time.Millisecond,
-			Check:   checks[kind],
+			Check: func(spec sensors.Spec) error {
+				var errs []error
+				if tw.check != nil {
+					errs = append(errs, tw.check(spec))
+				}
+				steps := StoryOf(spec).Script
+				for j := 1; j < len(steps); j++ {
+					if steps[j].At < steps[j-1].At {
+						errs = append(errs, &sensors.KeyError{Key: "script", Err: errors.New("script steps must be in time order")})
+						break
+					}
+				}
+				return errors.Join(errs...)
+			},
 			New: func(spec sensors.Spec, env sensors.Env) (sensors.Device, error) {
 				d := New(kind, spec, time.Now)
 				if kind == "sim.relay" {
@@ -149,11 +232,11 @@ func init() {
 
 // New makes a simulated device of kind (sim.ups, …) on the given clock.
 func New(kind string, spec sensors.Spec, now Clock) *Device {
-	d := &Device{spec: spec, kind: kind, units: units[kind], now: now, pinned: map[string]bool{}}
+	d := &Device{spec: spec, story: StoryOf(spec), kind: kind, units: units[kind], now: now, pinned: map[string]bool{}}
 	d.start = now()
 	d.reset(d.start)
 	if kind == "sim.relay" {
-		on := spec.SafeState == "on"
+		on := sensors.SafeOn(spec)
 		d.vals["relay"] = sensors.Value{Num: b2f(on)}
 	}
 	return d
@@ -165,7 +248,7 @@ func (d *Device) reset(at time.Time) {
 	for k, v := range defaults[d.kind] {
 		d.vals[k] = v
 	}
-	for k, v := range d.spec.Values {
+	for k, v := range d.story.Values {
 		d.vals[k] = v
 		d.pinned[k] = true
 	}
@@ -177,7 +260,7 @@ func (d *Device) reset(at time.Time) {
 
 // advance applies the script and the model up to now. Called with mu held.
 func (d *Device) advance(now time.Time) {
-	steps := d.spec.Script
+	steps := d.story.Script
 	for {
 		for d.applied < len(steps) && !now.Before(d.loopAt.Add(steps[d.applied].At)) {
 			at := d.loopAt.Add(steps[d.applied].At)
@@ -187,7 +270,7 @@ func (d *Device) advance(now time.Time) {
 			}
 			d.applied++
 		}
-		if d.spec.Loop && len(steps) > 0 && d.applied == len(steps) && steps[len(steps)-1].At > 0 {
+		if d.story.Loop && len(steps) > 0 && d.applied == len(steps) && steps[len(steps)-1].At > 0 {
 			next := d.loopAt.Add(steps[len(steps)-1].At)
 			relay, hasRelay := d.vals["relay"]
 			d.reset(next)
@@ -325,7 +408,7 @@ func (d *Device) SetOutput(ctx context.Context, on bool) error {
 func (d *Device) Close() error {
 	if d.kind == "sim.relay" {
 		d.mu.Lock()
-		d.put("relay", sensors.Value{Num: b2f(d.spec.SafeState == "on")})
+		d.put("relay", sensors.Value{Num: b2f(sensors.SafeOn(d.spec))})
 		d.mu.Unlock()
 	}
 	return nil

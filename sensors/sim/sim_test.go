@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rackwatch/rackwatch/sensors"
+	"github.com/rackwatch/rackwatch/sensors/relay"
 )
 
 type fakeClock struct{ t time.Time }
@@ -29,10 +30,10 @@ func get(t *testing.T, d *Device, metric string) sensors.Reading {
 
 func TestUPSStory(t *testing.T) {
 	c := &fakeClock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	spec := sensors.Spec{ID: "ups1", Script: []sensors.ScriptStep{
+	spec := sensors.Spec{ID: "ups1", Options: Story{Script: []ScriptStep{
 		{At: 10 * time.Second, Set: map[string]sensors.Value{"ups.status": {Text: "OB DISCHRG", IsText: true}}},
 		{At: 20 * time.Minute, Set: map[string]sensors.Value{"ups.status": {Text: "OL CHRG", IsText: true}}},
-	}}
+	}}}
 	d := New("sim.ups", spec, c.now)
 	if s := get(t, d, "ups.status").Text; s != "OL" {
 		t.Fatalf("start status %q", s)
@@ -64,12 +65,11 @@ func TestUPSStory(t *testing.T) {
 
 func TestLoopAndFail(t *testing.T) {
 	c := &fakeClock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	spec := sensors.Spec{ID: "t", Values: map[string]sensors.Value{"temperature": {Num: 22}}, Loop: true,
-		Script: []sensors.ScriptStep{
-			{At: time.Minute, Set: map[string]sensors.Value{"temperature": {Num: 35}}},
-			{At: 2 * time.Minute, Set: map[string]sensors.Value{"fail": {Num: 1}}},
-			{At: 3 * time.Minute},
-		}}
+	spec := sensors.Spec{ID: "t", Options: Story{Values: map[string]sensors.Value{"temperature": {Num: 22}}, Loop: true, Script: []ScriptStep{
+		{At: time.Minute, Set: map[string]sensors.Value{"temperature": {Num: 35}}},
+		{At: 2 * time.Minute, Set: map[string]sensors.Value{"fail": {Num: 1}}},
+		{At: 3 * time.Minute},
+	}}}
 	d := New("sim.env", spec, c.now)
 	c.t = c.t.Add(90 * time.Second)
 	if v := get(t, d, "temperature").Value; v != 35 {
@@ -86,7 +86,7 @@ func TestLoopAndFail(t *testing.T) {
 }
 
 func TestRelaySafeState(t *testing.T) {
-	d := New("sim.relay", sensors.Spec{ID: "r", SafeState: "off"}, time.Now)
+	d := New("sim.relay", sensors.Spec{ID: "r", Options: RelayOptions{Options: relay.Options{SafeState: "off"}}}, time.Now)
 	r := Relay{d}
 	if err := r.Set(context.Background(), true); err != nil {
 		t.Fatal(err)
@@ -105,10 +105,10 @@ func TestRelaySafeState(t *testing.T) {
 // script adds and a loop removes again.
 func TestMetricNamesFollowTheScript(t *testing.T) {
 	c := &fakeClock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	spec := sensors.Spec{ID: "env1", Loop: true, Script: []sensors.ScriptStep{
+	spec := sensors.Spec{ID: "env1", Options: Story{Loop: true, Script: []ScriptStep{
 		{At: 10 * time.Second, Set: map[string]sensors.Value{"pressure": {Num: 101325}}},
 		{At: time.Minute},
-	}}
+	}}}
 	d := New("sim.env", spec, c.now)
 	names := func() []string {
 		rs, err := d.Poll(context.Background())
@@ -144,9 +144,9 @@ func TestMetricNamesFollowTheScript(t *testing.T) {
 // A sim.genset names its state as the dse-gencomm profile does; a sim.meter counts energy.
 func TestGensetAndMeter(t *testing.T) {
 	c := &fakeClock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	g := New("sim.genset", sensors.Spec{ID: "gen", Script: []sensors.ScriptStep{
+	g := New("sim.genset", sensors.Spec{ID: "gen", Options: ModbusOptions{Story: Story{Script: []ScriptStep{
 		{At: 10 * time.Second, Set: map[string]sensors.Value{"engine.state": {Num: 3}, "generator.voltage.l1": {Num: 231}}},
-	}}, c.now)
+	}}}}, c.now)
 	if r := get(t, g, "engine.state.text"); r.Text != "stopped" {
 		t.Errorf("engine.state.text %q at start", r.Text)
 	}
@@ -160,7 +160,7 @@ func TestGensetAndMeter(t *testing.T) {
 	if r := get(t, g, "engine.running"); r.Value != 1 {
 		t.Errorf("engine.running %v after the start step", r.Value)
 	}
-	m := New("sim.meter", sensors.Spec{ID: "meter", Values: map[string]sensors.Value{"power": {Num: 3600}}}, c.now)
+	m := New("sim.meter", sensors.Spec{ID: "meter", Options: ModbusOptions{Story: Story{Values: map[string]sensors.Value{"power": {Num: 3600}}}}}, c.now)
 	get(t, m, "energy")
 	c.t = c.t.Add(time.Hour)
 	if r := get(t, m, "energy"); r.Value != 3600 || r.Unit != "Wh" {

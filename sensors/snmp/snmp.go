@@ -26,17 +26,56 @@ import (
 func init() {
 	sensors.Register(sensors.Driver{
 		Name:     "snmp",
-		Keys:     []string{"target", "community", "version", "v3", "metrics"},
+		Class:    sensors.ClassOther,
+		Options:  Options{},
 		Required: []string{"target", "metrics"},
 		// Metric names come from the config: any.
-		New:   func(spec sensors.Spec, env sensors.Env) (sensors.Device, error) { return New(spec) },
-		Check: func(spec sensors.Spec) error { _, err := metrics(spec); return errors.Join(CheckAgent(spec), err) },
+		New: func(spec sensors.Spec, env sensors.Env) (sensors.Device, error) { return New(spec) },
+		Check: func(spec sensors.Spec) error {
+			o := sensors.Opts[Options](spec)
+			_, err := metrics(o.Metrics)
+			return errors.Join(CheckAgent(o.Agent), err)
+		},
 	})
 }
 
-// CheckAgent reports what in the agent keys of spec (target, version, v3) cannot work,
-// without reading the v3 password files. The upsmib device shares it.
-func CheckAgent(spec sensors.Spec) error {
+// Agent are the keys that say how to reach an SNMP agent; the upsmib device takes them too.
+type Agent struct {
+	Target    string          `yaml:"target"` // host or host:port
+	Community string          `yaml:"community"`
+	Version   string          `yaml:"version"` // 1, 2c, 3
+	V3        *sensors.SNMPv3 `yaml:"v3"`
+}
+
+// SNMPAgent returns a itself: options that embed an Agent, or that hold one under another
+// name, say so by this method, so the trap receiver knows which device a sender is.
+func (a Agent) SNMPAgent() Agent { return a }
+
+// AgentOf returns the SNMP agent a device's options name, if they name one.
+func AgentOf(spec sensors.Spec) (Agent, bool) {
+	if a, ok := spec.Options.(interface{ SNMPAgent() Agent }); ok {
+		return a.SNMPAgent(), true
+	}
+	return Agent{}, false
+}
+
+// Options are a generic snmp device's keys.
+type Options struct {
+	Agent   `yaml:",inline"`
+	Metrics []Metric `yaml:"metrics"`
+}
+
+// Metric is one OID of a generic snmp device.
+type Metric struct {
+	Name  string  `yaml:"name"`
+	OID   string  `yaml:"oid"`
+	Unit  string  `yaml:"unit"`
+	Scale float64 `yaml:"scale"`
+}
+
+// CheckAgent reports what in the agent keys (target, version, v3) cannot work, without
+// reading the v3 password files. The upsmib device shares it.
+func CheckAgent(spec Agent) error {
 	var errs []error
 	if err := snmpdrv.CheckTarget(spec.Target); err != nil {
 		errs = append(errs, &sensors.KeyError{Key: "target", Err: err})
@@ -80,9 +119,9 @@ func unreadUSM(u sensors.SNMPv3) snmpdrv.USM {
 	return usm
 }
 
-// ClientConfig turns the SNMP keys of a device spec into a drivers/snmp configuration,
-// reading the v3 password files. Inline passwords win over files only when no file is given.
-func ClientConfig(spec sensors.Spec) (snmpdrv.Config, error) {
+// ClientConfig turns the agent keys of a device into a drivers/snmp configuration, reading
+// the v3 password files. Inline passwords win over files only when no file is given.
+func ClientConfig(spec Agent) (snmpdrv.Config, error) {
 	cfg := snmpdrv.Config{
 		Target:    spec.Target,
 		Community: spec.Community,
@@ -134,13 +173,13 @@ func readSecret(path string) (string, error) {
 
 // metrics checks the metrics of spec and returns them ready to read: OIDs without a leading
 // dot, scale 0 made 1.
-func metrics(spec sensors.Spec) ([]sensors.MetricSpec, error) {
-	if len(spec.Metrics) == 0 {
+func metrics(list []Metric) ([]Metric, error) {
+	if len(list) == 0 {
 		return nil, &sensors.KeyError{Key: "metrics", Err: errors.New("snmp: no metrics")}
 	}
 	seen := map[string]bool{}
-	var out []sensors.MetricSpec
-	for _, m := range spec.Metrics {
+	var out []Metric
+	for _, m := range list {
 		if m.Name == "" || m.OID == "" {
 			return nil, &sensors.KeyError{Key: "metrics", Err: fmt.Errorf("snmp: metric %q: name and oid are required", m.Name)}
 		}
@@ -164,17 +203,18 @@ func metrics(spec sensors.Spec) ([]sensors.MetricSpec, error) {
 type Device struct {
 	id      string
 	client  *snmpdrv.Client
-	metrics []sensors.MetricSpec
+	metrics []Metric
 	oids    []string
 }
 
 // New makes a generic SNMP device from its spec.
 func New(spec sensors.Spec) (*Device, error) {
-	cfg, err := ClientConfig(spec)
+	o := sensors.Opts[Options](spec)
+	cfg, err := ClientConfig(o.Agent)
 	if err != nil {
 		return nil, err
 	}
-	ms, err := metrics(spec)
+	ms, err := metrics(o.Metrics)
 	if err != nil {
 		return nil, err
 	}

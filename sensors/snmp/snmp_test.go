@@ -15,7 +15,7 @@ import (
 
 // The PDU walk (testdata/apc_rpdu.snmprec) uses APC PowerNet-MIB rPDU objects: device power
 // in W, phase load in 0.1 A, device energy in 0.1 kWh, phase voltage in V.
-var pduMetrics = []sensors.MetricSpec{
+var pduMetrics = []Metric{
 	{Name: "power", OID: "1.3.6.1.4.1.318.1.1.12.1.16.0", Unit: "W", Scale: 1},
 	{Name: "current", OID: ".1.3.6.1.4.1.318.1.1.12.2.3.1.1.2.1", Unit: "A", Scale: 0.1},
 	{Name: "energy", OID: "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1", Unit: "Wh", Scale: 100},
@@ -42,7 +42,7 @@ func poll(t *testing.T, d sensors.Device) (map[string]sensors.Reading, error) {
 
 func TestPDU(t *testing.T) {
 	addr := testpeer.StartSnmpsim(t, "testdata/apc_rpdu.snmprec")
-	dev, err := sensors.New(sensors.Spec{ID: "pdu-a", Driver: "snmp", Target: addr, Community: "apc_rpdu", Version: "2c", Metrics: pduMetrics}, sensors.Env{})
+	dev, err := sensors.New(sensors.Spec{ID: "pdu-a", Driver: "snmp", Options: Options{Agent: Agent{Target: addr, Community: "apc_rpdu", Version: "2c"}, Metrics: pduMetrics}}, sensors.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestSilentAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	d, err := New(sensors.Spec{ID: "pdu-b", Target: pc.LocalAddr().String(), Metrics: pduMetrics[:1]})
+	d, err := New(sensors.Spec{ID: "pdu-b", Options: Options{Agent: Agent{Target: pc.LocalAddr().String()}, Metrics: pduMetrics[:1]}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,17 +103,19 @@ func TestSilentAgent(t *testing.T) {
 }
 
 func TestSpecErrors(t *testing.T) {
-	ok := []sensors.MetricSpec{{Name: "power", OID: "1.3.6.1.4.1.318.1.1.12.1.16.0"}}
-	for name, spec := range map[string]sensors.Spec{
-		"no target":      {ID: "x", Metrics: ok},
-		"no metrics":     {ID: "x", Target: "192.0.2.1:161"},
-		"metric no oid":  {ID: "x", Target: "192.0.2.1:161", Metrics: []sensors.MetricSpec{{Name: "p"}}},
-		"duplicate name": {ID: "x", Target: "192.0.2.1:161", Metrics: append(ok, ok...)},
-		"bad version":    {ID: "x", Target: "192.0.2.1:161", Version: "5", Metrics: ok},
-		"symbolic oid":   {ID: "x", Target: "192.0.2.1:161", Metrics: []sensors.MetricSpec{{Name: "p", OID: "PowerNet-MIB::rPDUIdentDevicePowerWatts.0"}}},
-		"v3 no pass file": {ID: "x", Target: "192.0.2.1:161", Metrics: ok,
-			V3: &sensors.SNMPv3{User: "u", AuthProtocol: "SHA", AuthPassFile: "/nonexistent/pw"}},
+	ok := []Metric{{Name: "power", OID: "1.3.6.1.4.1.318.1.1.12.1.16.0"}}
+	const tgt = "192.0.2.1:161"
+	for name, o := range map[string]Options{
+		"no target":      {Metrics: ok},
+		"no metrics":     {Agent: Agent{Target: tgt}},
+		"metric no oid":  {Agent: Agent{Target: tgt}, Metrics: []Metric{{Name: "p"}}},
+		"duplicate name": {Agent: Agent{Target: tgt}, Metrics: append(ok, ok...)},
+		"bad version":    {Agent: Agent{Target: tgt, Version: "5"}, Metrics: ok},
+		"symbolic oid":   {Agent: Agent{Target: tgt}, Metrics: []Metric{{Name: "p", OID: "PowerNet-MIB::rPDUIdentDevicePowerWatts.0"}}},
+		"v3 no pass file": {Agent: Agent{Target: tgt, V3: &sensors.SNMPv3{User: "u", AuthProtocol: "SHA", AuthPassFile: "/nonexistent/pw"}},
+			Metrics: ok},
 	} {
+		spec := sensors.Spec{ID: "x", Options: o}
 		if _, err := New(spec); err == nil {
 			t.Errorf("%s: no error", name)
 		}
@@ -125,7 +127,7 @@ func TestClientConfigReadsPasswordFiles(t *testing.T) {
 	auth, priv := filepath.Join(dir, "auth"), filepath.Join(dir, "priv")
 	os.WriteFile(auth, []byte("authpass123\n"), 0o600)
 	os.WriteFile(priv, []byte("privpass123\r\n"), 0o600)
-	cfg, err := ClientConfig(sensors.Spec{Target: "192.0.2.1:161", V3: &sensors.SNMPv3{
+	cfg, err := ClientConfig(Agent{Target: "192.0.2.1:161", V3: &sensors.SNMPv3{
 		User: "rack", AuthProtocol: "SHA", AuthPassFile: auth, PrivProtocol: "AES", PrivPassFile: priv}})
 	if err != nil {
 		t.Fatal(err)

@@ -80,13 +80,17 @@ var Alarms = snmpdrv.UPSAlarms
 func init() {
 	sensors.Register(sensors.Driver{
 		Name:     "upsmib",
-		Keys:     []string{"target", "community", "version", "v3"},
+		Class:    sensors.ClassUPS,
+		Options:  Options{},
 		Required: []string{"target"},
 		Metrics:  Metrics,
 		New:      func(spec sensors.Spec, env sensors.Env) (sensors.Device, error) { return New(spec) },
-		Check:    snmpdev.CheckAgent,
+		Check:    func(spec sensors.Spec) error { return snmpdev.CheckAgent(sensors.Opts[Options](spec)) },
 	})
 }
+
+// Options are a upsmib device's keys: the agent's, as for a generic snmp device.
+type Options = snmpdev.Agent
 
 // Device is one UPS read over the UPS-MIB.
 type Device struct {
@@ -96,7 +100,7 @@ type Device struct {
 
 // New makes a upsmib device from its spec (target, community, version, v3).
 func New(spec sensors.Spec) (*Device, error) {
-	cfg, err := snmpdev.ClientConfig(spec)
+	cfg, err := snmpdev.ClientConfig(sensors.Opts[Options](spec))
 	if err != nil {
 		return nil, fmt.Errorf("upsmib: %w", err)
 	}

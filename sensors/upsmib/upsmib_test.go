@@ -49,7 +49,7 @@ func pollOnce(t *testing.T, dev sensors.Device) []sensors.Reading {
 
 func newDevice(t *testing.T, addr, community, version string) sensors.Device {
 	t.Helper()
-	dev, err := sensors.New(sensors.Spec{ID: "ups2", Driver: "upsmib", Target: addr, Community: community, Version: version}, sensors.Env{})
+	dev, err := sensors.New(sensors.Spec{ID: "ups2", Driver: "upsmib", Options: Options{Target: addr, Community: community, Version: version}}, sensors.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
