@@ -52,3 +52,20 @@ failover:
 		}
 	}
 }
+
+// A driver's KeyError may point inside a list: the step out of order, not the script key.
+func TestKeyErrorInList(t *testing.T) {
+	src := `site: s
+node: n
+devices:
+  - id: m
+    driver: sim.env
+    script:
+      - {at: 10s, set: {temperature: 30}}
+      - {at: 5s, set: {temperature: 31}}
+`
+	_, err := Parse("s.yaml", []byte(src))
+	if want := `s.yaml:8: device "m": script steps must be in time order`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("want %q, got:\n%v", want, err)
+	}
+}

@@ -213,7 +213,7 @@ func init() {
 				steps := StoryOf(spec).Script
 				for j := 1; j < len(steps); j++ {
 					if steps[j].At < steps[j-1].At {
-						errs = append(errs, &sensors.KeyError{Key: "script", Err: errors.New("script steps must be in time order")})
+						errs = append(errs, &sensors.KeyError{Key: "script", In: []any{j}, Err: errors.New("script steps must be in time order")})
 						break
 					}
 				}
