@@ -22,6 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rackwatch/rackwatch/daemon/notify"
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
@@ -38,6 +39,7 @@ type Config struct {
 	Rules     []Rule         `yaml:"rules"`
 	Failover  Failover       `yaml:"failover"`
 	Incidents Incidents      `yaml:"incidents"`
+	Notify    notify.Config  `yaml:"notify"`
 
 	// Path is the file the config came from ("" for the built-in demo).
 	Path string `yaml:"-"`
@@ -372,6 +374,7 @@ func (c *Config) applyDefaults() {
 	if c.Incidents.MaxResolved == 0 {
 		c.Incidents.MaxResolved = 10000
 	}
+	c.Notify.ApplyDefaults()
 }
 
 // Device returns the spec of the device with that id.

@@ -1,0 +1,11 @@
+package notify
+
+import "fmt"
+
+func newSender(t Target, cfg Config, opt Options) (sender, error) {
+	switch t.Type {
+	case "webhook":
+		return newWebhook(t)
+	}
+	return nil, fmt.Errorf("type %q: not supported", t.Type)
+}
