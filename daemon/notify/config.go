@@ -176,6 +176,8 @@ func CheckTarget(t Target) error {
 		case "3":
 			if t.V3 == nil || t.V3.User == "" {
 				bad("version 3 needs v3: {user: ...}")
+			} else if err := checkSNMPUser(t.V3); err != nil {
+				bad("v3: %v", err)
 			}
 		default:
 			bad("version %q: use 2c (trap) or 3 (inform)", t.Version)

@@ -6,6 +6,10 @@ func newSender(t Target, cfg Config, opt Options) (sender, error) {
 	switch t.Type {
 	case "webhook":
 		return newWebhook(t)
+	case "syslog":
+		return newSyslog(t)
+	case "snmp":
+		return newSNMP(t)
 	}
 	return nil, fmt.Errorf("type %q: not supported", t.Type)
 }
