@@ -40,6 +40,7 @@ func run(args []string) int {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	replay := fs.String("replay", "", "feed the readings of `TIMELINE.yaml` through the rules and policies on a virtual clock and print the decisions as JSON lines")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	testNotify := fs.String("test-notify", "", "send a test event to the notify `TARGET` of the config, print the outcome and exit: 0 delivered, 1 not")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -80,6 +81,9 @@ func run(args []string) int {
 	}
 	if *replay != "" {
 		return runReplay(cfg, *replay, os.Stdout, os.Stderr)
+	}
+	if *testNotify != "" {
+		return runTestNotify(cfg, *testNotify, os.Stdout, os.Stderr)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

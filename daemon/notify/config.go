@@ -262,3 +262,20 @@ func CheckEnterprise(n int) error {
 	}
 	return nil
 }
+
+// PageURL is notify.page_url's default, guessed from web.listen: a wildcard or loopback host
+// is replaced by the machine's name, which is what a reader elsewhere can use.
+func PageURL(listen string, tls bool) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && (ip.IsLoopback() || ip.IsUnspecified())) {
+		host = hostname()
+	}
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port) + "/"
+}

@@ -10,6 +10,8 @@ func newSender(t Target, cfg Config, opt Options) (sender, error) {
 		return newSyslog(t)
 	case "snmp":
 		return newSNMP(t)
+	case "email":
+		return newEmail(t)
 	}
 	return nil, fmt.Errorf("type %q: not supported", t.Type)
 }
