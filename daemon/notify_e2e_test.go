@@ -100,6 +100,24 @@ notify:
 	<-d.done
 	d = startDaemon(t, bin, cfg)
 	wait("the restarted daemon's metrics", func() bool { return metric("rackwatch_notify_queued") >= 4 })
+	sent := func(id string) string {
+		var ins []struct {
+			ID   string            `json:"id"`
+			Sent map[string]string `json:"sent"`
+		}
+		if err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/api/v1/incidents?state=all", webPort), &ins); err != nil {
+			return err.Error()
+		}
+		for _, in := range ins {
+			if in.ID == id {
+				return in.Sent["hook"]
+			}
+		}
+		return "no incident " + id
+	}
+	if s := sent("rack1-1"); s != "queued" {
+		t.Errorf("rack1-1 at hook while it is down: %q, want queued", s)
+	}
 	mu.Lock()
 	down = false
 	mu.Unlock()
@@ -108,6 +126,7 @@ notify:
 		defer mu.Unlock()
 		return len(got) >= 6
 	})
+	wait("rack1-1 shown delivered", func() bool { return sent("rack1-1") == "delivered" })
 	d.signal(syscall.SIGTERM)
 	<-d.done
 

@@ -299,6 +299,10 @@ func (n *Notifier) StageTx(tx *bolt.Tx, e Event) error {
 			}
 		}
 	}
+	// Recorded first: an enqueue that has to drop the event itself records that.
+	if err := n.record(tx, e.ID, e.Event, Queued, names...); err != nil {
+		return err
+	}
 	for _, name := range names {
 		if err := n.enqueue(tx, n.targets[name], entry{Event: e}); err != nil {
 			return err
@@ -349,6 +353,11 @@ func (n *Notifier) enqueue(tx *bolt.Tx, t *target, e entry) error {
 			continue
 		}
 		sz := int64(len(old))
+		if de, err := decodeEntry(old); err == nil {
+			if err := n.record(tx, de.Event.ID, de.Event.Event, Dropped, t.cfg.Name); err != nil {
+				return err
+			}
+		}
 		if err := c.Delete(); err != nil {
 			return err
 		}
@@ -361,6 +370,9 @@ func (n *Notifier) enqueue(tx *bolt.Tx, t *target, e entry) error {
 	if (queued+1 > t.cfg.QueueMax || size+int64(len(v)) > t.cfg.QueueMaxBytes) && v[0] != sevCritical {
 		dropped++
 		n.countOnCommit(tx, t, -dropped+1, -droppedBytes, dropped)
+		if err := n.record(tx, e.Event.ID, e.Event.Event, Dropped, t.cfg.Name); err != nil {
+			return err
+		}
 		n.opt.Log.Warn("notify queue full of critical events: warning dropped", "target", t.cfg.Name, "id", e.Event.ID, "event", e.Event.Event)
 		return nil
 	}
@@ -485,6 +497,11 @@ func (n *Notifier) run(ctx context.Context, t *target) {
 			sz := int64(len(v))
 			if err := b.Delete(k); err != nil {
 				return err
+			}
+			if e != nil {
+				if err := n.record(tx, e.Event.ID, e.Event.Event, Delivered, t.cfg.Name); err != nil {
+					return err
+				}
 			}
 			tx.OnCommit(func() {
 				t.mu.Lock()

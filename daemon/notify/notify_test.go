@@ -46,10 +46,19 @@ func TestQueueBound(t *testing.T) {
 	if st.Dropped != 4 || st.Queued != 4 {
 		t.Fatalf("stats %+v, want 4 dropped and the 4 criticals queued", st)
 	}
+	if d := n.Deliveries("w4")["t"]; d.State != Dropped {
+		t.Errorf("w4 at t: %+v, want dropped", d)
+	}
+	if d := n.Deliveries("c4")["t"]; d.State != Queued {
+		t.Errorf("c4 at t: %+v, want queued", d)
+	}
 	r.setDown(false)
 	waitFor(t, "the queue sent", func() bool { return n.Stats()[0].Queued == 0 })
 	if got := fmt.Sprint(ids(t, r)); got != "[c1:opened c2:opened c3:opened c4:opened]" {
 		t.Fatalf("sent %s", got)
+	}
+	if d := n.Deliveries("c4")["t"]; d.State != Delivered || d.Event != Opened {
+		t.Errorf("c4 at t: %+v, want delivered", d)
 	}
 }
 
