@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -167,6 +168,21 @@ func (n *Notifier) Start(ctx context.Context) error {
 	err := n.db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bTimers); err != nil {
 			return err
+		}
+		// The queue of a target the config no longer has would never be sent.
+		var gone [][]byte
+		tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			if t, ok := strings.CutPrefix(string(name), "notify:"); ok && n.targets[t] == nil {
+				gone = append(gone, bytes.Clone(name))
+			}
+			return nil
+		})
+		for _, name := range gone {
+			n.opt.Log.Warn("notify: queue of a target no longer configured deleted", "target", strings.TrimPrefix(string(name), "notify:"),
+				"events", tx.Bucket(name).Stats().KeyN)
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
 		}
 		for _, t := range n.targets {
 			b, err := tx.CreateBucketIfNotExists(t.bucket)

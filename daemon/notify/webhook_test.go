@@ -203,13 +203,34 @@ func TestDownTargetGetsAllInOrder(t *testing.T) {
 	db = openDB(t, dir)
 	defer db.Close()
 	n, stop = start(t, db, cfg)
-	defer stop()
 	if q := n.Stats()[0].Queued; q != 3 {
 		t.Fatalf("after restart the dead target's queue holds %d, want 3", q)
 	}
 	stage(t, db, n, evs[3:]...)
+	stop()
+	// A target taken out of the config takes its queue with it; the others keep theirs.
+	gone := cfg
+	gone.Targets = append(append([]Target(nil), cfg.Targets...), Target{Name: "gone", Type: "webhook", URL: sd.URL})
+	gone.Routes = []Route{{Targets: []string{"down", "up", "gone"}}}
+	n, stop = start(t, db, gone)
+	stage(t, db, n, event("rack12-x", Opened, "warning"))
+	stop()
+	n, stop = start(t, db, cfg)
+	defer stop()
+	for _, st := range n.Stats() {
+		if st.Target == "down" && st.Queued != 6 {
+			t.Fatalf("down holds %d, want 6", st.Queued)
+		}
+	}
+	db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(queueBucket("gone")) != nil {
+			t.Error("the queue of a target no longer configured was kept")
+		}
+		return nil
+	})
+	evs = append(evs, event("rack12-x", Opened, "warning"))
 	down.setDown(false)
-	waitFor(t, "the revived target's 5 events", func() bool { b, _ := down.got(); return len(b) >= 5 && n.Stats()[0].Queued == 0 })
+	waitFor(t, "the revived target's 6 events", func() bool { b, _ := down.got(); return len(b) >= 6 && n.Stats()[0].Queued == 0 })
 	bodies, _ := down.got()
 	var ids []string
 	for _, b := range bodies {
@@ -219,7 +240,7 @@ func TestDownTargetGetsAllInOrder(t *testing.T) {
 			ids = append(ids, g.ID)
 		}
 	}
-	if fmt.Sprint(ids) != "[rack12-1 rack12-2 rack12-3 rack12-4 rack12-5]" {
-		t.Fatalf("revived target got %v, want the five in order", ids)
+	if fmt.Sprint(ids) != "[rack12-1 rack12-2 rack12-3 rack12-4 rack12-5 rack12-x]" {
+		t.Fatalf("revived target got %v, want the six in order", ids)
 	}
 }
