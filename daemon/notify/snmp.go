@@ -85,12 +85,7 @@ func checkSNMPUser(u *sensors.SNMPv3) error {
 	return err
 }
 
-func text(s string) string {
-	if len(s) > maxSNMPText {
-		return s[:maxSNMPText]
-	}
-	return s
-}
+func text(s string) string { return cutText(s, maxSNMPText) }
 
 // Varbinds are the notification's OID and varbinds of m (after sysUpTime.0 and
 // snmpTrapOID.0).

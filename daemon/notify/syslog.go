@@ -111,7 +111,8 @@ func FormatSyslog(m Message, facility int, host string, now time.Time, synced bo
 		if p[1] == "" && p[0] != "value" && p[0] != "threshold" {
 			continue
 		}
-		fmt.Fprintf(&b, ` %s="%s"`, p[0], sdEscape(p[1]))
+		// Cut so that the structured data fits a datagram whole.
+		fmt.Fprintf(&b, ` %s="%s"`, p[0], sdEscape(cutText(p[1], 255)))
 	}
 	if m.Repeat > 0 {
 		fmt.Fprintf(&b, ` repeat="%d"`, m.Repeat)

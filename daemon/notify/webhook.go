@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // SignatureHeader carries the HMAC-SHA256 of the body when the target has a secret_file.
@@ -101,14 +102,11 @@ func (w *webhook) Send(ctx context.Context, m Message) error {
 		return err
 	}
 	if len(body) > MaxRequest {
+		// Only free text can make an event this large: the note goes, long values are cut.
 		m.Note = ""
-		m.Value, m.Threshold = fmt.Sprint(m.Value), fmt.Sprint(m.Threshold)
+		m.Value, m.Threshold = cutText(fmt.Sprint(m.Value), 1024), cutText(fmt.Sprint(m.Threshold), 1024)
 		if body, err = w.body(m); err != nil {
 			return err
-		}
-		if len(body) > MaxRequest {
-			body = body[:0]
-			return fmt.Errorf("event too large for a webhook (%d bytes)", len(body))
 		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(body))
@@ -225,4 +223,15 @@ func pagerdutyBody(m Message, routingKey string) map[string]any {
 		body["links"] = []map[string]string{{"href": m.PageURL, "text": "rackwatch"}}
 	}
 	return body
+}
+
+// cutText cuts s to at most n bytes, on a UTF-8 boundary.
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

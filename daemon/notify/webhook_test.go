@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -242,5 +243,26 @@ func TestDownTargetGetsAllInOrder(t *testing.T) {
 	}
 	if fmt.Sprint(ids) != "[rack12-1 rack12-2 rack12-3 rack12-4 rack12-5 rack12-x]" {
 		t.Fatalf("revived target got %v, want the six in order", ids)
+	}
+}
+
+// TestWebhookHugeEvent: an event whose free text would make the body too large is cut to fit
+// rather than retried for ever.
+func TestWebhookHugeEvent(t *testing.T) {
+	r := &receiver{}
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	db := openDB(t, t.TempDir())
+	defer db.Close()
+	n, stop := start(t, db, Config{Targets: []Target{{Name: "h", Type: "webhook", URL: srv.URL}}, Routes: []Route{{Targets: []string{"h"}}}})
+	defer stop()
+	e := event("rack12-1", Opened, "warning")
+	e.Note = strings.Repeat("é", MaxRequest)
+	e.Value = strings.Repeat("v", MaxRequest)
+	stage(t, db, n, e)
+	waitFor(t, "the cut event", func() bool { b, _ := r.got(); return len(b) == 1 })
+	b, _ := r.got()
+	if len(b[0]) > MaxRequest {
+		t.Errorf("body of %d bytes", len(b[0]))
 	}
 }
