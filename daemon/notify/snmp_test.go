@@ -65,7 +65,11 @@ func TestSNMPTrapd(t *testing.T) {
 	e := event("rack12-3", Opened, "critical")
 	i := event("rack12-4", Resolved, "warning")
 	i.Rule, i.Device, i.Metric, i.Value, i.Threshold = "inlet", "inlet-a", "temperature", 26.5, 27.0
-	stage(t, db, n, e, i)
+	// The inform goes first: once it is answered, snmptrapd surely listens for the trap,
+	// which nobody answers.
+	stage(t, db, n, i)
+	waitFor(t, "the inform answered", func() bool { return n.Stats()[1].Sent == 1 })
+	stage(t, db, n, e)
 	var got string
 	defer func() {
 		if t.Failed() {
