@@ -41,6 +41,7 @@ func run(args []string) int {
 	replay := fs.String("replay", "", "feed the readings of `TIMELINE.yaml` through the rules and policies on a virtual clock and print the decisions as JSON lines")
 	verify := fs.Bool("verify-audit", false, "check the audit trail's hash chain and exit: 0 and the record count, or 1 and the first broken record")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	testNotify := fs.String("test-notify", "", "send a test event to the notify `TARGET` of the config, print the outcome and exit: 0 delivered, 1 not")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -84,6 +85,9 @@ func run(args []string) int {
 	}
 	if *replay != "" {
 		return runReplay(cfg, *replay, os.Stdout, os.Stderr)
+	}
+	if *testNotify != "" {
+		return runTestNotify(cfg, *testNotify, os.Stdout, os.Stderr)
 	}
 
 	// A log reader that goes away (a supervisor stopping, journald restarting) must not kill

@@ -9,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rackwatch/rackwatch/daemon/notify"
 	"github.com/rackwatch/rackwatch/daemon/nut"
 	"github.com/rackwatch/rackwatch/sensors"
 	snmpdev "github.com/rackwatch/rackwatch/sensors/snmp"
@@ -168,6 +169,7 @@ func (c *checker) check(cfg *Config) {
 	if f := cfg.MQTT.QueueFlush; f != nil && *f < 0 {
 		c.addf(c.at("mqtt", "queue_flush"), "mqtt queue_flush must be 0 (commit every telemetry message) or positive")
 	}
+	c.checkNotify(cfg.Notify)
 
 	ids := map[string]sensors.Spec{}
 	for i, d := range cfg.Devices {
@@ -230,6 +232,28 @@ func (c *checker) check(cfg *Config) {
 		}
 		if cl.OnAbove != nil && cl.OffBelow != nil && *cl.OffBelow >= *cl.OnAbove {
 			c.addf(c.at("failover", "cooling", "off_below"), "failover.cooling: off_below (%g) must be below on_above (%g)", *cl.OffBelow, *cl.OnAbove)
+		}
+	}
+}
+
+// checkNotify asks the notify package about each target and route.
+func (c *checker) checkNotify(n notify.Config) {
+	if err := notify.CheckEnterprise(n.Enterprise); err != nil {
+		c.addf(c.at("notify", "enterprise"), "notify: %v", err)
+	}
+	names := map[string]bool{}
+	for i, t := range n.Targets {
+		for _, err := range unjoin(notify.CheckTarget(t)) {
+			c.addf(c.at("notify", "targets", i), "notify target %s: %v", t.Name, err)
+		}
+		if names[t.Name] {
+			c.addf(c.at("notify", "targets", i, "name"), "notify target name %q is used twice", t.Name)
+		}
+		names[t.Name] = true
+	}
+	for i, r := range n.Routes {
+		for _, err := range unjoin(notify.CheckRoute(r, names)) {
+			c.addf(c.at("notify", "routes", i), "notify route %d: %v", i+1, err)
 		}
 	}
 }

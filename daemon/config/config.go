@@ -22,6 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rackwatch/rackwatch/daemon/notify"
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
@@ -39,6 +40,7 @@ type Config struct {
 	Failover  Failover       `yaml:"failover"`
 	Incidents Incidents      `yaml:"incidents"`
 	Audit     Audit          `yaml:"audit"`
+	Notify    notify.Config  `yaml:"notify"`
 
 	// Path is the file the config came from ("" for the built-in demo).
 	Path string `yaml:"-"`
@@ -405,6 +407,7 @@ func (c *Config) applyDefaults() {
 	if c.Incidents.MaxResolved == 0 {
 		c.Incidents.MaxResolved = 10000
 	}
+	c.Notify.ApplyDefaults()
 }
 
 // Device returns the spec of the device with that id.

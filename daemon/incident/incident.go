@@ -61,6 +61,9 @@ type Incident struct {
 	Flaps       int        `json:"flaps,omitempty"`
 	// ClearAt, when set, is when a flapping incident resolves if it stays clear.
 	ClearAt *time.Time `json:"clear_at,omitempty"`
+	// Sent says, per notify target, where the incident's latest event stands there (queued,
+	// delivered, dropped). The site fills it in for the page and the API; it is not stored.
+	Sent map[string]string `json:"sent,omitempty"`
 }
 
 // IsOpen reports whether the incident still needs attention or resolution.

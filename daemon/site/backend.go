@@ -37,7 +37,7 @@ func (s *Site) Status() web.Status {
 		}
 		st.Rules = append(st.Rules, rv)
 	}
-	st.Incidents = s.inc.OpenIncidents()
+	st.Incidents = s.withSent(s.inc.OpenIncidents())
 	if st.Incidents == nil {
 		st.Incidents = []incident.Incident{}
 	}
@@ -63,9 +63,9 @@ func (s *Site) Status() web.Status {
 
 func (b backend) Incidents(all bool) []incident.Incident {
 	if all {
-		return b.s.inc.All(1000)
+		return b.s.withSent(b.s.inc.All(1000))
 	}
-	return b.s.inc.OpenIncidents()
+	return b.s.withSent(b.s.inc.OpenIncidents())
 }
 
 func (b backend) Ack(id, by string) error { return b.s.Ack(id, by) }

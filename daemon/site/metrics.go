@@ -30,6 +30,7 @@ type metrics struct {
 	upCmdRep *prometheus.Desc
 	traps    *prometheus.Desc
 	evDrop   *prometheus.Desc
+	notify   [4]*prometheus.Desc // sent, failed, dropped, queued
 }
 
 func newMetrics(s *Site) *metrics {
@@ -48,6 +49,12 @@ func newMetrics(s *Site) *metrics {
 	m.upCmdRep = prometheus.NewDesc("rackwatch_uplink_command_replies_dropped_total", "Replies to refused or busy commands not sent: too many at once.", nil, nil)
 	m.traps = prometheus.NewDesc("rackwatch_traps_total", "SNMP trap packets by outcome: accepted, malformed (dropped), rejected (unknown community or user), unknown_source (no device, not in traps.sources), rate_limited (past the sender's rate or open cap), queue_full (the handler fell behind).", []string{"outcome"}, nil)
 	m.evDrop = prometheus.NewDesc("rackwatch_events_dropped_total", "Server-sent events (/events) dropped because a slow client's queue was full.", nil, nil)
+	m.notify = [4]*prometheus.Desc{
+		prometheus.NewDesc("rackwatch_notify_sent_total", "Incident events delivered, per notify target.", []string{"target"}, nil),
+		prometheus.NewDesc("rackwatch_notify_failed_total", "Delivery attempts that failed (retried later), per notify target.", []string{"target"}, nil),
+		prometheus.NewDesc("rackwatch_notify_dropped_total", "Warning events dropped because the target's queue was full.", []string{"target"}, nil),
+		prometheus.NewDesc("rackwatch_notify_queued", "Events on disk waiting for delivery, per notify target.", []string{"target"}, nil),
+	}
 	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rackwatch_build_info", Help: "Build information."}, []string{"version", "site", "node"})
 	bi.WithLabelValues(s.opt.Version, s.cfg.Site, s.cfg.Node).Set(1)
 	m.reg.MustRegister(m.pollDur, m.pollErrs, bi, m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -68,7 +75,7 @@ func (m *metrics) observe(res poll.Result) {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.reading, m.upsFlag, m.devUp, m.open, m.queued, m.dropped, m.upConn, m.upCmds, m.upCmdRep, m.traps, m.evDrop} {
+	for _, d := range append([]*prometheus.Desc{m.reading, m.upsFlag, m.devUp, m.open, m.queued, m.dropped, m.upConn, m.upCmds, m.upCmdRep, m.traps, m.evDrop}, m.notify[:]...) {
 		ch <- d
 	}
 }
@@ -121,6 +128,14 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(dropped), "queue_full")
 		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(r.Malformed()), "malformed")
 		ch <- prometheus.MustNewConstMetric(m.traps, prometheus.CounterValue, float64(r.Rejected()), "rejected")
+	}
+	if s.notify != nil {
+		for _, st := range s.notify.Stats() {
+			ch <- prometheus.MustNewConstMetric(m.notify[0], prometheus.CounterValue, float64(st.Sent), st.Target)
+			ch <- prometheus.MustNewConstMetric(m.notify[1], prometheus.CounterValue, float64(st.Failed), st.Target)
+			ch <- prometheus.MustNewConstMetric(m.notify[2], prometheus.CounterValue, float64(st.Dropped), st.Target)
+			ch <- prometheus.MustNewConstMetric(m.notify[3], prometheus.GaugeValue, float64(st.Queued), st.Target)
+		}
 	}
 	if up := s.sh.uplink(); up != nil {
 		u := up.Status()

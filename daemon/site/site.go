@@ -25,6 +25,7 @@ import (
 	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/daemon/kpi"
+	"github.com/rackwatch/rackwatch/daemon/notify"
 	"github.com/rackwatch/rackwatch/daemon/poll"
 	"github.com/rackwatch/rackwatch/daemon/rules"
 	"github.com/rackwatch/rackwatch/daemon/state"
@@ -89,6 +90,7 @@ type Site struct {
 	nut     nutServer
 	// upOpts are the uplink settings of this config (nil: no uplink).
 	upOpts *uplink.Options
+	notify *notify.Notifier // nil: no notify targets
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -192,6 +194,10 @@ func build(cfg *config.Config, opt Options, sh *shared, strict bool) (s *Site, e
 		}
 	}
 
+	if s.notify, err = newNotifier(s); err != nil {
+		return s, err
+	}
+
 	// Devices.
 	for _, spec := range cfg.Devices {
 		s.specs[spec.ID] = spec
@@ -290,6 +296,9 @@ func (s *Site) abort() {
 		s.stage.abort()
 	}
 	s.sh.release(s.sh.current())
+	if s.notify != nil {
+		s.notify.Close()
+	}
 }
 
 // launch starts a built site's goroutines. The site it replaces has stopped: devices are
@@ -305,7 +314,13 @@ func (s *Site) launch() {
 	for id, err := range failed {
 		s.failed[id] = err
 	}
-	if s.upOpts != nil {
+	if s.notify != nil {
+		if err := s.notify.Start(ctx); err != nil {
+			s.log.Error("notify targets not started", "err", err)
+			s.notify = nil
+		}
+	}
+	if s.upOpts != nil || s.notify != nil {
 		s.inc.SetStager(s.stageIncident)
 	}
 	if err := s.inc.SetPublisher(s.publishIncident); err != nil {
@@ -371,6 +386,9 @@ func (s *Site) halt() {
 		s.cancel()
 	}
 	s.wg.Wait()
+	if s.notify != nil {
+		s.notify.Wait()
+	}
 }
 
 // final is the clean stop's part of the site: relays to their safe state, then the last
@@ -598,6 +616,14 @@ func (s *Site) publishIncident(e incident.Event) error {
 // stageIncident puts an incident event into the uplink queue inside the incident store's own
 // transaction (one commit for both), and tells the page once it is committed.
 func (s *Site) stageIncident(tx *bolt.Tx, e incident.Event) (func(), error) {
+	if s.notify != nil {
+		if err := s.notify.StageTx(tx, notify.Event(uplinkIncident(e))); err != nil {
+			return nil, err
+		}
+	}
+	if s.upOpts == nil {
+		return func() { s.hub.publish(web.Event{Type: "incident", Data: e}) }, nil
+	}
 	// No lock here: this runs inside a bbolt write transaction. An uplink being replaced
 	// takes what it staged from the database.
 	up := s.sh.uplink()

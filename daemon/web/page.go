@@ -125,6 +125,7 @@ type incidentView struct {
 	OpenedTS string
 	For      string
 	Acked    string
+	Sent     string // notify targets and where the latest event stands at each
 }
 
 // upsWords renders ups.status in words, as NUT's flags mean them (RFC 9271 §5.3, NUT's
@@ -596,6 +597,7 @@ func build(st Status, now time.Time) pageData {
 		if in.AckedAt != nil {
 			iv.Acked = fmt.Sprintf("%s at %s", in.AckedBy, clock(*in.AckedAt))
 		}
+		iv.Sent = sentLine(in.Sent)
 		p.Incidents = append(p.Incidents, iv)
 		sev := lvlWarn
 		if in.Severity == lvlCrit {
@@ -689,4 +691,23 @@ func mkBanner(rs []reason) banner {
 		b.Reasons = []string{"Power, cooling and every device are normal."}
 	}
 	return b
+}
+
+// sentLine says where an incident was sent: "nms ✔ · oncall waiting".
+func sentLine(sent map[string]string) string {
+	names := make([]string, 0, len(sent))
+	for t := range sent {
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	words := map[string]string{"delivered": "✔", "queued": "waiting", "dropped": "dropped"}
+	var parts []string
+	for _, t := range names {
+		w := words[sent[t]]
+		if w == "" {
+			w = sent[t]
+		}
+		parts = append(parts, t+" "+w)
+	}
+	return strings.Join(parts, " · ")
 }

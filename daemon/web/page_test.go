@@ -341,3 +341,12 @@ func TestUsersCheck(t *testing.T) {
 		t.Error("no users file lets someone in")
 	}
 }
+
+func TestSentLine(t *testing.T) {
+	if got := sentLine(map[string]string{"oncall": "queued", "nms": "delivered", "mail": "dropped"}); got != "mail dropped · nms ✔ · oncall waiting" {
+		t.Errorf("sentLine: %q", got)
+	}
+	if got := sentLine(nil); got != "" {
+		t.Errorf("sentLine(nil): %q", got)
+	}
+}
