@@ -18,7 +18,7 @@ export SOURCE_DATE_EPOCH
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/rackwatch ./daemon
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/rackwatch ./daemon
 
 run: build
 	./bin/rackwatch
