@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,12 +9,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
 // BenchmarkDiskBytesPerReading measures what the queue sends to the storage layer per
 // reading: /proc/self/io write_bytes, which counts a page each time one is dirtied, so bbolt's
-// page writes count in full and a write to a tmpfs not at all. No network here: the broker's
-// acknowledgements are played by the benchmark.
+// page writes count in full and a write to a tmpfs not at all. The broker's acknowledgements
+// are played by the benchmark, except in the held-broker rows, where a real mosquitto gives
+// them.
 //
 //   - committed: queue_flush 0. Each message is one commit before it is published; the
 //     broker acknowledges everything queued and the deletes ride along with the next commit,
@@ -25,42 +29,67 @@ import (
 //   - held-offline: queue_flush set, no broker. Every period's messages are committed
 //     together and stay queued: 6 per commit is the default 1 min of 10 s telemetry, 30 is
 //     queue_flush: 5m.
+//   - held-broker: held/acked with a real mosquitto: Run publishes and the PUBACKs remove
+//     the messages.
+//   - …-disk: the same with the hold file next to the database (no $RUNTIME_DIRECTORY: a
+//     service without systemd's runtime folder), so the hold file's writes reach the disk.
 func BenchmarkDiskBytesPerReading(b *testing.B) {
 	type mode int
 	const (
 		committed mode = iota
 		acked
 		offline
+		broker
 	)
 	cases := []struct {
 		name      string
 		mode      mode
 		readings  int
-		perCommit int // held-offline: messages per period
+		perCommit int  // held-offline: messages per period
+		disk      bool // the hold file next to the database, not in /dev/shm
 	}{
-		{"committed", committed, 30, 1}, {"committed", committed, 100, 1}, {"committed", committed, 1000, 1},
-		{"held-acked", acked, 30, 1}, {"held-acked", acked, 100, 1}, {"held-acked", acked, 1000, 1},
-		{"held-offline-1m", offline, 30, 6}, {"held-offline-1m", offline, 100, 6}, {"held-offline-1m", offline, 1000, 6},
-		{"held-offline-5m", offline, 30, 30}, {"held-offline-5m", offline, 100, 30},
+		{"committed", committed, 30, 1, false}, {"committed", committed, 100, 1, false}, {"committed", committed, 1000, 1, false},
+		{"held-acked", acked, 30, 1, false}, {"held-acked", acked, 100, 1, false}, {"held-acked", acked, 1000, 1, false},
+		{"held-offline-1m", offline, 30, 6, false}, {"held-offline-1m", offline, 100, 6, false}, {"held-offline-1m", offline, 1000, 6, false},
+		{"held-offline-5m", offline, 30, 30, false}, {"held-offline-5m", offline, 100, 30, false},
+		{"held-broker", broker, 30, 1, false}, {"held-broker", broker, 100, 1, false},
+		{"held-acked-disk", acked, 30, 1, true}, {"held-acked-disk", acked, 100, 1, true}, {"held-acked-disk", acked, 1000, 1, true},
+		{"held-offline-5m-disk", offline, 30, 30, true}, {"held-offline-5m-disk", offline, 100, 30, true},
+		{"held-broker-disk", broker, 30, 1, true}, {"held-broker-disk", broker, 100, 1, true},
 	}
 	for _, c := range cases {
 		perCommit := c.perCommit
 		b.Run(fmt.Sprintf("%s/readings=%d", c.name, c.readings), func(b *testing.B) {
-			db := openDB(b, filepath.Join(b.TempDir(), "q.db"))
+			dir := b.TempDir()
+			db := openDB(b, filepath.Join(dir, "q.db"))
 			defer db.Close()
 			o := testOptions("tcp://127.0.0.1:1")
+			if c.mode == broker {
+				o = testOptions(testpeer.StartMosquitto(b).URL)
+			}
 			if c.mode != committed {
-				shm, err := os.MkdirTemp("/dev/shm", "rw-bench-")
-				if err != nil {
-					b.Skipf("no /dev/shm for the hold file: %v", err)
+				hold := dir
+				if !c.disk {
+					shm, err := os.MkdirTemp("/dev/shm", "rw-bench-")
+					if err != nil {
+						b.Skipf("no /dev/shm for the hold file: %v", err)
+					}
+					defer os.RemoveAll(shm)
+					hold = shm
 				}
-				defer os.RemoveAll(shm)
 				o.TelemetryFlush = time.Hour // committed by hand below
-				o.HoldFile = filepath.Join(shm, "q.hold")
+				o.HoldFile = filepath.Join(hold, "q.hold")
 			}
 			u, err := New(db, o)
 			if err != nil {
 				b.Fatal(err)
+			}
+			if c.mode == broker {
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- u.Run(ctx) }()
+				defer func() { cancel(); <-done }()
+				testpeer.Eventually(b, 30*time.Second, "connected", func() bool { return u.Status().Connected })
 			}
 			rs := make([]Reading, c.readings)
 			for i := range rs {
@@ -69,7 +98,7 @@ func BenchmarkDiskBytesPerReading(b *testing.B) {
 			}
 			// Enough messages that the held rows pay for their seq reservations.
 			periods := 10 * perCommit * 6
-			if c.mode == acked {
+			if c.mode == acked || c.mode == broker {
 				periods = 4 * reserveStep
 			}
 			step := func(i int) {
@@ -84,6 +113,9 @@ func BenchmarkDiskBytesPerReading(b *testing.B) {
 					}
 					return
 				}
+				if c.mode == broker {
+					return
+				}
 				qs, err := u.readFrom(kindTelemetry, 0, 1000)
 				if err != nil {
 					b.Fatal(err)
@@ -95,12 +127,18 @@ func BenchmarkDiskBytesPerReading(b *testing.B) {
 			for i := 0; i < 2*perCommit; i++ { // reach the steady state
 				step(i)
 			}
+			if c.mode == broker {
+				testpeer.Eventually(b, 60*time.Second, "first messages acknowledged", func() bool { return u.Status().Queued == 0 })
+			}
 			b.ResetTimer()
 			var total, wc int64
 			for range b.N {
 				w0, c0 := writeBytes(b)
 				for i := 0; i < periods; i++ {
 					step(i)
+				}
+				if c.mode == broker {
+					testpeer.Eventually(b, 60*time.Second, "every message acknowledged", func() bool { return u.Status().Queued == 0 })
 				}
 				w1, c1 := writeBytes(b)
 				total += w1 - w0
