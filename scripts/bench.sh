@@ -70,6 +70,25 @@ make build >/dev/null
 step footprint env RACKWATCH_BIN="$PWD/bin/rackwatch" BENCH_DURATION="$duration" \
 	$GO test -run '^$' -bench Footprint -benchtime=1x -timeout 60m ./bench/footprint/
 
+# Side by side with Telegraf 1.37 on Telegraf's own job (one UPS-MIB agent polled every second,
+# published every second to mosquitto), the shared tool; its ratio line becomes key=value lines.
+sbs=${SIDE_BY_SIDE:-../shared/tools/side-by-side-telegraf.sh}
+sbs_dur=${BENCH_SBS_DUR:-120}
+sbs_rounds=${BENCH_SBS_ROUNDS:-3}
+[ "${BENCH_SHORT:-}" = 1 ] && sbs_dur=${BENCH_SBS_DUR:-45} && sbs_rounds=${BENCH_SBS_ROUNDS:-2}
+echo "DUR=$sbs_dur ROUNDS=$sbs_rounds" >"$out/sbs_args"
+if [ -f "$sbs" ]; then
+	step side-by-side env RACKWATCH_BIN="$PWD/bin/rackwatch" DUR="$sbs_dur" ROUNDS="$sbs_rounds" bash "$sbs"
+	# "ratio rackwatch/telegraf: peak RSS 0.55, anonymous RSS 0.70, CPU 0.45"
+	sed -nE 's/^ratio rackwatch\/telegraf: peak RSS ([0-9.]+), anonymous RSS ([0-9.]+), CPU ([0-9.]+).*/rss_ratio=\1\nanon_ratio=\2\ncpu_ratio=\3/p' \
+		"$out/side-by-side.txt" >>"$out/side-by-side.txt"
+	# "telegraf: peak RSS 25.3 MB, anonymous RSS 6.9 MB, CPU 0.27 s, written 12 KiB in 60 s"
+	sed -nE 's/^(rackwatch|telegraf): peak RSS ([0-9.]+) MB, anonymous RSS ([0-9.]+) MB, CPU ([0-9.]+) s.*/\1_rss_mb=\2\n\1_anon_mb=\3\n\1_cpu_s=\4/p' \
+		"$out/side-by-side.txt" >>"$out/side-by-side.txt"
+else
+	echo "side-by-side not run: $sbs not found" | tee "$out/side-by-side.txt"
+fi
+
 make cross >/dev/null
 {
 	for a in arm64 armv7; do

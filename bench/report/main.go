@@ -85,7 +85,7 @@ func (c check) rowAs(r results, what string) string {
 		return fmt.Sprintf("| %s | not measured | %s | – |", c.what, c.bound())
 	}
 	if c.target == 0 && !c.atMost {
-		return fmt.Sprintf("| %s | "+c.format+" | – | – |", c.what, v)
+		return fmt.Sprintf("| %s | "+c.format+" | none | no target (shown for comparison) |", c.what, v)
 	}
 	met := v >= c.target
 	if c.atMost {
@@ -107,7 +107,7 @@ func (c check) rowAs(r results, what string) string {
 
 func (c check) bound() string {
 	if c.target == 0 && !c.atMost {
-		return "–"
+		return "none"
 	}
 	op := "≥"
 	if c.atMost {
@@ -187,7 +187,7 @@ func main() {
 				{"heap for 24 h × 1,000 metrics (MB)", "state", "BenchmarkHistory24h1000Metrics", "heapMB", true, 40, "%.1f"},
 			}, raw: []string{"state.txt"}},
 		{title: "6. Uplink", command: "go test -run '^$' -bench DiskBytesPerReading -benchtime=1x ./uplink/ && go test -run '^$' -bench DrainVsPaho -benchtime=4x ./uplink/",
-			notes: "The uplink's own benchmarks (owned by the uplink): BenchmarkDrainVsPaho alternates the backlog drain (10,000 messages of 10 readings queued offline, then Run to a real mosquitto until the last PUBACK) and a plain paho QoS 1 loop with the same 256 in flight on the same broker, four rounds, swapping which goes first each round. BenchmarkDiskBytesPerReading is /proc/self/io write_bytes per reading: what the process caused to be sent to storage, counted per page (or large folio) dirtied, so a write to tmpfs counts nothing and a 4 KiB bbolt page write counts at least 4 KiB; wchar (bytes handed to write(2), tmpfs included) is shown for comparison. Default = mqtt.queue_flush 5m (held telemetry, hold file in tmpfs as under systemd and on the image): with a broker connected messages are acknowledged and never committed, only the seq reservations (a commit per 1,024 messages) reach the disk; with no broker the period's messages (30 at 10 s telemetry) are committed together. The other rows are queue_flush 1m and queue_flush 0 (every message committed before it is published), for comparison.",
+			notes: "The uplink's own benchmarks (owned by the uplink): BenchmarkDrainVsPaho alternates the backlog drain (10,000 messages of 10 readings queued offline, then Run to a real mosquitto until the last PUBACK) and a plain paho QoS 1 loop with the same 256 in flight on the same broker, four rounds, swapping which goes first each round. BenchmarkDiskBytesPerReading is /proc/self/io write_bytes per reading: what the process caused to be sent to storage, counted per page (or large folio) dirtied, so a write to tmpfs counts nothing and a 4 KiB bbolt page write counts at least 4 KiB; wchar (bytes handed to write(2), tmpfs included) is shown for comparison. Default = mqtt.queue_flush 5m (held telemetry, hold file in tmpfs as under systemd and on the image): with a broker connected messages are acknowledged and never committed, only the seq reservations (a commit per 1,024 messages) reach the disk; with no broker the period's messages (30 at 10 s telemetry) are committed together. The other rows are queue_flush 1m and queue_flush 0 (every message committed before it is published); held-broker is the default against a real mosquitto (testpeer), Run publishing and the PUBACKs removing the messages, where the other held rows play the acknowledgements by hand; …-disk rows put the hold file next to the database (a service without $RUNTIME_DIRECTORY), where its writes reach the disk. Every storage row is held to the same 64 B/reading budget; the wchar rows have none.",
 			checks: []check{
 				{"drain (msgs/s)", "uplink", "BenchmarkDrainVsPaho", "drain-msgs/s", false, 0, "%.0f"},
 				{"plain paho (msgs/s)", "uplink", "BenchmarkDrainVsPaho", "paho-msgs/s", false, 0, "%.0f"},
@@ -197,12 +197,21 @@ func main() {
 				{"disk bytes/reading, default (held, broker connected), 1000 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-acked/readings=1000", "B/reading", true, 64, "%.2f"},
 				{"disk bytes/reading, default (held, no broker: 30 msgs/commit), 30 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-offline-5m/readings=30", "B/reading", true, 64, "%.0f"},
 				{"disk bytes/reading, default (held, no broker: 30 msgs/commit), 100 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-offline-5m/readings=100", "B/reading", true, 64, "%.0f"},
-				{"disk bytes/reading, queue_flush 1m, no broker (6 msgs/commit), 30 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-offline-1m/readings=30", "B/reading", false, 0, "%.0f"},
-				{"disk bytes/reading, queue_flush 1m, no broker (6 msgs/commit), 100 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-offline-1m/readings=100", "B/reading", false, 0, "%.0f"},
-				{"disk bytes/reading, queue_flush 1m, no broker (6 msgs/commit), 1000 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-offline-1m/readings=1000", "B/reading", false, 0, "%.0f"},
-				{"disk bytes/reading, queue_flush 0 (each message committed), 30 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/committed/readings=30", "B/reading", false, 0, "%.0f"},
-				{"disk bytes/reading, queue_flush 0 (each message committed), 100 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/committed/readings=100", "B/reading", false, 0, "%.0f"},
-				{"disk bytes/reading, queue_flush 0 (each message committed), 1000 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/committed/readings=1000", "B/reading", false, 0, "%.0f"},
+				{"disk bytes/reading, queue_flush 1m, no broker (6 msgs/commit), 30 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-offline-1m/readings=30", "B/reading", true, 64, "%.0f"},
+				{"disk bytes/reading, queue_flush 1m, no broker (6 msgs/commit), 100 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-offline-1m/readings=100", "B/reading", true, 64, "%.0f"},
+				{"disk bytes/reading, queue_flush 1m, no broker (6 msgs/commit), 1000 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-offline-1m/readings=1000", "B/reading", true, 64, "%.0f"},
+				{"disk bytes/reading, queue_flush 0 (each message committed), 30 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/committed/readings=30", "B/reading", true, 64, "%.0f"},
+				{"disk bytes/reading, queue_flush 0 (each message committed), 100 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/committed/readings=100", "B/reading", true, 64, "%.0f"},
+				{"disk bytes/reading, queue_flush 0 (each message committed), 1000 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/committed/readings=1000", "B/reading", true, 64, "%.0f"},
+				{"disk bytes/reading, default, a real mosquitto's acknowledgements, 30 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-broker/readings=30", "B/reading", true, 64, "%.1f"},
+				{"disk bytes/reading, default, a real mosquitto's acknowledgements, 100 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-broker/readings=100", "B/reading", true, 64, "%.1f"},
+				{"disk bytes/reading, hold file on the data disk, broker connected, 30 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-acked-disk/readings=30", "B/reading", true, 64, "%.1f"},
+				{"disk bytes/reading, hold file on the data disk, broker connected, 100 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-acked-disk/readings=100", "B/reading", true, 64, "%.1f"},
+				{"disk bytes/reading, hold file on the data disk, broker connected, 1000 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-acked-disk/readings=1000", "B/reading", true, 64, "%.2f"},
+				{"disk bytes/reading, hold file on the data disk, no broker (30 msgs/commit), 30 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-offline-5m-disk/readings=30", "B/reading", true, 64, "%.0f"},
+				{"disk bytes/reading, hold file on the data disk, no broker (30 msgs/commit), 100 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-offline-5m-disk/readings=100", "B/reading", true, 64, "%.0f"},
+				{"disk bytes/reading, hold file on the data disk, a real mosquitto's acknowledgements, 30 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-broker-disk/readings=30", "B/reading", true, 64, "%.1f"},
+				{"disk bytes/reading, hold file on the data disk, a real mosquitto's acknowledgements, 100 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/held-broker-disk/readings=100", "B/reading", true, 64, "%.1f"},
 				{"wchar bytes/reading, default, broker connected, 30 readings/msg (hold file in tmpfs included)", "uplink", "BenchmarkDiskBytesPerReading/held-acked/readings=30", "wchar-B/reading", false, 0, "%.1f"},
 				{"wchar bytes/reading, queue_flush 0, 30 readings/msg", "uplink", "BenchmarkDiskBytesPerReading/committed/readings=30", "wchar-B/reading", false, 0, "%.0f"},
 			}, raw: []string{"uplink.txt"}},
@@ -236,6 +245,17 @@ func main() {
 		{title: "10. Fuzzing", command: "FUZZTIME=" + text("fuzztime") + " make fuzz",
 			notes: "Every fuzz target of the module, one after the other (scripts/fuzz.sh); a crasher is kept under the package's testdata/fuzz/ and becomes a regression seed that `make test` runs.",
 			raw:   []string{"fuzz.txt"}},
+		{title: "11. Side by side with Telegraf", command: "RACKWATCH_BIN=bin/rackwatch " + text("sbs_args") + " ../shared/tools/side-by-side-telegraf.sh",
+			notes: "rackwatch (`make build`) and Telegraf 1.37 (a custom build with only the plugins used) on Telegraf's own job, one after the other, rounds alternating: one UPS-MIB agent (snmpsim serving a Riello NetMan 204 walk) polled every second and published every second to mosquitto. rackwatch runs the script's config: history and the status page on, the rule engine and policies running, but no rule and no NUT listener configured (the shared script writes that config). Peak RSS is VmHWM, CPU is utime+stime over the run; medians over the rounds. The machine is shared, so CPU seconds vary between runs; the two programs run in the same conditions, so the ratio is what to read.",
+			checks: []check{
+				{"rackwatch: peak RSS (MB)", "side-by-side", "", "rackwatch_rss_mb", false, 0, "%.1f"},
+				{"Telegraf: peak RSS (MB)", "side-by-side", "", "telegraf_rss_mb", false, 0, "%.1f"},
+				{"rackwatch: CPU (s)", "side-by-side", "", "rackwatch_cpu_s", false, 0, "%.2f"},
+				{"Telegraf: CPU (s)", "side-by-side", "", "telegraf_cpu_s", false, 0, "%.2f"},
+				{"peak RSS rackwatch/Telegraf", "side-by-side", "", "rss_ratio", true, 0.6, "%.2f"},
+				{"CPU rackwatch/Telegraf", "side-by-side", "", "cpu_ratio", true, 0.5, "%.2f"},
+				{"anonymous RSS rackwatch/Telegraf", "side-by-side", "", "anon_ratio", false, 0, "%.2f"},
+			}, raw: []string{"side-by-side.txt"}},
 	}
 
 	var b strings.Builder
