@@ -168,3 +168,12 @@ func (r *Ring) Since(t time.Time) []Point {
 func (r *Ring) Bytes() int {
 	return cap(r.vals)*int(unsafe.Sizeof(float32(0))) + cap(r.offs) + cap(r.recent)*int(unsafe.Sizeof(rawPoint{}))
 }
+
+// fill adds one synthetic point a slot for d from start (benchPrefillEnv), a slow wave so the
+// slots do not all hold one value.
+func (r *Ring) fill(start time.Time, d time.Duration) {
+	step := time.Duration(r.step) * time.Second
+	for i, t := 0, start; t.Before(start.Add(d)); i, t = i+1, t.Add(step) {
+		r.Add(t, 20+5*math.Sin(float64(i)/60))
+	}
+}

@@ -54,9 +54,10 @@ func BenchmarkHistory24h1000Metrics(b *testing.B) {
 		}
 		b.StopTimer()
 		heap := liveHeap() - before
-		ring := 0
+		ring, slots := 0, 0
 		for _, r := range s.history {
 			ring += r.Bytes()
+			slots += len(r.vals)
 		}
 		if got := len(s.History("dev000", "metric0", t0)); got < 1400 {
 			b.Fatalf("history kept %d points of a day", got)
@@ -64,6 +65,11 @@ func BenchmarkHistory24h1000Metrics(b *testing.B) {
 		runtime.KeepAlive(s)
 		b.ReportMetric(float64(heap)/float64(points), "heapB/point")
 		b.ReportMetric(float64(ring)/float64(points), "ringB/point")
+		// Per stored slot (a minute's mean): what the history costs per point it can show,
+		// whatever the poll rate.
+		b.ReportMetric(float64(heap)/float64(slots), "heapB/slot")
+		b.ReportMetric(float64(ring)/float64(slots), "ringB/slot")
+		b.ReportMetric(float64(slots), "slots")
 		b.ReportMetric(float64(heap)/(1<<20), "heapMB")
 		b.ReportMetric(float64(points), "points")
 		b.StartTimer()

@@ -4,6 +4,7 @@
 package state
 
 import (
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -37,11 +38,22 @@ type Store struct {
 	devices map[string]*Device
 	history map[key]*Ring
 	window  time.Duration
+	prefill time.Duration // benchPrefillEnv; 0 normally
 }
+
+// benchPrefillEnv, a duration, makes every ring start with that much synthetic history before
+// its first real point (one point a slot), so that a benchmark can measure a daemon that has a
+// day of history behind it without running it for a day. It is not an operator setting and
+// is left out of the documentation on purpose.
+const benchPrefillEnv = "RACKWATCH_BENCH_PREFILL_HISTORY"
 
 // New makes a store keeping window (24 h) of history.
 func New(window time.Duration) *Store {
-	return &Store{devices: map[string]*Device{}, history: map[key]*Ring{}, window: window}
+	s := &Store{devices: map[string]*Device{}, history: map[key]*Ring{}, window: window}
+	if d, err := time.ParseDuration(os.Getenv(benchPrefillEnv)); err == nil && d > 0 {
+		s.prefill = min(d, window)
+	}
+	return s
 }
 
 // AddDevice declares a device, in config order, before its first poll. Its state is stale
@@ -132,6 +144,9 @@ func (s *Store) ring(id, metric string) *Ring {
 	if r == nil {
 		r = NewRing(s.window)
 		s.history[k] = r
+		if s.prefill > 0 {
+			r.fill(time.Now().Add(-s.prefill), s.prefill)
+		}
 	}
 	return r
 }
