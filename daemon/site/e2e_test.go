@@ -1,7 +1,6 @@
 package site
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -23,25 +22,7 @@ func runSite(t *testing.T, yaml string) *Site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan *Site, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, Options{Version: "test", Ready: func(s *Site) { ready <- s }}) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("site: %v", err)
-		}
-	})
-	select {
-	case s := <-ready:
-		return s
-	case err := <-done:
-		t.Fatalf("site did not start: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("site did not start in 30 s")
-	}
-	return nil
+	return runSiteOpts(t, cfg, Options{Version: "test"})
 }
 
 func status(t *testing.T, s *Site) map[string]any {

@@ -2,7 +2,6 @@ package site
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,25 +26,7 @@ func startBenchSite(tb testing.TB, yaml string) *Site {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ready := make(chan *Site, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, Options{Version: "bench", Ready: func(s *Site) { ready <- s }}) }()
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("site: %v", err)
-		}
-	})
-	select {
-	case s := <-ready:
-		return s
-	case err := <-done:
-		tb.Fatalf("site did not start: %v", err)
-	case <-time.After(30 * time.Second):
-		tb.Fatal("site did not start in 30 s")
-	}
-	return nil
+	return runSiteOpts(tb, cfg, Options{Version: "bench"})
 }
 
 // benchSiteYAML is a site of ten simulated devices (a UPS, inlet sensors, a PDU meter, a door,

@@ -298,8 +298,9 @@ failover:
 	}
 }
 
-// runSiteOpts is runSite with a parsed config and options.
-func runSiteOpts(t *testing.T, cfg *config.Config, opt Options) *Site {
+// runSiteOpts runs a site with a parsed config and options until the test ends, and returns
+// it once it listens (runSite and startBenchSite are it with YAML).
+func runSiteOpts(t testing.TB, cfg *config.Config, opt Options) *Site {
 	t.Helper()
 	ready := make(chan *Site, 1)
 	ctx, cancel := context.WithCancel(context.Background())
