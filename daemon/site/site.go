@@ -320,6 +320,7 @@ func (s *Site) launch() {
 			s.notify = nil
 		}
 	}
+	s.startAuditTargets(ctx)
 	if s.upOpts != nil || s.notify != nil {
 		s.inc.SetStager(s.stageIncident)
 	}
