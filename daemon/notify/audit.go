@@ -8,12 +8,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gosnmp/gosnmp"
+
 	"github.com/rackwatch/rackwatch/daemon/audit"
 )
 
-// auditSender is a sender that also carries audit records (a target with audit: true). Only
-// syslog (the SIEM) and generic webhooks do: a trap, a page or an e-mail per login would bury
-// the incidents they are for.
+// auditSender is a sender that also carries audit records (a target with audit: true). Every
+// type does, but webhooks only in the generic format: Alertmanager and PagerDuty take alerts,
+// and an audit record is not one.
 type auditSender interface {
 	SendAudit(ctx context.Context, r audit.Record, m Message) error
 }
@@ -107,4 +109,49 @@ func (w *webhook) SendAudit(ctx context.Context, r audit.Record, m Message) erro
 		return err
 	}
 	return w.post(ctx, body)
+}
+
+// AuditVarbinds are the rwAuditRecord notification's OID and varbinds (RACKWATCH-MIB).
+func AuditVarbinds(r audit.Record, m Message) (trapOID string, vbs []gosnmp.SnmpPDU) {
+	base := fmt.Sprintf(".1.3.6.1.4.1.%d", m.Enterprise)
+	str := func(i int, v string) gosnmp.SnmpPDU {
+		return gosnmp.SnmpPDU{Name: fmt.Sprintf("%s.3.%d.0", base, i), Type: gosnmp.OctetString, Value: []byte(text(v))}
+	}
+	vbs = []gosnmp.SnmpPDU{
+		{Name: base + ".3.1.0", Type: gosnmp.Gauge32, Value: uint(r.Seq & 0xffffffff)},
+		str(2, r.TS), str(3, r.Actor), str(4, r.Source), str(5, r.Action), str(6, r.Target), str(7, r.Detail),
+		str(8, r.Hash), str(9, m.Site), str(10, m.Node),
+	}
+	return base + ".0.5", vbs
+}
+
+func (s *snmpSender) SendAudit(ctx context.Context, r audit.Record, m Message) error {
+	oid, vbs := AuditVarbinds(r, m)
+	return s.trap(ctx, oid, vbs)
+}
+
+// AuditEmailSubject and AuditEmailBody are the e-mail of an audit record.
+func AuditEmailSubject(r audit.Record, m Message) string {
+	s := fmt.Sprintf("[rackwatch %s/%s] audit: %s", m.Site, m.Node, r.Action)
+	if r.Target != "" {
+		s += " " + r.Target
+	}
+	return s + " by " + r.Actor
+}
+
+func AuditEmailBody(r audit.Record, m Message) string {
+	var b strings.Builder
+	for _, f := range [][2]string{{"Seq", fmt.Sprint(r.Seq)}, {"At", r.TS}, {"Actor", r.Actor}, {"Source", r.Source},
+		{"Action", r.Action}, {"Target", r.Target}, {"Detail", r.Detail}, {"Site", m.Site}, {"Node", m.Node}, {"Hash", r.Hash}} {
+		if f[1] != "" {
+			fmt.Fprintf(&b, "%-8s %s\n", f[0]+":", f[1])
+		}
+	}
+	return b.String()
+}
+
+func (e *emailSender) SendAudit(ctx context.Context, r audit.Record, m Message) error {
+	// A resent record keeps its Message-ID: the trail's seq and hash name it.
+	id := fmt.Sprintf("audit.%s.%d.%.16s@%s.rackwatch", m.Site, r.Seq, r.Hash, m.Node)
+	return e.send(ctx, AuditEmailSubject(r, m), id, AuditEmailBody(r, m))
 }

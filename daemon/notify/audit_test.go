@@ -48,7 +48,8 @@ func TestAuditSyslogRsyslogd(t *testing.T) {
 	}
 }
 
-// TestAuditTargetTypes: audit: true is refused where a record per login would page someone.
+// TestAuditTargetTypes: audit: true is refused on webhooks that take alerts (Alertmanager,
+// PagerDuty), where a record is not an alert.
 func TestAuditTargetTypes(t *testing.T) {
 	for _, tc := range []struct {
 		t  Target
@@ -57,8 +58,9 @@ func TestAuditTargetTypes(t *testing.T) {
 		{Target{Name: "a", Type: "syslog", Target: "127.0.0.1:514", Transport: "udp", Facility: "local0", Audit: true}, true},
 		{Target{Name: "a", Type: "webhook", URL: "http://x/", Format: "generic", Audit: true}, true},
 		{Target{Name: "a", Type: "webhook", URL: "http://x/", Format: "alertmanager", Audit: true}, false},
-		{Target{Name: "a", Type: "snmp", Target: "127.0.0.1:162", Version: "2c", Audit: true}, false},
-		{Target{Name: "a", Type: "email", SMTP: "127.0.0.1:25", From: "a@b.c", To: []string{"d@e.f"}, StartTLS: "off", Audit: true}, false},
+		{Target{Name: "a", Type: "webhook", URL: "http://x/", Format: "pagerduty", RoutingKey: "k", Audit: true}, false},
+		{Target{Name: "a", Type: "snmp", Target: "127.0.0.1:162", Version: "2c", Audit: true}, true},
+		{Target{Name: "a", Type: "email", SMTP: "127.0.0.1:25", From: "a@b.c", To: []string{"d@e.f"}, StartTLS: "off", Audit: true}, true},
 	} {
 		err := CheckTarget(tc.t)
 		if (err == nil) != tc.ok {
