@@ -162,13 +162,16 @@ var sdm120 = &profile{class: sensors.ClassPower, points: []point{
 	reg("energy", "Wh", mbdrv.Input, 0x156, mbdrv.Float32, 1000),
 }}
 
-// dseAlarms are the first 40 conditions of GenComm page 8's "old alarm system", from 2049 on,
-// four 4-bit codes per register, the first in the top nibble (Victron dbus-modbus-client
-// dse.py's Reg_packed). Their order is Victron's list of DSE codes 0x1000 onwards
-// (victronenergy/veutil src/qt/genset_error.cpp at 97c80efdc4fd; the same 99 names in order in
-// victronenergy/dse-modbus-simulator dse_alarms.json at f676affc39df). Controllers of the MkII
-// families report "named alarm conditions" on page 154 instead, a list per family that this
-// profile does not read; on them these readings may be errors.
+// dseAlarms are the first 40 conditions of GenComm page 8's "old alarm system", from 2049 on
+// (page 8 offset 1), four 4-bit codes per register, the first in the top nibble: DSE's 55x
+// GenComm manual (pages 42–45 and 58) gives the layout, the codes (0 disabled, 1 not active,
+// 2 warning, 3 shutdown, 4 electrical trip, 8–10 indications, 15 unimplemented) and the names
+// at offsets 1–3 and 10 (the 55x leaves offset 1's fourth, high oil temperature, reserved).
+// The whole order is Victron's list of DSE codes 0x1000 onwards (victronenergy/veutil
+// src/qt/genset_error.cpp at 97c80efdc4fd; the same 99 names in victronenergy/
+// dse-modbus-simulator dse_alarms.json at f676affc39df), which alone names offsets 4–9.
+// Controllers of the MkII families report "named alarm conditions" on page 154 instead, a list
+// per family that this profile does not read; on them these readings may be errors.
 var dseAlarms = []string{
 	"emergency_stop", "low_oil_pressure", "high_coolant_temperature", "high_oil_temperature",
 	"under_speed", "over_speed", "fail_to_start", "fail_to_come_to_rest",
