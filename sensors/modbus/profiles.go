@@ -166,10 +166,11 @@ var sdm120 = &profile{class: sensors.ClassPower, points: []point{
 // (page 8 offset 1), four 4-bit codes per register, the first in the top nibble: DSE's 55x
 // GenComm manual (pages 42–45 and 58) gives the layout, the codes (0 disabled, 1 not active,
 // 2 warning, 3 shutdown, 4 electrical trip, 8–10 indications, 15 unimplemented) and the names
-// at offsets 1–3 and 10 (the 55x leaves offset 1's fourth, high oil temperature, reserved).
+// of 14 of the 40: offset 1 but its fourth (high oil temperature, reserved on the 55x), offset
+// 2, the first three of offset 3, and offset 10.
 // The whole order is Victron's list of DSE codes 0x1000 onwards (victronenergy/veutil
 // src/qt/genset_error.cpp at 97c80efdc4fd; the same 99 names in victronenergy/
-// dse-modbus-simulator dse_alarms.json at f676affc39df), which alone names offsets 4–9.
+// dse-modbus-simulator dse_alarms.json at f676affc39df), the only source for the other 26.
 // Controllers of the MkII families report "named alarm conditions" on page 154 instead, a list
 // per family that this profile does not read; on them these readings may be errors.
 var dseAlarms = []string{
