@@ -84,6 +84,7 @@ type Options struct {
 
 // Counters say what the node did since New.
 type Counters struct {
+	Connects    uint64 // connections made, with NCMD (and STATE) subscribed
 	Sessions    uint64 // Sparkplug sessions begun (NBIRTH published on a connection)
 	Births      uint64 // NBIRTHs published, rebirths included
 	Rebirths    uint64 // rebirth requests honoured
@@ -113,8 +114,8 @@ type Node struct {
 	bdStored bool   // bdSeq is on disk
 	running  atomic.Bool
 
-	sessions, births, rebirths, badCommands atomic.Uint64
-	badLogAt                                atomic.Int64
+	connects, sessions, births, rebirths, badCommands atomic.Uint64
+	badLogAt                                          atomic.Int64
 }
 
 var bucket = []byte("uplink.sparkplug")
@@ -180,7 +181,7 @@ func (n *Node) Topic(typ, dev string) string {
 
 // Counters returns what the node did since New.
 func (n *Node) Counters() Counters {
-	return Counters{Sessions: n.sessions.Load(), Births: n.births.Load(), Rebirths: n.rebirths.Load(),
+	return Counters{Connects: n.connects.Load(), Sessions: n.sessions.Load(), Births: n.births.Load(), Rebirths: n.rebirths.Load(),
 		BadCommands: n.badCommands.Load()}
 }
 
@@ -450,6 +451,7 @@ func (n *Node) session(ctx context.Context, c *conn, bd uint64) error {
 			return end(fmt.Errorf("subscribe %s: no answer", topic), false)
 		}
 	}
+	n.connects.Add(1)
 	n.log.Info("connected", "client_id", n.opts.ClientID, "bdSeq", bd)
 	for {
 		out, offline := n.pending(bd)

@@ -189,6 +189,7 @@ func TestPrimaryHost(t *testing.T) {
 	defer db.Close()
 	n, _ := start(t, db, m.URL, sparkplug.Config{Group: "site1", EdgeNode: "rack1", PrimaryHost: "scada1"})
 	n.Update(readings(230, 100, "closed"))
+	testpeer.Eventually(t, within, "the node subscribed", func() bool { return n.Counters().Connects == 1 })
 	// Births can only follow an online STATE, so in the broker's order the NBIRTH comes after
 	// the newer online STATE, never after the stale one.
 	r.Publish(t, topic, true, state(true, 900)) // older than the retained offline: ignored
