@@ -74,12 +74,3 @@ func (u *Uplink) sparkplugTelemetry(rs []Reading) {
 	}
 	u.spb.Update(ms)
 }
-
-// Sparkplug is the edge node's counters, or nil when the format is not Sparkplug.
-func (u *Uplink) Sparkplug() *sparkplug.Counters {
-	if u.spb == nil {
-		return nil
-	}
-	c := u.spb.Counters()
-	return &c
-}
