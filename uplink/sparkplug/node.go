@@ -84,6 +84,7 @@ type Options struct {
 
 // Counters say what the node did since New.
 type Counters struct {
+	Attempts    uint64 // connection attempts
 	Connects    uint64 // connections made, with NCMD (and STATE) subscribed
 	Sessions    uint64 // Sparkplug sessions begun (NBIRTH published on a connection)
 	Births      uint64 // NBIRTHs published, rebirths included
@@ -114,8 +115,8 @@ type Node struct {
 	bdStored bool   // bdSeq is on disk
 	running  atomic.Bool
 
-	connects, sessions, births, rebirths, badCommands atomic.Uint64
-	badLogAt                                          atomic.Int64
+	attempts, connects, sessions, births, rebirths, badCommands atomic.Uint64
+	badLogAt                                                    atomic.Int64
 }
 
 var bucket = []byte("uplink.sparkplug")
@@ -181,7 +182,7 @@ func (n *Node) Topic(typ, dev string) string {
 
 // Counters returns what the node did since New.
 func (n *Node) Counters() Counters {
-	return Counters{Connects: n.connects.Load(), Sessions: n.sessions.Load(), Births: n.births.Load(), Rebirths: n.rebirths.Load(),
+	return Counters{Attempts: n.attempts.Load(), Connects: n.connects.Load(), Sessions: n.sessions.Load(), Births: n.births.Load(), Rebirths: n.rebirths.Load(),
 		BadCommands: n.badCommands.Load()}
 }
 
@@ -256,6 +257,7 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Error("bdSeq not stored; not connecting", "err", err)
 		} else {
 			c, err := n.connect(ctx, broker, bd)
+			n.attempts.Add(1)
 			if err == nil {
 				began := time.Now()
 				why := n.session(ctx, c, bd)

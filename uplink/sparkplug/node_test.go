@@ -175,6 +175,43 @@ func TestBdSeqPersisted(t *testing.T) {
 	}
 }
 
+// TestBdSeqWrittenOncePerConnection: attempts that no broker answers write nothing; the
+// bdSeq is written before the first attempt and again only after a connection was accepted.
+func TestBdSeqWrittenOncePerConnection(t *testing.T) {
+	m := testpeer.StartMosquitto(t)
+	m.Stop()
+	db := openDB(t, t.TempDir())
+	defer db.Close()
+	writes := func() int64 { s := db.Stats(); return s.TxStats.GetWrite() }
+	n, _ := start(t, db, m.URL, sparkplug.Config{Group: "site1", EdgeNode: "rack1"})
+	testpeer.Eventually(t, within, "failed attempts", func() bool { return n.Counters().Attempts >= 5 })
+	w := writes()
+	if w == 0 {
+		t.Fatal("bdSeq not written before the first attempt")
+	}
+	first := n.Counters().Attempts
+	testpeer.Eventually(t, within, "more failed attempts", func() bool { return n.Counters().Attempts >= first+5 })
+	if writes() != w {
+		t.Fatalf("failed attempts wrote to the database: %d writes, then %d", w, writes())
+	}
+	m.Start()
+	testpeer.Eventually(t, within, "births", func() bool { return n.Counters().Sessions == 1 })
+	if writes() != w {
+		t.Fatalf("the accepted connection's bdSeq was written again: %d writes, then %d", w, writes())
+	}
+	m.Stop()
+	testpeer.Eventually(t, within, "failed attempts after the loss", func() bool { return n.Counters().Attempts >= first+10 })
+	w2 := writes()
+	if w2 == w {
+		t.Fatal("the next bdSeq was not written after the accepted connection")
+	}
+	at := n.Counters().Attempts
+	testpeer.Eventually(t, within, "more failed attempts", func() bool { return n.Counters().Attempts >= at+5 })
+	if writes() != w2 {
+		t.Fatalf("failed attempts wrote to the database: %d writes, then %d", w2, writes())
+	}
+}
+
 // TestPrimaryHost: no births until the primary host's STATE says online; a STATE older than
 // the latest is ignored; on offline, NDEATH and a new session that waits again.
 func TestPrimaryHost(t *testing.T) {
