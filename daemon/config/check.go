@@ -14,6 +14,7 @@ import (
 	"github.com/rackwatch/rackwatch/sensors"
 	snmpdev "github.com/rackwatch/rackwatch/sensors/snmp"
 	"github.com/rackwatch/rackwatch/uplink"
+	"github.com/rackwatch/rackwatch/uplink/sparkplug"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
@@ -169,6 +170,7 @@ func (c *checker) check(cfg *Config) {
 	if f := cfg.MQTT.QueueFlush; f != nil && *f < 0 {
 		c.addf(c.at("mqtt", "queue_flush"), "mqtt queue_flush must be 0 (commit every telemetry message) or positive")
 	}
+	c.checkSparkplug(cfg)
 	c.checkNotify(cfg.Notify)
 
 	ids := map[string]sensors.Spec{}
@@ -419,4 +421,25 @@ func ParseSource(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return p.Masked(), nil
+}
+
+// checkSparkplug checks mqtt.format and, for sparkplug_b, the ids that go into its topics.
+func (c *checker) checkSparkplug(cfg *Config) {
+	m := cfg.MQTT
+	switch m.Format {
+	case "", uplink.FormatJSON:
+		return
+	case uplink.FormatSparkplug:
+	default:
+		c.addf(c.at("mqtt", "format"), "mqtt format %q not supported (%s or %s)", m.Format, uplink.FormatJSON, uplink.FormatSparkplug)
+		return
+	}
+	if err := sparkplug.CheckID(m.Sparkplug.Group); err != nil {
+		c.addf(c.at("mqtt", "sparkplug", "group"), "mqtt sparkplug group: %v", err)
+	}
+	if h := m.Sparkplug.PrimaryHost; h != "" {
+		if err := sparkplug.CheckID(h); err != nil {
+			c.addf(c.at("mqtt", "sparkplug", "primary_host"), "mqtt sparkplug primary_host: %v", err)
+		}
+	}
 }

@@ -81,6 +81,16 @@ type MQTT struct {
 	// published. Incidents are always committed first.
 	QueueFlush     *time.Duration `yaml:"queue_flush"`
 	EmbeddedBroker string         `yaml:"embedded_broker"`
+	// Format of telemetry: "json" (default, R/telemetry) or "sparkplug_b" (a Sparkplug B
+	// edge node instead; incidents, state, commands and audit stay JSON).
+	Format    string    `yaml:"format"`
+	Sparkplug Sparkplug `yaml:"sparkplug"`
+}
+
+// Sparkplug is the edge node of mqtt.format sparkplug_b; its edge node id is the node.
+type Sparkplug struct {
+	Group       string `yaml:"group"`        // default: the site
+	PrimaryHost string `yaml:"primary_host"` // host id whose STATE gates the births; "" = none
 }
 
 // TLS names the PEM files of an MQTT TLS connection.
@@ -344,6 +354,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MQTT.QueueMaxBytes == 0 {
 		c.MQTT.QueueMaxBytes = 256 << 20
+	}
+	if c.MQTT.Format == "sparkplug_b" && c.MQTT.Sparkplug.Group == "" {
+		c.MQTT.Sparkplug.Group = c.Site
 	}
 	if len(c.MQTT.Brokers) == 0 && c.MQTT.EmbeddedBroker != "" {
 		c.MQTT.Brokers = []string{"tcp://" + c.MQTT.EmbeddedBroker}
