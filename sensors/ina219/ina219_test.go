@@ -68,7 +68,7 @@ func TestPollAndEnergy(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	d.now = func() time.Time { return clock }
+	d.chip.Now = func() time.Time { return clock }
 	ctx := context.Background()
 
 	poll := func() map[string]float64 {
