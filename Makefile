@@ -60,6 +60,11 @@ fleet:
 fleet-nats:
 	$(GO) run ./bench/fleet -broker nats -n $(if $(filter command line environment,$(origin N)),$(N),100)
 
+# The Telegraf kit against a real Telegraf 1.37 (built once into ~/.cache/rackwatch-anchors),
+# the demo site on mosquitto, a broker restart and a daemon crash mid-run; not part of make test.
+interop: deps
+	bash scripts/interop.sh
+
 # The firmware image for arm64 boards (images/README.md): images/out/rackwatch-arm64.img.
 # The kernel is the gokrazy module's, downloaded by mkimage when missing; KERNEL=path for another.
 KERNEL ?=

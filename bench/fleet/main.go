@@ -131,11 +131,12 @@ type watcher struct {
 	online   map[string]time.Time // node → arrival of its first fresh online
 	seqs     map[string][]uint64  // node → telemetry seqs in arrival order
 	iseqs    map[string][]uint64  // node → incident seqs in arrival order
+	states   map[string][]string  // node → every R/state payload, with its arrival time
 	messages atomic.Int64
 }
 
 func newWatcher() *watcher {
-	return &watcher{online: map[string]time.Time{}, seqs: map[string][]uint64{}, iseqs: map[string][]uint64{}}
+	return &watcher{online: map[string]time.Time{}, seqs: map[string][]uint64{}, iseqs: map[string][]uint64{}, states: map[string][]string{}}
 }
 
 func (w *watcher) handle(_ mqtt.Client, m mqtt.Message) {
@@ -158,6 +159,7 @@ func (w *watcher) handle(_ mqtt.Client, m mqtt.Message) {
 	defer w.mu.Unlock()
 	switch kind {
 	case "state":
+		w.states[node] = append(w.states[node], now.UTC().Format("15:04:05.000")+" "+string(m.Payload()))
 		ts, err := time.Parse(time.RFC3339Nano, p.TS)
 		if p.State == "online" && err == nil && !ts.Before(w.since) {
 			if _, ok := w.online[node]; !ok {
@@ -396,6 +398,8 @@ func (f *fleet) start(telemetry time.Duration, brokers func(i int) []string) err
 	level := slog.LevelError
 	if os.Getenv("FLEET_DEBUG") != "" {
 		level = slog.LevelDebug
+	} else if os.Getenv("FLEET_LOG") == "info" {
+		level = slog.LevelInfo
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, cancel := context.WithCancel(context.Background())

@@ -214,7 +214,7 @@ func quantile(ts []time.Time, from time.Time, q float64) float64 {
 
 // retainedOnline counts the nodes whose retained R/state says online, as a new subscriber
 // sees it.
-func retainedOnline(urls []string, n int) (int, error) {
+func retainedOnline(urls []string, n int) (int, []string, error) {
 	var mu sync.Mutex
 	online := map[string]bool{}
 	o := mqtt.NewClientOptions().SetClientID(fmt.Sprintf("fleet-retained-%d", time.Now().UnixNano())).SetCleanSession(true)
@@ -223,7 +223,7 @@ func retainedOnline(urls []string, n int) (int, error) {
 	}
 	c := mqtt.NewClient(o)
 	if t := c.Connect(); t.Wait() && t.Error() != nil {
-		return 0, t.Error()
+		return 0, nil, t.Error()
 	}
 	defer c.Disconnect(250)
 	t := c.Subscribe("rackwatch/fleet/+/state", 1, func(_ mqtt.Client, m mqtt.Message) {
@@ -236,22 +236,24 @@ func retainedOnline(urls []string, n int) (int, error) {
 		mu.Unlock()
 	})
 	if t.Wait() && t.Error() != nil {
-		return 0, t.Error()
+		return 0, nil, t.Error()
 	}
-	count := func() (k, all int) {
+	count := func() (k, all int, off []string) {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, on := range online {
+		for node, on := range online {
 			if on {
 				k++
+			} else {
+				off = append(off, node)
 			}
 		}
-		return k, len(online)
+		return k, len(online), off
 	}
-	waitFor(20*time.Second, func() bool { _, all := count(); return all >= n })
+	waitFor(20*time.Second, func() bool { _, all, _ := count(); return all >= n })
 	time.Sleep(time.Second)
-	k, _ := count()
-	return k, nil
+	k, _, off := count()
+	return k, off, nil
 }
 
 // runNATS is the fleet against a three-node NATS cluster. Site i lists the three nodes
@@ -365,10 +367,24 @@ func runNATS(n int, telemetry, measure, down time.Duration) error {
 		return err
 	}
 	healthyAt := time.Now()
+	go func() {
+		for range 8 {
+			time.Sleep(5 * time.Second)
+			var per []string
+			for _, nd := range nodes {
+				k, _ := nd.mqttClients()
+				per = append(per, fmt.Sprintf("%s %d", nd.name, k))
+			}
+			fmt.Printf("  %.0f s after the restart: %s\n", time.Since(restartAt).Seconds(), strings.Join(per, ", "))
+		}
+	}()
 	// The sites that prefer node 1 find it again with their next probe and move back.
-	ok = waitFor(2*time.Minute, func() bool { return len(w.onlineTimes()) >= affected })
+	ok = waitFor(2*time.Minute, func() bool {
+		k, _ := nodes[0].mqttClients()
+		return len(w.onlineTimes()) >= affected && k >= affected
+	})
 	ons = w.onlineTimes()
-	fmt.Printf("node restarted:    down %.1f s, healthy %.1f s after its start; %d of %d sites back on it: %s after its start\n",
+	fmt.Printf("node restarted:    down %.1f s, healthy %.1f s after its start; %d sites reconnected since (%d prefer it): %s after its start\n",
 		restartAt.Sub(killAt).Seconds(), healthyAt.Sub(restartAt).Seconds(), len(ons), affected, spread(ons, restartAt))
 	if !ok || len(ons) == 0 {
 		return fmt.Errorf("only %d of %d sites back on %s after 2 min", len(ons), affected, nodes[0].name)
@@ -384,9 +400,14 @@ func runNATS(n int, telemetry, measure, down time.Duration) error {
 	for _, nd := range nodes {
 		urls = append(urls, nd.mqttURL())
 	}
-	k, err := retainedOnline(urls, n)
+	k, off, err := retainedOnline(urls, n)
 	if err != nil {
 		return fmt.Errorf("retained check: %w", err)
+	}
+	for _, node := range off {
+		w.mu.Lock()
+		fmt.Printf("  %s retained offline; the R/state messages it sent: %v\n", node, w.states[node])
+		w.mu.Unlock()
 	}
 	fmt.Printf("retained state:    %d of %d sites' retained R/state say online (a new subscriber's view)\n", k, n)
 	fmt.Printf("retained_online=%d\n", k)

@@ -127,6 +127,7 @@ func main() {
 	dir := flag.String("in", "", "folder with the collected outputs")
 	out := flag.String("out", "docs/BENCHMARKS.md", "file to write")
 	notes := flag.String("notes", "bench/report/notes", "folder of hand-written notes per section (N.md)")
+	recordedDir := flag.String("recorded", "bench/report/recorded", "folder of results recorded by other runs (NAME.md), appended as they are")
 	flag.Parse()
 	r, err := load(*dir)
 	if err != nil {
@@ -294,7 +295,18 @@ func main() {
 		}
 		b.WriteString("\n")
 	}
-	if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
+	// Results recorded by runs that make bench does not do (make interop, make fleet-nats),
+	// each dated with its commit, kept across regenerations (scripts/record.sh).
+	recorded, _ := filepath.Glob(filepath.Join(*recordedDir, "*.md"))
+	for _, f := range recorded {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		name := strings.TrimSuffix(filepath.Base(f), ".md")
+		fmt.Fprintf(&b, "<!-- recorded:%s -->\n%s\n<!-- /recorded:%s -->\n\n", name, strings.TrimSpace(string(body)), name)
+	}
+	if err := os.WriteFile(*out, []byte(strings.TrimRight(b.String(), "\n")+"\n"), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
