@@ -57,8 +57,8 @@ fleet:
 
 # The fleet against a three-node nats-server cluster (MQTT + JetStream), one node killed and
 # restarted mid-run: `make fleet-nats N=100` (100 unless N is given; 2 cores take that in minutes).
-fleet-nats:
-	$(GO) run ./bench/fleet -broker nats -n $(if $(filter command line environment,$(origin N)),$(N),100)
+fleet-nats: deps
+	bash scripts/fleet-nats.sh $(if $(filter command line environment,$(origin N)),$(N),100)
 
 # The Telegraf kit against a real Telegraf 1.37 (built once into ~/.cache/rackwatch-anchors),
 # the demo site on mosquitto, a broker restart and a daemon crash mid-run; not part of make test.
