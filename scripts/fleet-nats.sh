@@ -35,6 +35,8 @@ verdict="0 seqs missing"
 	echo '```'
 	grep -vE '^\s*$' "$out"
 	echo '```'
+	echo
+	cat bench/fleet/nats-notes.md
 } >bench/report/recorded/fleet-nats.md
 bash scripts/record.sh fleet-nats
 exit "$rc"
