@@ -14,7 +14,7 @@ $GO run ./bench/fleet -broker nats -n "$n" | tee "$out"
 rc=${PIPESTATUS[0]}
 set -e
 verdict="0 seqs missing"
-[ "$rc" = 0 ] || verdict="FAILED: $(grep -E '^fleet: ' "$out" | tail -1 || echo "exit status $rc")"
+[ "$rc" = 0 ] || verdict="FAILED: $(grep -E '^fleet failed: ' "$out" | tail -1 || echo "exit status $rc")"
 {
 	echo "## Fleet on a NATS cluster"
 	echo
@@ -25,7 +25,7 @@ verdict="0 seqs missing"
 	echo "nats-server nodes in one cluster, each with JetStream (its own store dir) and MQTT on its own"
 	echo "port (\`stream_replicas: 3\`). Site i lists all three nodes starting at node i mod 3; the"
 	echo "watcher (persistent session, QoS 1) lists nodes 2 and 3. Once all are online node 1 is"
-	echo "SIGKILLed: *failover* is every site's fresh \`online\` (on any node) from the kill until none"
+	echo "SIGKILLed: *failover* is every site's fresh \`online\` (its ts: when the site got its CONNACK) from the kill until none"
 	echo "has come for 10 s. The node is started again (same store) then: *return* is the same from"
 	echo "its start, until the sites that list it first are back on it (the uplink probes earlier"
 	echo "brokers every 30 s) and none has come for 10 s. Then every site"

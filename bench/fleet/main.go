@@ -56,6 +56,7 @@ func main() {
 		err = fmt.Errorf("-broker %q: want mosquitto or nats", *kind)
 	}
 	if err != nil {
+		fmt.Println("fleet failed:", err)
 		fmt.Fprintln(os.Stderr, "fleet:", err)
 		os.Exit(1)
 	}
@@ -132,6 +133,7 @@ type watcher struct {
 	seqs     map[string][]uint64  // node → telemetry seqs in arrival order
 	iseqs    map[string][]uint64  // node → incident seqs in arrival order
 	states   map[string][]string  // node → every R/state payload, with its arrival time
+	byTS     bool                 // online times are the payloads' ts (the site's connect), not arrivals
 	messages atomic.Int64
 }
 
@@ -162,7 +164,14 @@ func (w *watcher) handle(_ mqtt.Client, m mqtt.Message) {
 		w.states[node] = append(w.states[node], now.UTC().Format("15:04:05.000")+" "+string(m.Payload()))
 		ts, err := time.Parse(time.RFC3339Nano, p.TS)
 		if p.State == "online" && err == nil && !ts.Before(w.since) {
-			if _, ok := w.online[node]; !ok {
+			if w.byTS {
+				// The latest connect's own time: an online whose connection the broker
+				// dropped before acknowledging it may still arrive, and arrival waits on
+				// the watcher's own delivery, which a broker failover stalls too.
+				if t0, ok := w.online[node]; !ok || ts.After(t0) {
+					w.online[node] = ts
+				}
+			} else if _, ok := w.online[node]; !ok {
 				w.online[node] = now
 			}
 		}

@@ -284,6 +284,7 @@ func runNATS(n int, telemetry, measure, down time.Duration) error {
 		n, telemetry, strings.TrimSpace(string(ver)), nodes[0].mqtt, nodes[1].mqtt, nodes[2].mqtt)
 
 	w := newWatcher()
+	w.byTS = true
 	so := mqtt.NewClientOptions().SetClientID("fleet-watcher").
 		SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).
 		SetOrderMatters(false).SetDefaultPublishHandler(w.handle).
