@@ -18,6 +18,12 @@ import (
 // A limit near the live heap would make the collector run back to back and burn the CPU, so
 // the limit is never less than what the runtime holds now beyond garbage plus minHeadroom: a
 // site whose live heap outgrows the default gets a higher limit, not a busy collector.
+// defaultGCPercent replaces Go's GOGC=100 unless GOGC is set: a small site's live heap is a few
+// MB and Go's minimum heap target (4 MB at GOGC=100, scaled by GOGC) let its heap double before
+// the first collection; at 50 the headroom is half the live heap (2 MB at least), for a
+// collection a minute or so on a one-UPS site, and a 1,000-device site stays under its limit.
+const defaultGCPercent = 50
+
 const (
 	defaultMemoryLimit = 48 << 20
 	minHeadroom        = 8 << 20
@@ -38,9 +44,13 @@ func memoryLimit(live, overhead uint64) int64 {
 	return max(defaultMemoryLimit, int64(live+overhead)+minHeadroom)
 }
 
-// keepMemoryLimit sets the default limit and keeps it above the live heap until ctx ends;
-// with GOMEMLIMIT set it does nothing (the runtime has read it).
+// keepMemoryLimit sets the default GC percent (unless GOGC is set) and the default limit, and
+// keeps the limit above the live heap until ctx ends; with GOMEMLIMIT set it leaves the limit
+// alone (the runtime has read it).
 func keepMemoryLimit(ctx context.Context, log *slog.Logger) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}

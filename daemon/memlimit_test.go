@@ -1,6 +1,12 @@
 package main
 
-import "testing"
+import (
+	"context"
+	"log/slog"
+	"math"
+	"runtime/debug"
+	"testing"
+)
 
 // TestMemoryLimit: the default bounds a small site's heap; a live heap that would leave less
 // than minHeadroom under it raises the limit instead of making the collector run back to back.
@@ -18,5 +24,25 @@ func TestMemoryLimit(t *testing.T) {
 		if got := memoryLimit(tc.live, tc.overhead); got != tc.want {
 			t.Errorf("live %d MiB, overhead %d MiB: limit %d MiB, want %d MiB", tc.live/mib, tc.overhead/mib, got/mib, tc.want/mib)
 		}
+	}
+}
+
+// TestDefaultGCPercent: without GOGC the daemon collects at 50 %, with GOGC it leaves Go's
+// setting alone.
+func TestDefaultGCPercent(t *testing.T) {
+	defer debug.SetMemoryLimit(math.MaxInt64)
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	t.Setenv("GOMEMLIMIT", "off")
+	t.Setenv("GOGC", "")
+	keepMemoryLimit(ctx, slog.New(slog.DiscardHandler))
+	if got := debug.SetGCPercent(100); got != defaultGCPercent {
+		t.Errorf("GOGC unset: GC percent %d, want %d", got, defaultGCPercent)
+	}
+	t.Setenv("GOGC", "100")
+	keepMemoryLimit(ctx, slog.New(slog.DiscardHandler))
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC=100: GC percent %d, want it left at 100", got)
 	}
 }
