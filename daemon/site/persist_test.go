@@ -288,3 +288,60 @@ failover:
 		t.Fatalf("%d shutdown commands, want 1", commands)
 	}
 }
+
+// TestOutageWritesRarely: a UPS on battery whose runtime falls at every poll (every 2 s) for
+// ten minutes costs a commit when it goes on battery and then about one a minute for its
+// discharge, not one per poll; what is saved still lets a restart extrapolate the runtime.
+func TestOutageWritesRarely(t *testing.T) {
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`site: e2e
+node: rack1
+data_dir: %s
+devices:
+  - {id: ups1, driver: sim.ups, poll: 2s}
+failover:
+  power: {ups: [ups1], shutdown_runtime_below: 10s}
+`, t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s, err := open(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return at }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	s.relays = newRelays(s)
+	s.policies = newPolicies(s)
+	s.policies.runCommands = false
+	writes := func() int64 { st := s.db.Stats(); return st.TxStats.GetWrite() }
+	runtime := 1800.0
+	poll := func(status string) {
+		at = at.Add(2 * time.Second)
+		s.policies.observe(poll.Result{Device: "ups1", State: "ok", At: at, Readings: []sensors.Reading{
+			sensors.Text("ups1", "ups.status", status, at), sensors.Num("ups1", "battery.runtime", runtime, "s", at)}})
+	}
+	for range 5 {
+		poll("OL")
+	}
+	w := writes()
+	poll("OB DISCHRG")
+	one := writes() - w // the page writes of one commit
+	if one == 0 {
+		t.Fatal("going on battery not written")
+	}
+	w = writes()
+	for range 300 { // ten minutes
+		runtime -= 2
+		poll("OB DISCHRG")
+	}
+	if n := (writes() - w) / one; n > 20 {
+		t.Fatalf("%d commits for ten minutes on battery, want about one a minute", n)
+	}
+	var snap failover.PowerSnapshot
+	if !newSaved(s.db).load(keyPower, &snap) || !snap.UPS["ups1"].OB {
+		t.Fatalf("saved power policy %+v, want ups1 on battery", snap)
+	}
+	if u := snap.UPS["ups1"]; u.ChgAt.Before(at.Add(-dischargeSaveEvery)) || u.Rate <= 0 {
+		t.Fatalf("saved discharge %+v at %v: older than %v or no rate", u, at, dischargeSaveEvery)
+	}
+}

@@ -3,6 +3,7 @@ package site
 import (
 	"context"
 	"os/exec"
+	"reflect"
 	"strings"
 	"time"
 
@@ -26,6 +27,32 @@ type policies struct {
 	onAction func(failover.Action)
 	// runCommands is false in the replay: the shutdown command is printed, not run.
 	runCommands bool
+	// powerSaved is the power snapshot last let through to saved.save, less its discharges,
+	// and when: see dischargeSaveEvery.
+	powerSaved   failover.PowerSnapshot
+	powerSavedAt time.Time
+}
+
+// dischargeSaveEvery: a power snapshot that differs from the last saved one only in a UPS's
+// discharge (runtime, its time, its rate: they move with every poll on battery) is saved at
+// most this often. The restart extrapolates the runtime from the saved point at the saved
+// rate, so a point this old gives the same estimate, and an outage costs the flash a few
+// commits instead of one per poll. Any other change (on battery, silent, FSD, the state) is
+// saved at once.
+const dischargeSaveEvery = time.Minute
+
+// withoutDischarge is snap with every UPS's discharge left out.
+func withoutDischarge(snap failover.PowerSnapshot) failover.PowerSnapshot {
+	if snap.UPS == nil {
+		return snap
+	}
+	ups := make(map[string]failover.UPSSnapshot, len(snap.UPS))
+	for id, u := range snap.UPS {
+		u.ChgVal, u.ChgAt, u.Rate = 0, time.Time{}, 0
+		ups[id] = u
+	}
+	snap.UPS = ups
+	return snap
 }
 
 const maxDecisions = 50
@@ -82,9 +109,15 @@ const (
 func (p *policies) carry(acts []failover.Action) {
 	s := p.s
 	if p.power != nil {
-		if err := s.saved.save(keyPower, p.power.Snapshot()); err != nil {
-			// The rack's protection comes first: the actions are still carried out.
-			s.log.Error("power policy state not saved", "err", err)
+		snap, now := p.power.Snapshot(), s.now()
+		coarse := withoutDischarge(snap)
+		if p.powerSavedAt.IsZero() || !reflect.DeepEqual(coarse, p.powerSaved) || now.Sub(p.powerSavedAt) >= dischargeSaveEvery {
+			if err := s.saved.save(keyPower, snap); err != nil {
+				// The rack's protection comes first: the actions are still carried out.
+				s.log.Error("power policy state not saved", "err", err)
+			} else {
+				p.powerSaved, p.powerSavedAt = coarse, now
+			}
 		}
 	}
 	if p.cooling != nil {
