@@ -247,7 +247,7 @@ func (u *Uplink) ack(kind int, seq uint64, size int) {
 	n := len(u.acked[0]) + len(u.acked[1])
 	u.mu.Unlock()
 	u.published.Add(1)
-	if first || kind == kindIncident || n >= deleteBatch {
+	if first || n >= deleteBatch {
 		signal(u.ackWake)
 	}
 }
@@ -281,13 +281,14 @@ func (u *Uplink) flushAckedLoop(ctx context.Context) {
 }
 
 // flushAcked commits the deletes of acknowledged messages when force is set, when many are
-// waiting, when the oldest has waited deleteDelay, or when an incident is among them: an
-// incident's delete is not left to ride along with the next commit, which held telemetry
-// may not make for a long time, so that a crash does not send the incident a second time.
+// waiting, or when the oldest has waited deleteDelay. Incidents wait too: the events of one
+// outage come within seconds of each other, and their deletes then cost one commit, not one
+// each. A crash in that window sends those incidents again with their own seq (QoS 1 is at
+// least once; a consumer drops a seq it has seen), never loses one.
 func (u *Uplink) flushAcked(force bool) error {
 	u.mu.Lock()
 	n := len(u.acked[0]) + len(u.acked[1])
-	if n == 0 || !force && n < deleteBatch && time.Since(u.ackedAt) < deleteDelay && len(u.acked[kindIncident]) == 0 {
+	if n == 0 || !force && n < deleteBatch && time.Since(u.ackedAt) < deleteDelay {
 		u.mu.Unlock()
 		return nil
 	}
