@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -136,7 +137,17 @@ func openDB(dataDir string) (db *bolt.DB, alive time.Time, err error) {
 	// freelist page (a third of what a small commit writes; flash wear, see docs/BENCHMARKS.md
 	// §6). bbolt rebuilds the freelist by scanning the file at open: 0.45 s for a full 256 MiB
 	// queue on the development machine.
-	db, err = bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true})
+	_, statErr := os.Stat(dbPath)
+	opts := &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, OpenFile: openSmallPages}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		// bbolt creates the file with one write of its first four pages, which the page
+		// cache keeps as one large folio: every later commit's meta page would dirty all of
+		// it. Created, closed and opened again, the file is read back page by page.
+		if db, err = bolt.Open(dbPath, 0o600, opts); err == nil {
+			db.Close()
+		}
+	}
+	db, err = bolt.Open(dbPath, 0o600, opts)
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, alive, fmt.Errorf("open %s: another rackwatch uses this data_dir", dbPath)
