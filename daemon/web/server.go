@@ -193,9 +193,15 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	var (
 		mu    sync.Mutex
-		fresh = map[net.Conn]bool{} // accepted, first request not read yet
+		fresh = map[string]bool{} // remote addresses of connections accepted, first request not read yet
 	)
-	l = s.gate.Listener(l)
+	// A connection counts as fresh from its Accept, not from net/http's StateNew hook, which
+	// runs a moment later on the serving goroutine: a shutdown in between would drop it.
+	l = &freshListener{Listener: s.gate.Listener(l), add: func(c net.Conn) {
+		mu.Lock()
+		fresh[c.RemoteAddr().String()] = true
+		mu.Unlock()
+	}}
 	srv := &http.Server{Handler: s.handler, BaseContext: func(net.Listener) context.Context { return ctx },
 		ReadHeaderTimeout: s.opt.ReadHeaderTimeout, ReadTimeout: s.opt.ReadTimeout,
 		WriteTimeout: s.opt.WriteTimeout, IdleTimeout: s.opt.IdleTimeout,
@@ -205,10 +211,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		ConnState: func(c net.Conn, st http.ConnState) {
 			mu.Lock()
-			if st == http.StateNew {
-				fresh[c] = true
-			} else {
-				delete(fresh, c)
+			// Keyed by address: with TLS this c wraps the one accepted.
+			if st != http.StateNew {
+				delete(fresh, c.RemoteAddr().String())
 			}
 			mu.Unlock()
 		}}
@@ -249,6 +254,20 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		return nil
 	}
 	return err
+}
+
+// freshListener tells add of every connection it accepts.
+type freshListener struct {
+	net.Listener
+	add func(net.Conn)
+}
+
+func (l *freshListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.add(c)
+	}
+	return c, err
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
