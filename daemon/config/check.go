@@ -14,6 +14,7 @@ import (
 	"github.com/rackwatch/rackwatch/sensors"
 	snmpdev "github.com/rackwatch/rackwatch/sensors/snmp"
 	"github.com/rackwatch/rackwatch/uplink"
+	"github.com/rackwatch/rackwatch/uplink/homeassistant"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
@@ -157,6 +158,9 @@ func (c *checker) check(cfg *Config) {
 	c.checkPair("mqtt.tls", cfg.MQTT.TLS.CertFile, cfg.MQTT.TLS.KeyFile, "cert_file", "key_file")
 	if err := uplink.CheckTopicLevel(cfg.MQTT.Prefix); err != nil {
 		c.addf(c.at("mqtt", "prefix"), "mqtt prefix: %v", err)
+	}
+	if err := homeassistant.CheckPrefix(cfg.MQTT.HomeassistantPrefix); err != nil {
+		c.addf(c.at("mqtt", "homeassistant_prefix"), "mqtt homeassistant_prefix: %v", err)
 	}
 	if q := cfg.MQTT.TelemetryQoS; q != nil {
 		if err := uplink.CheckTelemetryQoS(*q); err != nil {

@@ -81,6 +81,10 @@ type MQTT struct {
 	// published. Incidents are always committed first.
 	QueueFlush     *time.Duration `yaml:"queue_flush"`
 	EmbeddedBroker string         `yaml:"embedded_broker"`
+	// Homeassistant publishes Home Assistant MQTT discovery configs under
+	// HomeassistantPrefix (default homeassistant; uplink/homeassistant).
+	Homeassistant       bool   `yaml:"homeassistant"`
+	HomeassistantPrefix string `yaml:"homeassistant_prefix"`
 }
 
 // TLS names the PEM files of an MQTT TLS connection.
@@ -344,6 +348,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MQTT.QueueMaxBytes == 0 {
 		c.MQTT.QueueMaxBytes = 256 << 20
+	}
+	if c.MQTT.HomeassistantPrefix == "" {
+		c.MQTT.HomeassistantPrefix = "homeassistant"
 	}
 	if len(c.MQTT.Brokers) == 0 && c.MQTT.EmbeddedBroker != "" {
 		c.MQTT.Brokers = []string{"tcp://" + c.MQTT.EmbeddedBroker}

@@ -326,6 +326,7 @@ func (s *Site) launch() {
 	if err := s.inc.SetPublisher(s.publishIncident); err != nil {
 		s.log.Warn("incident events wait in the outbox", "err", err)
 	}
+	s.setHass()
 	for id, err := range s.failed {
 		s.log.Error("device not started", "device", id, "err", err)
 		s.store.Update(id, state.Error, nil, err, s.now())
@@ -511,6 +512,7 @@ func (s *Site) telemetry() {
 	if len(rs) == 0 {
 		return
 	}
+	s.observeHass(rs)
 	if err := s.sh.withUplink(func(up *uplink.Uplink) error { return up.Telemetry(rs) }); err != nil {
 		s.log.Error("telemetry not queued", "err", err)
 	}

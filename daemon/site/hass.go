@@ -1,0 +1,51 @@
+package site
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+
+	"github.com/rackwatch/rackwatch/sensors"
+	"github.com/rackwatch/rackwatch/uplink"
+	"github.com/rackwatch/rackwatch/uplink/homeassistant"
+)
+
+// setHass tells the Home Assistant discovery publisher what this site runs. With
+// mqtt.homeassistant off it clears what an earlier config published.
+func (s *Site) setHass() {
+	p := s.sh.hass
+	if p == nil {
+		return
+	}
+	cfg := s.cfg
+	hs := homeassistant.Site{Enabled: cfg.MQTT.Homeassistant && s.upOpts != nil, Prefix: cfg.MQTT.HomeassistantPrefix,
+		Root: cfg.MQTT.Prefix + "/" + cfg.Site + "/" + cfg.Node, Site: cfg.Site, Node: cfg.Node, Version: s.opt.Version}
+	for _, spec := range cfg.Devices {
+		hs.Devices = append(hs.Devices, homeassistant.Device{ID: spec.ID, Model: spec.Driver, Class: string(sensors.SpecClass(spec)),
+			Description: spec.Description, Fingerprint: specPrint(spec)})
+	}
+	if err := p.Set(hs); err != nil {
+		s.log.Error("home assistant discovery", "err", err)
+	}
+}
+
+// observeHass lets the discovery publisher learn the readings of a telemetry message.
+func (s *Site) observeHass(rs []uplink.Reading) {
+	if p := s.sh.hass; p != nil {
+		p.Observe(rs)
+	}
+}
+
+// specPrint changes when a device's config does.
+func specPrint(spec sensors.Spec) string {
+	b, err := json.Marshal(struct {
+		Driver  string
+		Options any
+	}{spec.Driver, spec.Options})
+	if err != nil {
+		b = fmt.Appendf(nil, "%s %#v", spec.Driver, spec.Options)
+	}
+	h := fnv.New64a()
+	h.Write(b)
+	return fmt.Sprintf("%016x", h.Sum64())
+}
