@@ -318,8 +318,25 @@ func (p *Publisher) wake() {
 	p.changed = make(chan struct{})
 }
 
-// save writes the state when it differs from what the database has.
+// save writes the state when it differs from what the database has. A site that never
+// used discovery writes nothing.
 func (p *Publisher) save() error {
+	if len(p.topics) == 0 && len(p.ents) == 0 && len(p.learned) == 0 {
+		if p.lastSaved == nil {
+			return nil
+		}
+		err := p.db.Update(func(tx *bbolt.Tx) error {
+			if b := tx.Bucket(bucket); b != nil {
+				return b.Delete(key)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("homeassistant: save: %w", err)
+		}
+		p.lastSaved = nil
+		return nil
+	}
 	s := saved{Topics: make([]string, 0, len(p.topics)), Entities: make([]entity, 0, len(p.ents)), Learned: p.learned}
 	for t := range p.topics {
 		s.Topics = append(s.Topics, t)

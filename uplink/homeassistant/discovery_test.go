@@ -69,12 +69,18 @@ func TestRestartPublishesAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st := db.Stats()
+	w0 := st.TxStats.GetWrite()
 	if err := q.Set(testSite(ups)); err != nil {
 		t.Fatal(err)
 	}
+	q.Observe([]uplink.Reading{num("ups1", "battery.charge", "%", 98)})
 	after, stale := q.topicsNow()
 	if !slices.Equal(before, after) || len(stale) != 0 {
 		t.Fatalf("after a restart: wanted %v stale %v, want %v and none", after, stale, before)
+	}
+	if st = db.Stats(); st.TxStats.GetWrite() != w0 {
+		t.Errorf("a restart with the same devices wrote %d pages", st.TxStats.GetWrite()-w0)
 	}
 
 	ups.Fingerprint = "b"
