@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"hash/fnv"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rackwatch/rackwatch/sensors"
 	"github.com/rackwatch/rackwatch/uplink"
 	"github.com/rackwatch/rackwatch/uplink/homeassistant"
@@ -48,4 +50,20 @@ func specPrint(spec sensors.Spec) string {
 	h := fnv.New64a()
 	h.Write(b)
 	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+// hassMetrics are the discovery publisher's counts on /metrics.
+func (sh *shared) hassMetrics() []prometheus.Collector {
+	p := sh.hass
+	if p == nil {
+		return nil
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rackwatch_homeassistant_entities",
+			Help: "Home Assistant discovery configs published (mqtt.homeassistant)."},
+			func() float64 { return float64(p.Stats().Entities) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rackwatch_homeassistant_dropped_total",
+			Help: "Readings that got no Home Assistant entity because the site has more than the limit."},
+			func() float64 { return float64(p.Stats().Dropped) }),
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -246,6 +248,15 @@ devices:
 		got, _ := configs(first)
 		return haveAll(got, allKeys...)
 	})
+	resp, err := http.Get("http://" + site.WebAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("rackwatch_homeassistant_entities %d\n", len(allKeys)); !strings.Contains(string(body), want) {
+		t.Errorf("/metrics lacks %q", want)
+	}
 	// A subscriber that comes later gets them from the broker: they are retained.
 	later := subscribeRaw(t, m.URL, "homeassistant/#")
 	testpeer.Eventually(t, 30*time.Second, "the configs retained", func() bool {

@@ -270,6 +270,7 @@ func (s *Site) loadState() error {
 	}
 	s.metrics = newMetrics(s)
 	s.metrics.reg.MustRegister(s.sh.auditMetrics()...)
+	s.metrics.reg.MustRegister(s.sh.hassMetrics()...)
 	return nil
 }
 
