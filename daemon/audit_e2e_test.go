@@ -105,8 +105,7 @@ rules:
   - {name: leak, device: leak, metric: contact, equals: 1}
 %s`, dataDir, webPort, users, m.URL, extra)
 	}
-	cfg := filepath.Join(dir, "site.yaml")
-	os.WriteFile(cfg, []byte(site(filepath.Join(dir, "data"), "")), 0o644)
+	cfg := writeConfig(t, dir, site(filepath.Join(dir, "data"), ""))
 	d := startDaemon(t, bin, cfg)
 	base := fmt.Sprintf("http://127.0.0.1:%d", webPort)
 

@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,21 +22,15 @@ func TestRelayCommandsInOrder(t *testing.T) {
 	bin := buildDaemon(t)
 	dir := t.TempDir()
 	webPort := testpeer.FreePort(t)
-	cfg := filepath.Join(dir, "site.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`site: test
+	cfg := writeConfig(t, dir, fmt.Sprintf(`site: test
 node: rack1
 data_dir: %s/data
 web: {listen: "127.0.0.1:%d"}
 mqtt: {brokers: ["%s"]}
 devices:
   - {id: genset, driver: sim.relay, safe_state: "off"}
-`, dir, webPort, m.URL)), 0o644)
-	cmd := exec.Command(bin, "-config", cfg)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+`, dir, webPort, m.URL))
+	startDaemon(t, bin, cfg)
 	statusURL := fmt.Sprintf("http://127.0.0.1:%d/api/v1/status", webPort)
 	var st struct {
 		Uplink struct {

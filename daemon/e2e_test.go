@@ -3,10 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -16,30 +13,6 @@ import (
 
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
-
-// buildDaemon builds the rackwatch binary once per test binary run.
-func buildDaemon(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "rackwatch")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("build: %v", err)
-	}
-	return bin
-}
-
-func getJSON(url string, v any) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
 
 func seqs(t *testing.T, payloads []string) []int {
 	var out []int
@@ -63,8 +36,7 @@ func TestKillAndRestart(t *testing.T) {
 	bin := buildDaemon(t)
 	dir := t.TempDir()
 	webPort := testpeer.FreePort(t)
-	cfg := filepath.Join(dir, "site.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`site: test
+	cfg := writeConfig(t, dir, fmt.Sprintf(`site: test
 node: rack1
 data_dir: %s/data
 web: {listen: "127.0.0.1:%d"}
@@ -74,24 +46,14 @@ devices:
   - {id: inlet, driver: sim.env, poll: 100ms}
 rules:
   - {name: leak, device: leak, metric: contact, equals: 1}
-`, dir, webPort, m.URL)), 0o644)
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "-config", cfg)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		return cmd
-	}
-	cmd := start()
+`, dir, webPort, m.URL))
+	d := startDaemon(t, bin, cfg)
 	testpeer.Eventually(t, 30*time.Second, "an opened incident and telemetry", func() bool {
 		return len(sub.Matching("/incidents", `"event":"opened"`)) == 1 && len(sub.Matching("/telemetry")) >= 5
 	})
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
+	d.stop(syscall.SIGKILL)
 	before := seqs(t, sub.Matching("/telemetry"))
-	cmd = start()
+	startDaemon(t, bin, cfg)
 	// The restart may send again what the killed run had sent (held telemetry from its hold
 	// file): count new seqs, not messages.
 	testpeer.Eventually(t, 30*time.Second, "telemetry after the restart", func() bool {

@@ -7,17 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
@@ -41,17 +36,10 @@ func raiseNoFile(t *testing.T, need uint64) {
 	}
 }
 
-// dialFrom connects to addr from the loopback address src: Linux routes all of 127/8 to lo,
-// so 127.0.0.2 is another host as far as the daemon's limits go.
-func dialFrom(src, addr string) (net.Conn, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 20 * time.Second}
-	return d.Dial("tcp", addr)
-}
-
 // keepAlive opens a connection from src, has one request answered on it and returns it,
 // idle and kept alive; nil when the daemon closed it instead of answering.
 func keepAlive(src, addr string) net.Conn {
-	c, err := dialFrom(src, addr)
+	c, err := testpeer.DialFrom(src, addr)
 	if err != nil {
 		return nil
 	}
@@ -81,42 +69,6 @@ func stillOpen(c net.Conn) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func metricValue(t *testing.T, base, name string, labels map[string]string) float64 {
-	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := fams[name]
-	if f == nil {
-		t.Fatalf("no %s in /metrics", name)
-	}
-next:
-	for _, m := range f.GetMetric() {
-		for k, v := range labels {
-			found := false
-			for _, l := range m.GetLabel() {
-				found = found || (l.GetName() == k && l.GetValue() == v)
-			}
-			if !found {
-				continue next
-			}
-		}
-		if m.GetCounter() != nil {
-			return m.GetCounter().GetValue()
-		}
-		return m.GetGauge().GetValue()
-	}
-	t.Fatalf("no %s%v in /metrics", name, labels)
-	return 0
-}
-
 // TestOneAddressCannotStarveTheOthers: the daemon as a process. One address (127.0.0.2)
 // opens 3,000 keep-alive connections and leaves them idle, and opens NUT connection after
 // NUT connection; it keeps only its share of each, while another address (127.0.0.1) still
@@ -129,21 +81,15 @@ func TestOneAddressCannotStarveTheOthers(t *testing.T) {
 	bin := buildDaemon(t)
 	dir := t.TempDir()
 	webPort, nutPort := testpeer.FreePort(t), testpeer.FreePort(t)
-	cfg := filepath.Join(dir, "site.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`site: test
+	cfg := writeConfig(t, dir, fmt.Sprintf(`site: test
 node: rack1
 data_dir: %s/data
 web: {listen: "127.0.0.1:%d", idle_timeout: 10m}
 nut: {listen: "127.0.0.1:%d"}
 devices:
   - {id: ups1, driver: sim.ups, poll: 200ms}
-`, dir, webPort, nutPort)), 0o644)
-	cmd := exec.Command(bin, "-config", cfg)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+`, dir, webPort, nutPort))
+	startDaemon(t, bin, cfg)
 	web := fmt.Sprintf("127.0.0.1:%d", webPort)
 	nutAddr := fmt.Sprintf("127.0.0.1:%d", nutPort)
 	base := "http://" + web
@@ -161,9 +107,9 @@ devices:
 	// The greedy address: 3,000 web connections, a few at a time, each left idle after one
 	// answered request.
 	var mu sync.Mutex
-	var held, nutConns []net.Conn
+	var held []net.Conn
 	t.Cleanup(func() {
-		for _, c := range append(held, nutConns...) {
+		for _, c := range held {
 			c.Close()
 		}
 	})
@@ -188,19 +134,7 @@ devices:
 	close(work)
 	wg.Wait()
 	// And NUT connections, each asked NETVER, all held.
-	nutHeld := 0
-	for range 100 {
-		c, err := dialFrom("127.0.0.2", nutAddr)
-		if err != nil {
-			continue // reset at once
-		}
-		nutConns = append(nutConns, c)
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		io.WriteString(c, "NETVER\n")
-		if l, _ := bufio.NewReader(c).ReadString('\n'); l == "1.3\n" {
-			nutHeld++
-		}
-	}
+	nutHeld := testpeer.HoldNUT(t, "127.0.0.2", nutAddr, 100)
 	t.Logf("127.0.0.2 got %d of %d web connections answered, %d of 100 NUT", len(held), conns, nutHeld)
 
 	// Meanwhile another address is served, on fresh connections.
@@ -237,13 +171,13 @@ devices:
 		t.Errorf("127.0.0.2 holds %d NUT connections, want at most %d", nutHeld, nutShare)
 	}
 
-	if n := metricValue(t, base, "rackwatch_connections_refused_total", map[string]string{"server": "web", "reason": "per_address"}); n < conns-webShare {
+	if n := testpeer.Metric(t, base, "rackwatch_connections_refused_total", map[string]string{"server": "web", "reason": "per_address"}); n < conns-webShare {
 		t.Errorf("web connections refused per address: %v, want at least %d", n, conns-webShare)
 	}
-	if n := metricValue(t, base, "rackwatch_connections_open", map[string]string{"server": "web"}); n > webShare+8 {
+	if n := testpeer.Metric(t, base, "rackwatch_connections_open", map[string]string{"server": "web"}); n > webShare+8 {
 		t.Errorf("web connections open: %v, want about %d", n, webShare)
 	}
-	if n := metricValue(t, base, "rackwatch_connections_refused_total", map[string]string{"server": "nut", "reason": "per_address"}); n < 100-nutShare {
+	if n := testpeer.Metric(t, base, "rackwatch_connections_refused_total", map[string]string{"server": "nut", "reason": "per_address"}); n < 100-nutShare {
 		t.Errorf("NUT connections refused per address: %v, want at least %d", n, 100-nutShare)
 	}
 }

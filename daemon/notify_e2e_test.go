@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,8 +41,7 @@ func TestNotifyDownAcrossRestart(t *testing.T) {
 	defer srv.Close()
 	dir := t.TempDir()
 	webPort := testpeer.FreePort(t)
-	cfg := filepath.Join(dir, "site.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`site: dc1
+	cfg := writeConfig(t, dir, fmt.Sprintf(`site: dc1
 node: rack1
 data_dir: %s/data
 web: {listen: "127.0.0.1:%d"}
@@ -65,7 +62,7 @@ notify:
     - {name: hook, type: webhook, url: %q, retry_max: 300ms}
   routes:
     - {targets: [hook]}
-`, dir, webPort, srv.URL)), 0o600)
+`, dir, webPort, srv.URL))
 	metric := func(name string) float64 {
 		c := http.Client{Timeout: 5 * time.Second}
 		resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", webPort))
@@ -82,24 +79,13 @@ notify:
 		}
 		return -1
 	}
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	d := startDaemon(t, bin, cfg)
-	wait("events queued and failing", func() bool {
+	testpeer.Eventually(t, 60*time.Second, "events queued and failing", func() bool {
 		return metric("rackwatch_notify_queued") >= 4 && metric("rackwatch_notify_failed_total") >= 1
 	})
-	d.signal(syscall.SIGKILL)
-	<-d.done
+	d.stop(syscall.SIGKILL)
 	d = startDaemon(t, bin, cfg)
-	wait("the restarted daemon's metrics", func() bool { return metric("rackwatch_notify_queued") >= 4 })
+	testpeer.Eventually(t, 60*time.Second, "the restarted daemon's metrics", func() bool { return metric("rackwatch_notify_queued") >= 4 })
 	sent := func(id string) string {
 		var ins []struct {
 			ID   string            `json:"id"`
@@ -121,14 +107,13 @@ notify:
 	mu.Lock()
 	down = false
 	mu.Unlock()
-	wait("the queue delivered", func() bool {
+	testpeer.Eventually(t, 60*time.Second, "the queue delivered", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) >= 6
 	})
-	wait("rack1-1 shown delivered", func() bool { return sent("rack1-1") == "delivered" })
-	d.signal(syscall.SIGTERM)
-	<-d.done
+	testpeer.Eventually(t, 60*time.Second, "rack1-1 shown delivered", func() bool { return sent("rack1-1") == "delivered" })
+	d.stop(syscall.SIGTERM)
 
 	mu.Lock()
 	defer mu.Unlock()

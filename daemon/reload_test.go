@@ -4,9 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,57 +13,6 @@ import (
 
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
-
-// daemon is a rackwatch process under test.
-type daemon struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	cfg  string
-	out  *testpeer.Buffer
-	done chan struct{}
-}
-
-func startDaemon(t *testing.T, bin, cfg string) *daemon {
-	t.Helper()
-	d := &daemon{t: t, cfg: cfg, out: &testpeer.Buffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(bin, "-config", cfg)
-	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		d.cmd.Process.Kill()
-		<-d.done
-		if t.Failed() {
-			t.Logf("daemon output:\n%s", d.out.String())
-		}
-	})
-	return d
-}
-
-func (d *daemon) alive() bool {
-	select {
-	case <-d.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (d *daemon) signal(sig os.Signal) {
-	d.t.Helper()
-	if err := d.cmd.Process.Signal(sig); err != nil {
-		d.t.Fatalf("signal %v: %v", sig, err)
-	}
-}
-
-func (d *daemon) write(yaml string) {
-	d.t.Helper()
-	if err := os.WriteFile(d.cfg, []byte(yaml), 0o644); err != nil {
-		d.t.Fatal(err)
-	}
-}
 
 // incidents returns the incidents the daemon's web server at addr shows (state open or all).
 func incidents(addr, state string) ([]map[string]any, error) {
@@ -176,8 +122,7 @@ func TestReload(t *testing.T) {
 	web1, nutPort := testpeer.FreePort(t), testpeer.FreePort(t)
 	nutAddr := fmt.Sprintf("127.0.0.1:%d", nutPort)
 	web := func(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) }
-	cfg := filepath.Join(dir, "site.yaml")
-	os.WriteFile(cfg, []byte(reloadSite(dir, m.URL, web1, nutPort, "")), 0o644)
+	cfg := writeConfig(t, dir, reloadSite(dir, m.URL, web1, nutPort, ""))
 	d := startDaemon(t, bin, cfg)
 	testpeer.Eventually(t, 60*time.Second, "the page and NUT", func() bool {
 		_, err := incidents(web(web1), "open")
@@ -348,8 +293,7 @@ func TestCleanStop(t *testing.T) {
 	bin := buildDaemon(t)
 	dir := t.TempDir()
 	webPort := testpeer.FreePort(t)
-	cfg := filepath.Join(dir, "site.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`site: test
+	cfg := writeConfig(t, dir, fmt.Sprintf(`site: test
 node: rack1
 data_dir: %s/data
 web: {listen: "127.0.0.1:%d"}
@@ -357,7 +301,7 @@ mqtt: {brokers: ["%s"], telemetry_interval: 300ms}
 devices:
   - {id: crac, driver: sim.relay, safe_state: "off", poll: 200ms}
   - {id: inlet, driver: sim.env, poll: 200ms}
-`, dir, webPort, m.URL)), 0o644)
+`, dir, webPort, m.URL))
 
 	// A run killed: its will (offline, retained) is what a careless check would take.
 	first := m.Subscribe(t, "rackwatch/test/rack1/state", "")
@@ -370,8 +314,7 @@ devices:
 		}
 		return false
 	})
-	d.signal(syscall.SIGKILL)
-	<-d.done
+	d.stop(syscall.SIGKILL)
 	testpeer.Eventually(t, 60*time.Second, "the killed run's will", func() bool {
 		for _, s := range states(t, first) {
 			if s.State == "offline" {
@@ -410,12 +353,7 @@ devices:
 
 	// Payload times have milliseconds.
 	stopAt := time.Now().Truncate(time.Millisecond)
-	d.signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the daemon did not stop within 60 s of SIGTERM")
-	}
+	d.stop(syscall.SIGTERM)
 	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}

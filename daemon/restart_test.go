@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -34,8 +33,7 @@ func shutdownAcrossRestart(t *testing.T, bin string, sig syscall.Signal) {
 	webPort, nutPort := testpeer.FreePort(t), testpeer.FreePort(t)
 	nutAddr := fmt.Sprintf("127.0.0.1:%d", nutPort)
 	ran := filepath.Join(dir, "shutdown.log")
-	cfg := filepath.Join(dir, "site.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`site: test
+	cfg := writeConfig(t, dir, fmt.Sprintf(`site: test
 node: rack1
 data_dir: %s/data
 web: {listen: "127.0.0.1:%d"}
@@ -47,16 +45,7 @@ failover:
     ups: [ups1]
     shutdown_command: "echo shutdown >> %s"
     recover_for: 2s
-`, dir, webPort, nutAddr, emu.Path(), ran)), 0o644)
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "-config", cfg)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		return cmd
-	}
+`, dir, webPort, nutAddr, emu.Path(), ran))
 	upsStatus := func() string {
 		vars, err := testpeer.Upsc(t, "ups1", nutAddr)
 		if err != nil {
@@ -80,7 +69,7 @@ failover:
 		return strings.Count(string(b), "\n")
 	}
 
-	cmd := start()
+	d := startDaemon(t, bin, cfg)
 	testpeer.Eventually(t, 30*time.Second, "upsc shows ups1 on mains", func() bool { return upsStatus() == "OL" })
 	emu.SetOnBattery(true)
 	emu.SetLowBattery(true)
@@ -89,12 +78,11 @@ failover:
 	})
 
 	for i := range 2 {
-		cmd.Process.Signal(sig)
-		cmd.Wait()
+		d.stop(sig)
 		// Silent: whatever the restarted daemon serves comes from what it stored, not a poll.
 		emu.SetFault(upsemu.FaultSilent)
 		queries := emu.Queries()
-		cmd = start()
+		d = startDaemon(t, bin, cfg)
 		testpeer.WaitTCP(t, nutAddr, 30*time.Second)
 		if st := upsStatus(); !strings.Contains(" "+st+" ", " FSD ") {
 			t.Fatalf("restart %d: upsc ups1 ups.status = %q before any poll, want FSD", i+1, st)
@@ -116,17 +104,15 @@ failover:
 	}
 	// Mains back while the daemon is down: the restart still serves FSD (cleared only by an
 	// acknowledgement), and the policy recovers on the polls.
-	cmd.Process.Signal(sig)
-	cmd.Wait()
+	d.stop(sig)
 	emu.SetLowBattery(false)
 	emu.SetOnBattery(false)
-	cmd = start()
+	d = startDaemon(t, bin, cfg)
 	testpeer.Eventually(t, 30*time.Second, "recovered after mains came back while the daemon was down", func() bool {
 		return policy() == "recovered" && upsStatus() == "OL FSD"
 	})
 	if n := lines(); n != 1 {
 		t.Fatalf("the shutdown command ran %d times for one event", n)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	cmd.Wait()
+	d.stop(syscall.SIGTERM)
 }

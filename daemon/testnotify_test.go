@@ -33,8 +33,7 @@ func TestTestNotify(t *testing.T) {
 	}))
 	defer srv.Close()
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "site.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`site: dc1
+	cfg := writeConfig(t, dir, fmt.Sprintf(`site: dc1
 node: rack12
 data_dir: %s
 devices:
@@ -44,7 +43,7 @@ notify:
     - {name: hook, type: webhook, url: %q}
   routes:
     - {targets: [hook]}
-`, dir, srv.URL)), 0o600)
+`, dir, srv.URL))
 	if code := run([]string{"-config", cfg, "-test-notify", "hook"}); code != 0 {
 		t.Fatalf("exit %d", code)
 	}

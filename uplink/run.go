@@ -68,6 +68,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 		return errors.New("uplink: Run called twice")
 	}
 	defer u.running.Store(false)
+	defer u.runSparkplug(ctx)()
 	// Commands stop when the connection ends because ctx did (serve), before offline is
 	// published, so that a command applied just then still gets its reply.
 	var cwg sync.WaitGroup

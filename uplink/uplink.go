@@ -27,6 +27,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/rackwatch/rackwatch/uplink/sparkplug"
 	"go.etcd.io/bbolt"
 )
 
@@ -44,6 +45,10 @@ type Options struct {
 	QueueMaxBytes      int64  // cap of the disk queue; default 256 MiB
 	Version, BootID    string
 	Logger             *slog.Logger
+	// Format of telemetry: FormatJSON (default) on R/telemetry, or FormatSparkplug, a
+	// Sparkplug B edge node configured by Sparkplug (sparkplug.go) instead.
+	Format    string
+	Sparkplug sparkplug.Config
 
 	// BackoffBase and BackoffMax shape the reconnect delay when no broker answers: full
 	// jitter, uniformly random in [0, min(BackoffMax, BackoffBase·2^attempt)). Defaults 1 s, 60 s.
@@ -155,6 +160,7 @@ type Uplink struct {
 	opts Options
 	log  *slog.Logger
 	root string
+	spb  *sparkplug.Node // FormatSparkplug: the edge node telemetry goes to
 
 	wake chan struct{} // something was enqueued or retained
 	// ackWake: acknowledged messages began to wait for their delete, or one of them must
@@ -266,6 +272,9 @@ func New(db *bbolt.DB, opts Options) (*Uplink, error) {
 	if err := u.openHold(); err != nil {
 		return nil, err
 	}
+	if err := u.newSparkplug(); err != nil {
+		return nil, err
+	}
 	return u, nil
 }
 
@@ -292,6 +301,9 @@ func normalize(opts Options) (Options, error) {
 		}
 	}
 	if err := CheckTelemetryQoS(int(opts.TelemetryQoS)); err != nil {
+		return opts, fmt.Errorf("uplink: %w", err)
+	}
+	if err := checkFormat(opts); err != nil {
 		return opts, fmt.Errorf("uplink: %w", err)
 	}
 	if opts.TelemetryQoS == 0 && !opts.TelemetryQoS0 {
@@ -380,8 +392,13 @@ func (u *Uplink) Status() Status {
 // Telemetry enqueues one telemetry message with these readings under the next telemetry seq.
 // Without TelemetryFlush it returns once the message is on disk. With TelemetryFlush the
 // message is held (hold.go): it goes out at once and is committed only if no broker
-// acknowledged it within TelemetryFlush, or when Run ends.
+// acknowledged it within TelemetryFlush, or when Run ends. With FormatSparkplug the readings
+// go to the Sparkplug edge node instead, which publishes what changed.
 func (u *Uplink) Telemetry(rs []Reading) error {
+	if u.spb != nil {
+		u.sparkplugTelemetry(rs)
+		return nil
+	}
 	if rs == nil {
 		rs = []Reading{}
 	}

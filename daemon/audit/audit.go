@@ -157,11 +157,10 @@ const MaxRefusalKeys = 1024
 
 // Log is the audit trail of one database. It is safe for concurrent use.
 type Log struct {
-	db   *bolt.DB
-	opt  Options
-	wake chan struct{}
-
+	db        *bolt.DB
+	opt       Options
 	mu        sync.Mutex
+	wake      chan struct{} // closed and replaced by poke: every publisher wakes
 	nextPrune time.Time
 	refusals  map[string]*refusal
 	dropped   uint64 // records that could not be written (logged)
@@ -185,7 +184,7 @@ func Open(db *bolt.DB, opt Options) (*Log, error) {
 	if opt.RefusalWindow <= 0 {
 		opt.RefusalWindow = time.Minute
 	}
-	l := &Log{db: db, opt: opt, wake: make(chan struct{}, 1), refusals: map[string]*refusal{}}
+	l := &Log{db: db, opt: opt, wake: make(chan struct{}), refusals: map[string]*refusal{}}
 	// A start or a reload commits nothing once the buckets exist: retention is applied by the
 	// first record added (nextPrune is zero), in that record's own commit.
 	missing := false
@@ -347,10 +346,17 @@ func (l *Log) Suppressed() uint64 {
 }
 
 func (l *Log) poke() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
+	l.mu.Lock()
+	close(l.wake)
+	l.wake = make(chan struct{})
+	l.mu.Unlock()
+}
+
+// woken is closed by the next poke.
+func (l *Log) woken() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.wake
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }

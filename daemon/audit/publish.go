@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +14,7 @@ import (
 // the publisher then waits for Kick instead of retrying on a timer.
 var ErrWait = errors.New("audit: nowhere to publish")
 
-// Kick makes the publisher try again now (an uplink was started).
+// Kick makes the publishers try again now (an uplink was started).
 func (l *Log) Kick() { l.poke() }
 
 // Publish sends every record not yet sent, oldest first, through send until ctx ends. The
@@ -21,10 +22,79 @@ func (l *Log) Kick() { l.poke() }
 // acknowledged it), and the seq sent is kept on disk, so what was not sent goes out after a
 // restart (at least once). A failing send is retried with a backoff from 5 s to 1 min.
 func (l *Log) Publish(ctx context.Context, send func(context.Context, Record) error) {
+	l.publish(ctx, kSent, send)
+}
+
+// PublishTo is Publish for another destination (a notify target), with its own cursor named
+// name. A destination new to the trail starts at its head: it gets the records written from
+// then on, not the whole history (which /api/v1/audit and R/audit serve).
+func (l *Log) PublishTo(ctx context.Context, name string, send func(context.Context, Record) error) error {
+	k := cursorKey(name)
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bMeta)
+		if meta.Get(k) != nil {
+			return nil
+		}
+		head, err := getLink(meta, kHead)
+		if err != nil {
+			return err
+		}
+		if head.Seq == 0 {
+			if head, err = getLink(meta, kAnchor); err != nil {
+				return err
+			}
+		}
+		return putLink(meta, k, link{Seq: head.Seq})
+	})
+	if err != nil {
+		return err
+	}
+	l.publish(ctx, k, send)
+	return nil
+}
+
+// ForgetCursors deletes the cursors of destinations other than keep (a target that left the
+// config), so a target that comes back starts at the head again. It writes nothing when there
+// is nothing to delete.
+func (l *Log) ForgetCursors(keep []string) error {
+	want := map[string]bool{}
+	for _, n := range keep {
+		want[string(cursorKey(n))] = true
+	}
+	var gone [][]byte
+	l.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bMeta).Cursor()
+		for k, _ := c.Seek(cursorPrefix); k != nil && bytes.HasPrefix(k, cursorPrefix); k, _ = c.Next() {
+			if !want[string(k)] {
+				gone = append(gone, bytes.Clone(k))
+			}
+		}
+		return nil
+	})
+	if len(gone) == 0 {
+		return nil
+	}
+	return l.db.Update(func(tx *bolt.Tx) error {
+		for _, k := range gone {
+			if err := tx.Bucket(bMeta).Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+var cursorPrefix = []byte("sent:")
+
+func cursorKey(name string) []byte { return append(bytes.Clone(cursorPrefix), name...) }
+
+func (l *Log) publish(ctx context.Context, cursor []byte, send func(context.Context, Record) error) {
 	const first, most = 5 * time.Second, time.Minute
 	retry := first
 	for ctx.Err() == nil {
-		recs, err := l.unsent(64)
+		// Taken before reading, so a record appended in between wakes the wait below.
+		wake := l.woken()
+		recs, err := l.unsent(cursor, 64)
 		if err != nil {
 			l.opt.Log.Error("audit: read unsent records", "err", err)
 		}
@@ -38,7 +108,7 @@ func (l *Log) Publish(ctx context.Context, send func(context.Context, Record) er
 		}
 		if sent > 0 {
 			if err := l.db.Update(func(tx *bolt.Tx) error {
-				return putLink(tx.Bucket(bMeta), kSent, link{Seq: sent})
+				return putLink(tx.Bucket(bMeta), cursor, link{Seq: sent})
 			}); err != nil {
 				l.opt.Log.Error("audit: note what was sent", "err", err)
 			}
@@ -51,13 +121,13 @@ func (l *Log) Publish(ctx context.Context, send func(context.Context, Record) er
 			retry = first
 			select {
 			case <-ctx.Done():
-			case <-l.wake:
+			case <-wake:
 			}
 		default:
 			t := time.NewTimer(retry)
 			select {
 			case <-ctx.Done():
-			case <-l.wake:
+			case <-wake:
 			case <-t.C:
 			}
 			t.Stop()
@@ -67,10 +137,10 @@ func (l *Log) Publish(ctx context.Context, send func(context.Context, Record) er
 }
 
 // unsent returns up to max records after the last one sent, oldest first.
-func (l *Log) unsent(max int) ([]Record, error) {
+func (l *Log) unsent(cursor []byte, max int) ([]Record, error) {
 	var out []Record
 	err := l.db.View(func(tx *bolt.Tx) error {
-		sent, err := getLink(tx.Bucket(bMeta), kSent)
+		sent, err := getLink(tx.Bucket(bMeta), cursor)
 		if err != nil {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 	snmpdev "github.com/rackwatch/rackwatch/sensors/snmp"
 	"github.com/rackwatch/rackwatch/uplink"
 	"github.com/rackwatch/rackwatch/uplink/homeassistant"
+	"github.com/rackwatch/rackwatch/uplink/sparkplug"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
@@ -162,6 +163,9 @@ func (c *checker) check(cfg *Config) {
 	if err := homeassistant.CheckPrefix(cfg.MQTT.HomeassistantPrefix); err != nil {
 		c.addf(c.at("mqtt", "homeassistant_prefix"), "mqtt homeassistant_prefix: %v", err)
 	}
+	if cfg.MQTT.Homeassistant && cfg.MQTT.Format == uplink.FormatSparkplug {
+		c.addf(c.at("mqtt", "homeassistant"), "mqtt homeassistant: Home Assistant's entities read R/telemetry, which format %s does not publish", uplink.FormatSparkplug)
+	}
 	if q := cfg.MQTT.TelemetryQoS; q != nil {
 		if err := uplink.CheckTelemetryQoS(*q); err != nil {
 			c.addf(c.at("mqtt", "telemetry_qos"), "mqtt telemetry_qos: %v", err)
@@ -173,6 +177,7 @@ func (c *checker) check(cfg *Config) {
 	if f := cfg.MQTT.QueueFlush; f != nil && *f < 0 {
 		c.addf(c.at("mqtt", "queue_flush"), "mqtt queue_flush must be 0 (commit every telemetry message) or positive")
 	}
+	c.checkSparkplug(cfg)
 	c.checkNotify(cfg.Notify)
 
 	ids := map[string]sensors.Spec{}
@@ -423,4 +428,25 @@ func ParseSource(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return p.Masked(), nil
+}
+
+// checkSparkplug checks mqtt.format and, for sparkplug_b, the ids that go into its topics.
+func (c *checker) checkSparkplug(cfg *Config) {
+	m := cfg.MQTT
+	switch m.Format {
+	case "", uplink.FormatJSON:
+		return
+	case uplink.FormatSparkplug:
+	default:
+		c.addf(c.at("mqtt", "format"), "mqtt format %q not supported (%s or %s)", m.Format, uplink.FormatJSON, uplink.FormatSparkplug)
+		return
+	}
+	if err := sparkplug.CheckID(m.Sparkplug.Group); err != nil {
+		c.addf(c.at("mqtt", "sparkplug", "group"), "mqtt sparkplug group: %v", err)
+	}
+	if h := m.Sparkplug.PrimaryHost; h != "" {
+		if err := sparkplug.CheckID(h); err != nil {
+			c.addf(c.at("mqtt", "sparkplug", "primary_host"), "mqtt sparkplug primary_host: %v", err)
+		}
+	}
 }

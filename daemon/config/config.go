@@ -85,6 +85,16 @@ type MQTT struct {
 	// HomeassistantPrefix (default homeassistant; uplink/homeassistant).
 	Homeassistant       bool   `yaml:"homeassistant"`
 	HomeassistantPrefix string `yaml:"homeassistant_prefix"`
+	// Format of telemetry: "json" (default, R/telemetry) or "sparkplug_b" (a Sparkplug B
+	// edge node instead; incidents, state, commands and audit stay JSON).
+	Format    string    `yaml:"format"`
+	Sparkplug Sparkplug `yaml:"sparkplug"`
+}
+
+// Sparkplug is the edge node of mqtt.format sparkplug_b; its edge node id is the node.
+type Sparkplug struct {
+	Group       string `yaml:"group"`        // default: the site
+	PrimaryHost string `yaml:"primary_host"` // host id whose STATE gates the births; "" = none
 }
 
 // TLS names the PEM files of an MQTT TLS connection.
@@ -351,6 +361,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MQTT.HomeassistantPrefix == "" {
 		c.MQTT.HomeassistantPrefix = "homeassistant"
+	}
+	if c.MQTT.Format == "sparkplug_b" && c.MQTT.Sparkplug.Group == "" {
+		c.MQTT.Sparkplug.Group = c.Site
 	}
 	if len(c.MQTT.Brokers) == 0 && c.MQTT.EmbeddedBroker != "" {
 		c.MQTT.Brokers = []string{"tcp://" + c.MQTT.EmbeddedBroker}

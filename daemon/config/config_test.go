@@ -160,4 +160,8 @@ func TestHomeassistant(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "h.yaml:6: mqtt homeassistant_prefix") {
 		t.Errorf("bad prefix: %v", err)
 	}
+	_, err = Parse("h.yaml", []byte("site: a\nnode: b\ndevices: [{id: u, driver: sim.ups}]\nmqtt:\n  format: sparkplug_b\n  homeassistant: true\n"))
+	if err == nil || !strings.Contains(err.Error(), "h.yaml:6: mqtt homeassistant: Home Assistant's entities read R/telemetry") {
+		t.Errorf("with sparkplug_b: %v", err)
+	}
 }

@@ -223,6 +223,9 @@ func CheckTarget(t Target) error {
 	default:
 		bad("type %q: use %s", t.Type, strings.Join(Types, ", "))
 	}
+	if t.Audit && t.Type == "webhook" && t.Format != "generic" {
+		bad("audit: true needs format generic: %s takes alerts, and an audit record is not one", t.Format)
+	}
 	if t.QueueMax < 0 || t.QueueMaxBytes < 0 || t.RetryMax < 0 || t.Timeout < 0 {
 		bad("queue_max, queue_max_bytes, retry_max and timeout cannot be negative")
 	}

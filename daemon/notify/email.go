@@ -88,14 +88,6 @@ func EmailBody(m Message) string {
 }
 
 func (e *emailSender) Send(ctx context.Context, m Message) error {
-	msg := mail.NewMsg()
-	if err := msg.From(e.cfg.From); err != nil {
-		return fmt.Errorf("from: %w", err)
-	}
-	if err := msg.To(e.cfg.To...); err != nil {
-		return fmt.Errorf("to: %w", err)
-	}
-	msg.Subject(EmailSubject(m))
 	// The same event resent (at least once) keeps its Message-ID, so mail clients can fold it.
 	id := strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
@@ -103,8 +95,21 @@ func (e *emailSender) Send(ctx context.Context, m Message) error {
 		}
 		return '.'
 	}, fmt.Sprintf("%s.%s.%s.%s.%d", m.Site, m.ID, m.Event.Event, m.TS, m.Repeat))
-	msg.SetMessageIDWithValue(id + "@" + m.Node + ".rackwatch")
-	msg.SetBodyString(mail.TypeTextPlain, EmailBody(m))
+	return e.send(ctx, EmailSubject(m), id+"@"+m.Node+".rackwatch", EmailBody(m))
+}
+
+// send sends one plain-text message.
+func (e *emailSender) send(ctx context.Context, subject, messageID, body string) error {
+	msg := mail.NewMsg()
+	if err := msg.From(e.cfg.From); err != nil {
+		return fmt.Errorf("from: %w", err)
+	}
+	if err := msg.To(e.cfg.To...); err != nil {
+		return fmt.Errorf("to: %w", err)
+	}
+	msg.Subject(subject)
+	msg.SetMessageIDWithValue(messageID)
+	msg.SetBodyString(mail.TypeTextPlain, body)
 	c, err := mail.NewClient(e.host, e.opts...)
 	if err != nil {
 		return err

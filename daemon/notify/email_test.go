@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackwatch/rackwatch/daemon/audit"
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
@@ -52,5 +54,25 @@ func TestEmailAiosmtpd(t *testing.T) {
 				t.Errorf("message %d lacks %q:\n%s", i, has, m)
 			}
 		}
+	}
+	// An audit record (audit: true) is a message of its own.
+	rec := audit.Record{Seq: 9, TS: "2026-12-03T10:00:00.000Z", Actor: "bob", Source: "web", Action: "login", Hash: strings.Repeat("1a", 32)}
+	if err := n.SendAudit(context.Background(), "mail", rec); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the audit message", func() bool { files, _ = filepath.Glob(filepath.Join(out, "*.eml")); return len(files) == 3 })
+	var found bool
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		m := strings.ReplaceAll(string(b), "\r\n", "\n")
+		if strings.Contains(m, "Subject: [rackwatch dc1/rack12] audit: login by bob") {
+			found = strings.Contains(m, "Seq:     9") && strings.Contains(m, "Hash:    "+rec.Hash)
+			if !found {
+				t.Errorf("audit message:\n%s", m)
+			}
+		}
+	}
+	if !found {
+		t.Error("no audit message")
 	}
 }

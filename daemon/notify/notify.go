@@ -91,9 +91,11 @@ type Options struct {
 type Stats struct {
 	Target                string
 	Sent, Failed, Dropped uint64
-	Queued                int
-	QueuedBytes           int64
-	LastError             string
+	// AuditSent and AuditFailed count audit records (audit: true).
+	AuditSent, AuditFailed uint64
+	Queued                 int
+	QueuedBytes            int64
+	LastError              string
 }
 
 // Notifier owns the targets' queues and senders.
@@ -122,6 +124,8 @@ type target struct {
 	failed  uint64
 	dropped uint64
 	lastErr string
+
+	auditSent, auditFailed uint64
 }
 
 var bTimers = []byte("notify-timers")
@@ -223,7 +227,8 @@ func (n *Notifier) Stats() []Stats {
 	for _, name := range n.order {
 		t := n.targets[name]
 		t.mu.Lock()
-		out = append(out, Stats{Target: name, Sent: t.sent, Failed: t.failed, Dropped: t.dropped, Queued: t.queued, QueuedBytes: t.bytes, LastError: t.lastErr})
+		out = append(out, Stats{Target: name, Sent: t.sent, Failed: t.failed, Dropped: t.dropped, Queued: t.queued, QueuedBytes: t.bytes, LastError: t.lastErr,
+			AuditSent: t.auditSent, AuditFailed: t.auditFailed})
 		t.mu.Unlock()
 	}
 	return out

@@ -115,9 +115,14 @@ func Varbinds(m Message) (trapOID string, vbs []gosnmp.SnmpPDU) {
 }
 
 func (s *snmpSender) Send(ctx context.Context, m Message) error {
+	oid, vbs := Varbinds(m)
+	return s.trap(ctx, oid, vbs)
+}
+
+// trap sends one notification (an inform with version 3).
+func (s *snmpSender) trap(ctx context.Context, trapOID string, vbs []gosnmp.SnmpPDU) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	trapOID, vbs := Varbinds(m)
 	up := uint32(time.Since(s.started) / (10 * time.Millisecond))
 	pdus := append([]gosnmp.SnmpPDU{
 		{Name: ".1.3.6.1.2.1.1.3.0", Type: gosnmp.TimeTicks, Value: up},

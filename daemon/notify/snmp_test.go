@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rackwatch/rackwatch/daemon/audit"
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 	"github.com/rackwatch/rackwatch/sensors"
 )
@@ -57,7 +59,7 @@ func TestSNMPTrapd(t *testing.T) {
 	defer db.Close()
 	n, stop := start(t, db, Config{Targets: []Target{
 		{Name: "v2c", Type: "snmp", Target: target, Community: "public"},
-		{Name: "v3", Type: "snmp", Target: target, Version: "3", V3: &sensors.SNMPv3{User: "rwuser", AuthProtocol: "SHA", AuthPass: "authpass12", PrivProtocol: "AES", PrivPass: "privpass12"}},
+		{Name: "v3", Type: "snmp", Target: target, Version: "3", Audit: true, V3: &sensors.SNMPv3{User: "rwuser", AuthProtocol: "SHA", AuthPass: "authpass12", PrivProtocol: "AES", PrivPass: "privpass12"}},
 	}, Routes: []Route{{Rule: "leak", Targets: []string{"v2c"}}, {Rule: "inlet", Targets: []string{"v3"}}}})
 	defer stop()
 	// A v2c trap is not answered: wait until snmptrapd listens.
@@ -95,6 +97,27 @@ func TestSNMPTrapd(t *testing.T) {
 		`RACKWATCH-MIB::rwIncidentValue.0 = STRING: "26.5"`,
 		`RACKWATCH-MIB::rwIncidentThreshold.0 = STRING: "27"`,
 		`RACKWATCH-MIB::rwIncidentRepeat.0 = Gauge32: 0`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("snmptrapd log lacks %s", want)
+		}
+	}
+	// An audit record (audit: true) as rwAuditRecord, over the inform target.
+	r := audit.Record{Seq: 42, TS: "2026-12-03T10:00:00.000Z", Actor: "alice", Source: "web", Action: "relay.set", Target: "fan", Hash: strings.Repeat("0f", 32)}
+	if err := n.SendAudit(context.Background(), "v3", r); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the audit notification in snmptrapd's log", func() bool {
+		b, _ := os.ReadFile(log)
+		got = string(b)
+		return strings.Contains(got, "RACKWATCH-MIB::rwAuditNode.0")
+	})
+	for _, want := range []string{
+		`.1.4.1.0 = OID: RACKWATCH-MIB::rwAuditRecord`,
+		`RACKWATCH-MIB::rwAuditSeq.0 = Gauge32: 42`,
+		`RACKWATCH-MIB::rwAuditActor.0 = STRING: "alice"`,
+		`RACKWATCH-MIB::rwAuditAction.0 = STRING: "relay.set"`,
+		`RACKWATCH-MIB::rwAuditHash.0 = STRING: "` + r.Hash + `"`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("snmptrapd log lacks %s", want)

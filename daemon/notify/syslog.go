@@ -126,7 +126,11 @@ func FormatSyslog(m Message, facility int, host string, now time.Time, synced bo
 }
 
 func (s *syslogSender) Send(ctx context.Context, m Message) error {
-	msg := FormatSyslog(m, s.facility, s.host, time.Now(), clockSynced())
+	return s.write(ctx, FormatSyslog(m, s.facility, s.host, time.Now(), clockSynced()))
+}
+
+// write frames msg for the transport and sends it on the kept connection.
+func (s *syslogSender) write(ctx context.Context, msg string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cfg.Transport == "udp" {

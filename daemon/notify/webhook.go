@@ -109,6 +109,11 @@ func (w *webhook) Send(ctx context.Context, m Message) error {
 			return err
 		}
 	}
+	return w.post(ctx, body)
+}
+
+// post sends body and reads (a bounded part of) the answer.
+func (w *webhook) post(ctx context.Context, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(body))
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rackwatch/rackwatch/daemon/nut"
+	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
 // source is the test's site: a few UPSes whose variables the test changes as it goes.
@@ -173,12 +174,10 @@ func dial(t testing.TB, addr string) *client {
 	return &client{t: t, c: c, r: bufio.NewReader(c)}
 }
 
-// dialFrom dials addr from the loopback address src (Linux routes all of 127/8 to lo, so
-// 127.0.0.2 is another host as far as the server's limits go).
+// dialFrom dials addr from the loopback address src (testpeer.DialFrom) as a client.
 func dialFrom(t testing.TB, src, addr string) *client {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
-	c, err := d.Dial("tcp", addr)
+	c, err := testpeer.DialFrom(src, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,8 +189,7 @@ func dialFrom(t testing.TB, src, addr string) *client {
 // NETVER. A connection refused at once may already fail at the dial, with a reset.
 func refused(t testing.TB, src, addr string) bool {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
-	c, err := d.Dial("tcp", addr)
+	c, err := testpeer.DialFrom(src, addr)
 	if errors.Is(err, syscall.ECONNRESET) {
 		return true
 	}

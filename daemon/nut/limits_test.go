@@ -1,12 +1,8 @@
 package nut_test
 
 import (
-	"bufio"
-	"io"
-	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rackwatch/rackwatch/daemon/nut"
 	"github.com/rackwatch/rackwatch/internal/testpeer"
@@ -18,20 +14,7 @@ import (
 func TestOneHostCannotFillTheServer(t *testing.T) {
 	upsc := testpeer.Require(t, "upsc", "nut-client")
 	addr, _ := start(t, nut.Config{}, newSource())
-	kept := 0
-	for range 100 {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 10 * time.Second}
-		c, err := d.Dial("tcp", addr)
-		if err != nil {
-			continue // reset at once
-		}
-		t.Cleanup(func() { c.Close() }) // held until the test ends
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		io.WriteString(c, "NETVER\n")
-		if l, _ := bufio.NewReader(c).ReadString('\n'); l == "1.3\n" {
-			kept++
-		}
-	}
+	kept := testpeer.HoldNUT(t, "127.0.0.2", addr, 100)
 	if kept != 16 {
 		t.Errorf("one address holds %d connections, want its share, 16", kept)
 	}

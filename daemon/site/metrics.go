@@ -30,7 +30,7 @@ type metrics struct {
 	upCmdRep *prometheus.Desc
 	traps    *prometheus.Desc
 	evDrop   *prometheus.Desc
-	notify   [4]*prometheus.Desc // sent, failed, dropped, queued
+	notify   [5]*prometheus.Desc // sent, failed, dropped, queued, audit records
 }
 
 func newMetrics(s *Site) *metrics {
@@ -49,11 +49,12 @@ func newMetrics(s *Site) *metrics {
 	m.upCmdRep = prometheus.NewDesc("rackwatch_uplink_command_replies_dropped_total", "Replies to refused or busy commands not sent: too many at once.", nil, nil)
 	m.traps = prometheus.NewDesc("rackwatch_traps_total", "SNMP trap packets by outcome: accepted, malformed (dropped), rejected (unknown community or user), unknown_source (no device, not in traps.sources), rate_limited (past the sender's rate or open cap), queue_full (the handler fell behind).", []string{"outcome"}, nil)
 	m.evDrop = prometheus.NewDesc("rackwatch_events_dropped_total", "Server-sent events (/events) dropped because a slow client's queue was full.", nil, nil)
-	m.notify = [4]*prometheus.Desc{
+	m.notify = [5]*prometheus.Desc{
 		prometheus.NewDesc("rackwatch_notify_sent_total", "Incident events delivered, per notify target.", []string{"target"}, nil),
 		prometheus.NewDesc("rackwatch_notify_failed_total", "Delivery attempts that failed (retried later), per notify target.", []string{"target"}, nil),
 		prometheus.NewDesc("rackwatch_notify_dropped_total", "Warning events dropped because the target's queue was full.", []string{"target"}, nil),
 		prometheus.NewDesc("rackwatch_notify_queued", "Events on disk waiting for delivery, per notify target.", []string{"target"}, nil),
+		prometheus.NewDesc("rackwatch_notify_audit_records_total", "Audit records sent to a notify target with audit: true, by outcome (failed ones are retried).", []string{"target", "outcome"}, nil),
 	}
 	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rackwatch_build_info", Help: "Build information."}, []string{"version", "site", "node"})
 	bi.WithLabelValues(s.opt.Version, s.cfg.Site, s.cfg.Node).Set(1)
@@ -135,6 +136,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(m.notify[1], prometheus.CounterValue, float64(st.Failed), st.Target)
 			ch <- prometheus.MustNewConstMetric(m.notify[2], prometheus.CounterValue, float64(st.Dropped), st.Target)
 			ch <- prometheus.MustNewConstMetric(m.notify[3], prometheus.GaugeValue, float64(st.Queued), st.Target)
+			ch <- prometheus.MustNewConstMetric(m.notify[4], prometheus.CounterValue, float64(st.AuditSent), st.Target, "sent")
+			ch <- prometheus.MustNewConstMetric(m.notify[4], prometheus.CounterValue, float64(st.AuditFailed), st.Target, "failed")
 		}
 	}
 	if up := s.sh.uplink(); up != nil {

@@ -1,6 +1,9 @@
 package site
 
 import (
+	"context"
+
+	"github.com/rackwatch/rackwatch/daemon/audit"
 	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/daemon/notify"
 )
@@ -31,4 +34,41 @@ func (s *Site) withSent(ins []incident.Incident) []incident.Incident {
 		}
 	}
 	return ins
+}
+
+// startAuditTargets sends the audit trail to the notify targets with audit: true, each from
+// where it stopped (a target new to the trail from the trail's head), until ctx ends.
+func (s *Site) startAuditTargets(ctx context.Context) {
+	if s.sh.audit == nil {
+		return
+	}
+	var names []string
+	if s.notify != nil {
+		names = s.notify.AuditTargets()
+	}
+	if err := s.sh.audit.ForgetCursors(names); err != nil {
+		s.log.Error("audit: forget the cursors of former notify targets", "err", err)
+	}
+	for _, name := range names {
+		log := s.log.With("part", "notify", "target", name)
+		failing := false
+		send := func(ctx context.Context, r audit.Record) error {
+			err := s.notify.SendAudit(ctx, name, r)
+			switch {
+			case err != nil && !failing && ctx.Err() == nil:
+				log.Warn("audit records not delivered; retrying", "err", err)
+			case err == nil && failing:
+				log.Info("audit records delivered again")
+			}
+			failing = err != nil
+			return err
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.sh.audit.PublishTo(ctx, name, send); err != nil {
+				log.Error("audit records not sent to this target", "err", err)
+			}
+		}()
+	}
 }

@@ -25,7 +25,7 @@ func (s *Site) buildNUT() error {
 		users = append(users, nut.User{Name: u.Name, PasswordFile: u.PasswordFile, Password: u.Password, Upsmon: u.Upsmon, Instcmds: u.Instcmds})
 	}
 	srv, err := nut.New(nut.Config{Listen: c.Listen, Users: users, MaxConnections: c.MaxConns, IdleTimeout: c.IdleTimeout,
-		MaxConnsPerAddr: c.MaxConnsPerAddr, TLSCert: c.TLSCert, TLSKey: c.TLSKey, Version: s.opt.Version, Audit: s.sh.auditNUT}, nutSource{s}, s.log.With("part", "nut"))
+		MaxConnsPerAddr: c.MaxConnsPerAddr, TLSCert: c.TLSCert, TLSKey: c.TLSKey, Version: s.opt.Version, Audit: s.sh.auditNUT}, nutSource{s}, s.log)
 	if err != nil {
 		return fmt.Errorf("nut: %w", err)
 	}

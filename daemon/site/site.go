@@ -32,6 +32,7 @@ import (
 	"github.com/rackwatch/rackwatch/daemon/web"
 	"github.com/rackwatch/rackwatch/sensors"
 	"github.com/rackwatch/rackwatch/uplink"
+	"github.com/rackwatch/rackwatch/uplink/sparkplug"
 )
 
 // Options are what main (or a test) gives a site besides its config.
@@ -187,7 +188,8 @@ func build(cfg *config.Config, opt Options, sh *shared, strict bool) (s *Site, e
 			ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username, PasswordFile: cfg.MQTT.PasswordFile,
 			CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile,
 			TelemetryQoS: qos, TelemetryQoS0: qos == 0, QueueMaxBytes: cfg.MQTT.QueueMaxBytes, TelemetryFlush: flush, HoldFile: holdFile(sh.db.Path()),
-			Version: s.opt.Version, BootID: sh.bootID,
+			Version: s.opt.Version, BootID: sh.bootID, Format: cfg.MQTT.Format,
+			Sparkplug: sparkplug.Config{Group: cfg.MQTT.Sparkplug.Group, EdgeNode: cfg.Node, PrimaryHost: cfg.MQTT.Sparkplug.PrimaryHost},
 		}
 		if err := uplink.Check(*s.upOpts); err != nil {
 			return s, err
@@ -321,6 +323,7 @@ func (s *Site) launch() {
 			s.notify = nil
 		}
 	}
+	s.startAuditTargets(ctx)
 	if s.upOpts != nil || s.notify != nil {
 		s.inc.SetStager(s.stageIncident)
 	}

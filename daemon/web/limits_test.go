@@ -13,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
@@ -165,41 +162,9 @@ func TestLoginThrottlePerAddressAndUser(t *testing.T) {
 	if resp := relay(apiUser, password); resp.StatusCode != http.StatusOK {
 		t.Errorf("Basic, the same user from another address: %d, want 200", resp.StatusCode)
 	}
-	if n := metric(t, s.URL, "rackwatch_logins_throttled_total", map[string]string{"server": "web"}); n < 2 {
+	if n := testpeer.Metric(t, s.URL, "rackwatch_logins_throttled_total", map[string]string{"server": "web"}); n < 2 {
 		t.Errorf("rackwatch_logins_throttled_total = %v, want at least 2", n)
 	}
-}
-
-func metric(t *testing.T, base, name string, labels map[string]string) float64 {
-	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-next:
-	for _, m := range fams[name].GetMetric() {
-		for k, v := range labels {
-			found := false
-			for _, l := range m.GetLabel() {
-				found = found || (l.GetName() == k && l.GetValue() == v)
-			}
-			if !found {
-				continue next
-			}
-		}
-		if m.GetCounter() != nil {
-			return m.GetCounter().GetValue()
-		}
-		return m.GetGauge().GetValue()
-	}
-	t.Fatalf("no %s%v in /metrics", name, labels)
-	return 0
 }
 
 // openStream starts GET /events from src over a raw connection and returns it once the
@@ -259,7 +224,7 @@ func TestEventStreams(t *testing.T) {
 	if _, resp := openStream(t, addr, "127.0.0.3", 1024); resp.StatusCode != 200 {
 		t.Fatalf("the slow stream: %d", resp.StatusCode)
 	}
-	if n := metric(t, s.URL, "rackwatch_event_streams", nil); n != 10 {
+	if n := testpeer.Metric(t, s.URL, "rackwatch_event_streams", nil); n != 10 {
 		t.Errorf("rackwatch_event_streams = %v, want 10", n)
 	}
 	// A stream that is read lives on past write_timeout and read_timeout; write_timeout bounds each event, not the
@@ -272,7 +237,7 @@ func TestEventStreams(t *testing.T) {
 		}
 	}
 	testpeer.Eventually(t, 90*time.Second, "the slow stream cut off, having dropped events", func() bool {
-		return metric(t, s.URL, "rackwatch_event_streams", nil) <= 9 && metric(t, s.URL, "rackwatch_events_dropped_total", nil) > 0
+		return testpeer.Metric(t, s.URL, "rackwatch_event_streams", nil) <= 9 && testpeer.Metric(t, s.URL, "rackwatch_events_dropped_total", nil) > 0
 	})
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"periph.io/x/conn/v3/i2c/i2ctest"
 	"periph.io/x/conn/v3/physic"
+
+	"github.com/rackwatch/rackwatch/drivers/i2cbus/i2cbustest"
 )
 
 func TestCRC8(t *testing.T) {
@@ -83,20 +85,12 @@ func TestDecodeLength(t *testing.T) {
 	}
 }
 
-func mustHex(s string) []byte {
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // TestSensePlayback checks the exact bus transactions of start-up and one measurement.
 func TestSensePlayback(t *testing.T) {
 	bus := &i2ctest.Playback{Ops: []i2ctest.IO{
-		{Addr: 0x44, W: []byte{0x30, 0x66}},      // heater off
-		{Addr: 0x44, W: []byte{0x24, 0x00}},      // single shot, high repeatability, no stretching
-		{Addr: 0x44, R: mustHex("5f5cfc6b8541")}, // readout after the wait
+		{Addr: 0x44, W: []byte{0x30, 0x66}},             // heater off
+		{Addr: 0x44, W: []byte{0x24, 0x00}},             // single shot, high repeatability, no stretching
+		{Addr: 0x44, R: i2cbustest.Hex("5f5cfc6b8541")}, // readout after the wait
 	}, DontPanic: true}
 	d, err := New(bus, 0x44)
 	if err != nil {
@@ -120,8 +114,8 @@ func TestSensePlayback(t *testing.T) {
 // TestCorruptCRCThenReset: a corrupted readout is an error and no value; after two failures in
 // a row the next measurement soft-resets the sensor first, and a good readout resets the count.
 func TestCorruptCRCThenReset(t *testing.T) {
-	bad := mustHex("6667938000a2")
-	good := mustHex("6666938000a2")
+	bad := i2cbustest.Hex("6667938000a2")
+	good := i2cbustest.Hex("6666938000a2")
 	bus := &i2ctest.Playback{Ops: []i2ctest.IO{
 		{Addr: 0x45, W: []byte{0x30, 0x66}},
 		{Addr: 0x45, W: []byte{0x24, 0x00}},
@@ -196,7 +190,7 @@ func TestSenseCancelled(t *testing.T) {
 // a panic, and never a value whose CRC does not match.
 func FuzzDecode(f *testing.F) {
 	for _, s := range []string{"6666938000a2", "000081000081", "ffffacffffac", "6667938000a2", "ffffffffffff"} {
-		f.Add(mustHex(s))
+		f.Add(i2cbustest.Hex(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		temp, rh, err := Decode(b)

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
 func TestThrottle(t *testing.T) {
@@ -114,11 +116,6 @@ func TestGate(t *testing.T) {
 	}
 }
 
-func dial(src, addr string) (net.Conn, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
-	return d.Dial("tcp", addr)
-}
-
 // closed reports whether the server side closed c (EOF or reset) rather than kept it open.
 func closed(t *testing.T, c net.Conn) bool {
 	t.Helper()
@@ -159,7 +156,7 @@ func TestListener(t *testing.T) {
 	}()
 	dialFrom := func(src string) net.Conn {
 		t.Helper()
-		c, err := dial(src, inner.Addr().String())
+		c, err := testpeer.DialFrom(src, inner.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +171,7 @@ func TestListener(t *testing.T) {
 	}
 	a, b := dialFrom("127.0.0.1"), dialFrom("127.0.0.1")
 	// Refused so fast that the dial itself may see the reset.
-	c, err := dial("127.0.0.1", inner.Addr().String())
+	c, err := testpeer.DialFrom("127.0.0.1", inner.Addr().String())
 	if err == nil {
 		if !closed(t, c) {
 			t.Fatal("a 3rd connection from one address was kept")

@@ -16,7 +16,6 @@ package bme280
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"periph.io/x/conn/v3/i2c"
@@ -25,6 +24,7 @@ import (
 	"github.com/rackwatch/rackwatch/drivers/bme280"
 	"github.com/rackwatch/rackwatch/drivers/i2cbus"
 	"github.com/rackwatch/rackwatch/sensors"
+	"github.com/rackwatch/rackwatch/sensors/i2cchip"
 )
 
 // Name is the driver name in configs.
@@ -65,8 +65,7 @@ func HostBus(name string) OpenBus { return i2cbus.Host(name) }
 
 // Device is one configured bme280.
 type Device struct {
-	id   string
-	chip *i2cbus.Lazy[*bme280.Dev]
+	chip i2cchip.Chip[*bme280.Dev]
 }
 
 // New makes the device on the bus its spec names; nothing is opened until the first poll.
@@ -76,42 +75,29 @@ func New(spec sensors.Spec) (*Device, error) {
 
 // NewWithBus makes the device on the bus open returns.
 func NewWithBus(spec sensors.Spec, open OpenBus) (*Device, error) {
-	opts := sensors.Opts[Options](spec)
-	addr := uint16(bme280.AddrLow)
-	if opts.Address != 0 {
-		addr = uint16(opts.Address)
-	}
-	if addr != bme280.AddrLow && addr != bme280.AddrHigh {
-		return nil, &sensors.KeyError{Key: "address", Err: fmt.Errorf("bme280: address %#x: a BME280 is at 0x76 or 0x77", opts.Address)}
+	ok := func(a uint16) bool { return a == bme280.AddrLow || a == bme280.AddrHigh }
+	addr, err := i2cchip.Address(sensors.Opts[Options](spec).Address, bme280.AddrLow, ok, "bme280", "a BME280 is at 0x76 or 0x77")
+	if err != nil {
+		return nil, err
 	}
 	chip := func(ctx context.Context, bus i2c.Bus) (*bme280.Dev, error) { return bme280.New(ctx, bus, addr) }
-	return &Device{id: spec.ID, chip: i2cbus.NewLazy(open, chip)}, nil
+	return &Device{chip: i2cchip.Chip[*bme280.Dev]{ID: spec.ID, Bus: i2cbus.NewLazy(open, chip), Metrics: metrics, Units: units, Now: time.Now}}, nil
 }
 
 // Poll implements sensors.Device.
 func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
-	var out []sensors.Reading
-	err := d.chip.Do(ctx, func(dev *bme280.Dev) error {
+	return d.chip.Poll(ctx, func(dev *bme280.Dev) ([]sensors.Reading, error) {
 		m, err := dev.Sense(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		now := time.Now()
-		out = []sensors.Reading{
-			sensors.Num(d.id, "temperature", sensors.Round(m.Temperature.Celsius(), 2), units["temperature"], now),
-			sensors.Num(d.id, "humidity", sensors.Round(float64(m.Humidity)/float64(physic.PercentRH), 2), units["humidity"], now),
-			sensors.Num(d.id, "pressure", sensors.Round(float64(m.Pressure)/float64(physic.Pascal), 2), units["pressure"], now),
-		}
-		return nil
+		id, now := d.chip.ID, d.chip.Now()
+		return []sensors.Reading{
+			sensors.Num(id, "temperature", sensors.Round(m.Temperature.Celsius(), 2), units["temperature"], now),
+			sensors.Num(id, "humidity", sensors.Round(float64(m.Humidity)/float64(physic.PercentRH), 2), units["humidity"], now),
+			sensors.Num(id, "pressure", sensors.Round(float64(m.Pressure)/float64(physic.Pascal), 2), units["pressure"], now),
+		}, nil
 	})
-	if err != nil {
-		return d.failed(), fmt.Errorf("%s: %w", d.id, err)
-	}
-	return out, nil
-}
-
-func (d *Device) failed() []sensors.Reading {
-	return sensors.FailedAll(d.id, metrics, units, time.Now())
 }
 
 // Close implements sensors.Device.

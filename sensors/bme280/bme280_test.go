@@ -2,30 +2,20 @@ package bme280
 
 import (
 	"context"
-	"encoding/hex"
-	"errors"
 	"strings"
 	"testing"
 
-	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/rackwatch/rackwatch/drivers/i2cbus/i2cbustest"
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
-func mustHex(s string) []byte {
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // The capture in drivers/bme280/testdata/capture-0x76.txt.
 var (
-	calib1 = mustHex("106e6c6632005d95b8d5d00b771e9dfff9ffac260ad8bd10004b")
-	calib2 = mustHex("6e01001305001e")
-	data   = mustHex("4a52c08096c07a76")
+	calib1 = i2cbustest.Hex("106e6c6632005d95b8d5d00b771e9dfff9ffac260ad8bd10004b")
+	calib2 = i2cbustest.Hex("6e01001305001e")
+	data   = i2cbustest.Hex("4a52c08096c07a76")
 )
 
 func startOps(addr uint16, id byte) []i2ctest.IO {
@@ -47,19 +37,6 @@ func senseOps(addr uint16, d []byte) []i2ctest.IO {
 	}
 }
 
-type buses struct {
-	list  []*i2ctest.Playback
-	opens int
-}
-
-func (b *buses) open() (i2c.BusCloser, error) {
-	b.opens++
-	if b.opens > len(b.list) {
-		return nil, errors.New("no such bus")
-	}
-	return b.list[b.opens-1], nil
-}
-
 func byMetric(t *testing.T, rs []sensors.Reading) map[string]sensors.Reading {
 	t.Helper()
 	m := map[string]sensors.Reading{}
@@ -78,10 +55,10 @@ func byMetric(t *testing.T, rs []sensors.Reading) map[string]sensors.Reading {
 func TestPoll(t *testing.T) {
 	ops := append(startOps(0x77, 0x60), senseOps(0x77, data)...)
 	// A skipped measurement (chip reset behind our back): an error, never a value.
-	ops = append(ops, senseOps(0x77, mustHex("8000008000008000"))...)
+	ops = append(ops, senseOps(0x77, i2cbustest.Hex("8000008000008000"))...)
 	bus := &i2ctest.Playback{Ops: ops, DontPanic: true}
-	bs := &buses{list: []*i2ctest.Playback{bus}}
-	d, err := NewWithBus(sensors.Spec{ID: "inlet-b", Driver: Name, Options: Options{Bus: "1", Address: 0x77}}, bs.open)
+	bs := &i2cbustest.Buses{List: []*i2ctest.Playback{bus}}
+	d, err := NewWithBus(sensors.Spec{ID: "inlet-b", Driver: Name, Options: Options{Bus: "1", Address: 0x77}}, bs.Open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +91,8 @@ func TestPoll(t *testing.T) {
 func TestWrongChipThenRight(t *testing.T) {
 	wrong := &i2ctest.Playback{Ops: []i2ctest.IO{{Addr: 0x76, W: []byte{0xD0}, R: []byte{0x58}}}, DontPanic: true}
 	right := &i2ctest.Playback{Ops: append(startOps(0x76, 0x60), senseOps(0x76, data)...), DontPanic: true}
-	bs := &buses{list: []*i2ctest.Playback{wrong, right}}
-	d, err := NewWithBus(sensors.Spec{ID: "inlet-b", Options: Options{Bus: "1"}}, bs.open)
+	bs := &i2cbustest.Buses{List: []*i2ctest.Playback{wrong, right}}
+	d, err := NewWithBus(sensors.Spec{ID: "inlet-b", Options: Options{Bus: "1"}}, bs.Open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +106,7 @@ func TestWrongChipThenRight(t *testing.T) {
 	if byMetric(t, rs)["temperature"].Value != 23.72 {
 		t.Fatalf("%+v", rs)
 	}
-	for _, b := range bs.list {
+	for _, b := range bs.List {
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}

@@ -20,7 +20,6 @@ package ina219
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 	"github.com/rackwatch/rackwatch/drivers/i2cbus"
 	"github.com/rackwatch/rackwatch/drivers/ina219"
 	"github.com/rackwatch/rackwatch/sensors"
+	"github.com/rackwatch/rackwatch/sensors/i2cchip"
 )
 
 // Name is the driver name in configs.
@@ -72,13 +72,11 @@ func HostBus(name string) OpenBus { return i2cbus.Host(name) }
 
 // Device is one configured ina219.
 type Device struct {
-	id   string
-	chip *i2cbus.Lazy[*ina219.Dev]
+	chip i2cchip.Chip[*ina219.Dev]
 	// maxGap is the longest time between two good polls that energy is integrated over.
 	maxGap time.Duration
-	now    func() time.Time
 
-	// Updated only inside chip.Do, whose lock guards them.
+	// Updated only inside chip.Poll, whose lock guards them.
 	energyWh  float64
 	lastPower float64
 	lastAt    time.Time // of the last good poll; zero before the first
@@ -92,12 +90,10 @@ func New(spec sensors.Spec) (*Device, error) {
 // NewWithBus makes the device on the bus open returns.
 func NewWithBus(spec sensors.Spec, open OpenBus) (*Device, error) {
 	opts := sensors.Opts[Options](spec)
-	addr := uint16(0x40)
-	if opts.Address != 0 {
-		addr = uint16(opts.Address)
-	}
-	if addr < 0x40 || addr > 0x4F {
-		return nil, &sensors.KeyError{Key: "address", Err: fmt.Errorf("ina219: address %#x: an INA219 is at 0x40–0x4F", opts.Address)}
+	ok := func(a uint16) bool { return a >= 0x40 && a <= 0x4F }
+	addr, err := i2cchip.Address(opts.Address, 0x40, ok, "ina219", "an INA219 is at 0x40–0x4F")
+	if err != nil {
+		return nil, err
 	}
 	o := ina219.Opts{
 		ShuntResistance: physic.ElectricResistance(math.Round(opts.ShuntOhms * float64(physic.Ohm))),
@@ -112,44 +108,35 @@ func NewWithBus(spec sensors.Spec, open OpenBus) (*Device, error) {
 		poll = 5 * time.Second
 	}
 	chip := func(_ context.Context, bus i2c.Bus) (*ina219.Dev, error) { return ina219.New(bus, addr, o) }
-	return &Device{id: spec.ID, chip: i2cbus.NewLazy(open, chip), maxGap: 3 * poll, now: time.Now}, nil
+	c := i2cchip.Chip[*ina219.Dev]{ID: spec.ID, Bus: i2cbus.NewLazy(open, chip), Metrics: metrics, Units: units, Now: time.Now}
+	return &Device{chip: c, maxGap: 3 * poll}, nil
 }
 
 // Poll implements sensors.Device.
 func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
 	// The chip's reads take no context, so a cancelled poll is refused before it starts.
 	if err := ctx.Err(); err != nil {
-		return d.failed(), fmt.Errorf("%s: %w", d.id, err)
+		return d.chip.Failed(err)
 	}
-	var out []sensors.Reading
-	err := d.chip.Do(ctx, func(dev *ina219.Dev) error {
+	return d.chip.Poll(ctx, func(dev *ina219.Dev) ([]sensors.Reading, error) {
 		m, err := dev.Sense()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		now := d.now()
+		id, now := d.chip.ID, d.chip.Now()
 		p := float64(m.Power) / float64(physic.Watt)
 		if dt := now.Sub(d.lastAt); !d.lastAt.IsZero() && dt > 0 && dt <= d.maxGap {
 			d.energyWh += (d.lastPower + p) / 2 * dt.Hours()
 		}
 		d.lastPower, d.lastAt = p, now
-		out = []sensors.Reading{
+		return []sensors.Reading{
 			// Decimals: about the chip's resolution (4 mV, ~0.1 mA with a 0.1 Ω shunt).
-			sensors.Num(d.id, "voltage", sensors.Round(float64(m.BusVoltage)/float64(physic.Volt), 3), units["voltage"], now),
-			sensors.Num(d.id, "current", sensors.Round(float64(m.Current)/float64(physic.Ampere), 5), units["current"], now),
-			sensors.Num(d.id, "power", sensors.Round(p, 4), units["power"], now),
-			sensors.Num(d.id, "energy", sensors.Round(d.energyWh, 4), units["energy"], now),
-		}
-		return nil
+			sensors.Num(id, "voltage", sensors.Round(float64(m.BusVoltage)/float64(physic.Volt), 3), units["voltage"], now),
+			sensors.Num(id, "current", sensors.Round(float64(m.Current)/float64(physic.Ampere), 5), units["current"], now),
+			sensors.Num(id, "power", sensors.Round(p, 4), units["power"], now),
+			sensors.Num(id, "energy", sensors.Round(d.energyWh, 4), units["energy"], now),
+		}, nil
 	})
-	if err != nil {
-		return d.failed(), fmt.Errorf("%s: %w", d.id, err)
-	}
-	return out, nil
-}
-
-func (d *Device) failed() []sensors.Reading {
-	return sensors.FailedAll(d.id, metrics, units, d.now())
 }
 
 // Close implements sensors.Device.

@@ -2,30 +2,16 @@ package ina219
 
 import (
 	"context"
-	"errors"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
-	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/rackwatch/rackwatch/drivers/i2cbus/i2cbustest"
 	"github.com/rackwatch/rackwatch/sensors"
 )
-
-type buses struct {
-	list  []*i2ctest.Playback
-	opens int
-}
-
-func (b *buses) open() (i2c.BusCloser, error) {
-	b.opens++
-	if b.opens > len(b.list) {
-		return nil, errors.New("no such bus")
-	}
-	return b.list[b.opens-1], nil
-}
 
 func be(v uint16) []byte { return []byte{byte(v >> 8), byte(v)} }
 
@@ -76,13 +62,13 @@ func TestPollAndEnergy(t *testing.T) {
 	ops = append(ops, sense(0x5D98, 0x03E8, 0x1388, 0x0BB3)...) // after 10 s: a gap
 	ops = append(ops, sense(0x5D9B, 0, 0, 0)[:2]...)            // overflow flag: nothing more is read
 	bus := &i2ctest.Playback{Ops: ops, DontPanic: true}
-	bs := &buses{list: []*i2ctest.Playback{bus}}
-	d, err := NewWithBus(table3, bs.open)
+	bs := &i2cbustest.Buses{List: []*i2ctest.Playback{bus}}
+	d, err := NewWithBus(table3, bs.Open)
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	d.now = func() time.Time { return clock }
+	d.chip.Now = func() time.Time { return clock }
 	ctx := context.Background()
 
 	poll := func() map[string]float64 {

@@ -175,10 +175,12 @@ func TestRelay(t *testing.T) {
 	}
 }
 
+// profileFile is a profile's testdata: the registers of one or more units, set to values
+// taken from the source named in Source, and the readings each unit must give.
 type profileFile struct {
 	Source string                     `json:"source"`
 	Units  map[string]json.RawMessage `json:"units"`
-	Want   map[string]any             `json:"want"`
+	Want   map[string]map[string]any  `json:"want"` // by unit id
 }
 
 func loadProfile(t *testing.T, name string) (string, profileFile) {
@@ -201,12 +203,23 @@ func TestProfiles(t *testing.T) {
 	for _, name := range modbus.Profiles() {
 		t.Run(name, func(t *testing.T) {
 			doc, pf := loadProfile(t, name)
-			srv := testpeer.StartModbusTCP(t, doc)
-			rs, err := poll(t, sensors.Spec{ID: "d", Driver: "modbus", Options: modbus.Options{Link: modbus.Link{Target: srv.Addr}, Profile: name}})
-			if err != nil {
-				t.Fatalf("poll: %v", err)
+			if pf.Source == "" || len(pf.Want) == 0 {
+				t.Fatal("testdata without a source or a unit to read")
 			}
-			checkReadings(t, byMetric(rs), pf.Want)
+			srv := testpeer.StartModbusTCP(t, doc)
+			for unit, want := range pf.Want {
+				id, err := strconv.Atoi(unit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Run("unit"+unit, func(t *testing.T) {
+					rs, err := poll(t, sensors.Spec{ID: "d", Driver: "modbus", Options: modbus.Options{Link: modbus.Link{Target: srv.Addr, UnitID: id}, Profile: name}})
+					if err != nil {
+						t.Fatalf("poll: %v", err)
+					}
+					checkReadings(t, byMetric(rs), want)
+				})
+			}
 
 			// The batches a poll sends, read again by us and by mbpoll.
 			reqs := srv.Requests(t)
@@ -238,14 +251,14 @@ func TestProfiles(t *testing.T) {
 						t.Errorf("register %d: mbpoll 0x%04x, rackwatch 0x%04x", addr+i, v, ours.Regs[i])
 					}
 				}
-				// Meters are all float32: mbpoll's own float decoding (high word first) agrees.
+				// Meters are all float32: mbpoll's own float decoding (high word first) agrees, to
+				// the six digits mbpoll prints (printf's %g).
 				if strings.HasPrefix(name, "sdm") {
 					floats := mbpollRead(t, mbpoll, srv.Addr, unit, mbt+":float", addr, count/2, "-B")
 					for i := range floats {
-						theirs, _ := strconv.ParseFloat(floats[i], 64)
 						ours, _, _ := mbdrv.Decode(ours.Regs[2*i:2*i+2], mbdrv.Float32, false)
-						if theirs != ours {
-							t.Errorf("float at %d: mbpoll %v, rackwatch %v", addr+2*i, theirs, ours)
+						if g := fmt.Sprintf("%.6g", ours); g != floats[i] {
+							t.Errorf("float at %d: mbpoll %s, rackwatch %s", addr+2*i, floats[i], g)
 						}
 					}
 				}

@@ -10,13 +10,13 @@
 // five the bus itself is closed and reopened.
 //
 // This folder is the model for the other I²C chips (bme280, ina219): copy it to add one, and
-// keep the bus handling in drivers/i2cbus.
+// keep the bus handling in drivers/i2cbus and the poll and address mechanics in
+// sensors/i2cchip.
 // It must not import daemon/ or uplink/.
 package sht3x
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"periph.io/x/conn/v3/i2c"
@@ -25,6 +25,7 @@ import (
 	"github.com/rackwatch/rackwatch/drivers/i2cbus"
 	"github.com/rackwatch/rackwatch/drivers/sht3x"
 	"github.com/rackwatch/rackwatch/sensors"
+	"github.com/rackwatch/rackwatch/sensors/i2cchip"
 )
 
 // Name is the driver name in configs.
@@ -68,8 +69,7 @@ func HostBus(name string) OpenBus { return i2cbus.Host(name) }
 
 // Device is one configured sht3x.
 type Device struct {
-	id   string
-	chip *i2cbus.Lazy[*sht3x.Dev]
+	chip i2cchip.Chip[*sht3x.Dev]
 }
 
 // New makes the device on the bus its spec names; nothing is opened until the first poll.
@@ -79,41 +79,28 @@ func New(spec sensors.Spec) (*Device, error) {
 
 // NewWithBus makes the device on the bus open returns.
 func NewWithBus(spec sensors.Spec, open OpenBus) (*Device, error) {
-	opts := sensors.Opts[Options](spec)
-	addr := uint16(sht3x.AddrLow)
-	if opts.Address != 0 {
-		addr = uint16(opts.Address)
-	}
-	if addr != sht3x.AddrLow && addr != sht3x.AddrHigh {
-		return nil, &sensors.KeyError{Key: "address", Err: fmt.Errorf("sht3x: address %#x: an SHT3x is at 0x44 or 0x45", opts.Address)}
+	ok := func(a uint16) bool { return a == sht3x.AddrLow || a == sht3x.AddrHigh }
+	addr, err := i2cchip.Address(sensors.Opts[Options](spec).Address, sht3x.AddrLow, ok, "sht3x", "an SHT3x is at 0x44 or 0x45")
+	if err != nil {
+		return nil, err
 	}
 	chip := func(_ context.Context, bus i2c.Bus) (*sht3x.Dev, error) { return sht3x.New(bus, addr) }
-	return &Device{id: spec.ID, chip: i2cbus.NewLazy(open, chip)}, nil
+	return &Device{chip: i2cchip.Chip[*sht3x.Dev]{ID: spec.ID, Bus: i2cbus.NewLazy(open, chip), Metrics: metrics, Units: units, Now: time.Now}}, nil
 }
 
 // Poll implements sensors.Device.
 func (d *Device) Poll(ctx context.Context) ([]sensors.Reading, error) {
-	var out []sensors.Reading
-	err := d.chip.Do(ctx, func(dev *sht3x.Dev) error {
+	return d.chip.Poll(ctx, func(dev *sht3x.Dev) ([]sensors.Reading, error) {
 		t, h, err := dev.Sense(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		now := time.Now()
-		out = []sensors.Reading{
-			sensors.Num(d.id, "temperature", sensors.Round(t.Celsius(), 2), units["temperature"], now),
-			sensors.Num(d.id, "humidity", sensors.Round(float64(h)/float64(physic.PercentRH), 2), units["humidity"], now),
-		}
-		return nil
+		id, now := d.chip.ID, d.chip.Now()
+		return []sensors.Reading{
+			sensors.Num(id, "temperature", sensors.Round(t.Celsius(), 2), units["temperature"], now),
+			sensors.Num(id, "humidity", sensors.Round(float64(h)/float64(physic.PercentRH), 2), units["humidity"], now),
+		}, nil
 	})
-	if err != nil {
-		return d.failed(), fmt.Errorf("%s: %w", d.id, err)
-	}
-	return out, nil
-}
-
-func (d *Device) failed() []sensors.Reading {
-	return sensors.FailedAll(d.id, metrics, units, time.Now())
 }
 
 // Close implements sensors.Device.

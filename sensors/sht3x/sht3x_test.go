@@ -2,39 +2,14 @@ package sht3x
 
 import (
 	"context"
-	"encoding/hex"
-	"errors"
 	"strings"
 	"testing"
 
-	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
+	"github.com/rackwatch/rackwatch/drivers/i2cbus/i2cbustest"
 	"github.com/rackwatch/rackwatch/sensors"
 )
-
-func mustHex(s string) []byte {
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-// buses hands out the given playbacks in turn, counting the opens.
-type buses struct {
-	list  []*i2ctest.Playback
-	opens int
-}
-
-func (b *buses) open() (i2c.BusCloser, error) {
-	if b.opens >= len(b.list) {
-		b.opens++
-		return nil, errors.New("no such bus")
-	}
-	b.opens++
-	return b.list[b.opens-1], nil
-}
 
 func byMetric(t *testing.T, rs []sensors.Reading) map[string]sensors.Reading {
 	t.Helper()
@@ -52,12 +27,12 @@ func TestPoll(t *testing.T) {
 	bus := &i2ctest.Playback{Ops: []i2ctest.IO{
 		{Addr: 0x45, W: []byte{0x30, 0x66}},
 		{Addr: 0x45, W: []byte{0x24, 0x00}},
-		{Addr: 0x45, R: mustHex("5f5cfc6b8541")},
+		{Addr: 0x45, R: i2cbustest.Hex("5f5cfc6b8541")},
 		{Addr: 0x45, W: []byte{0x24, 0x00}},
-		{Addr: 0x45, R: mustHex("5f5dfc6b8541")}, // corrupted: CRC mismatch
+		{Addr: 0x45, R: i2cbustest.Hex("5f5dfc6b8541")}, // corrupted: CRC mismatch
 	}, DontPanic: true}
-	bs := &buses{list: []*i2ctest.Playback{bus}}
-	d, err := NewWithBus(sensors.Spec{ID: "inlet-a", Driver: Name, Options: Options{Bus: "1", Address: 0x45}}, bs.open)
+	bs := &i2cbustest.Buses{List: []*i2ctest.Playback{bus}}
+	d, err := NewWithBus(sensors.Spec{ID: "inlet-a", Driver: Name, Options: Options{Bus: "1", Address: 0x45}}, bs.Open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,10 +75,10 @@ func TestMissingBusThenPresent(t *testing.T) {
 	bus := &i2ctest.Playback{Ops: []i2ctest.IO{
 		{Addr: 0x44, W: []byte{0x30, 0x66}},
 		{Addr: 0x44, W: []byte{0x24, 0x00}},
-		{Addr: 0x44, R: mustHex("6666938000a2")},
+		{Addr: 0x44, R: i2cbustest.Hex("6666938000a2")},
 	}, DontPanic: true}
-	bs := &buses{}
-	d, err := NewWithBus(sensors.Spec{ID: "inlet-a", Options: Options{Bus: "7"}}, bs.open)
+	bs := &i2cbustest.Buses{}
+	d, err := NewWithBus(sensors.Spec{ID: "inlet-a", Options: Options{Bus: "7"}}, bs.Open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +91,7 @@ func TestMissingBusThenPresent(t *testing.T) {
 			t.Errorf("%+v", r)
 		}
 	}
-	bs.list = append(bs.list, nil, bus) // the second open finds the bus
+	bs.List = append(bs.List, nil, bus) // the second open finds the bus
 	rs, err = d.Poll(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -124,8 +99,8 @@ func TestMissingBusThenPresent(t *testing.T) {
 	if byMetric(t, rs)["temperature"].Value != 25 {
 		t.Fatalf("%+v", rs)
 	}
-	if bs.opens != 2 {
-		t.Fatalf("opens = %d", bs.opens)
+	if bs.Opens != 2 {
+		t.Fatalf("opens = %d", bs.Opens)
 	}
 }
 
@@ -133,7 +108,7 @@ func TestMissingBusThenPresent(t *testing.T) {
 // it again and re-initialises the sensor.
 func TestReopenAfterRepeatedErrors(t *testing.T) {
 	ops := []i2ctest.IO{{Addr: 0x44, W: []byte{0x30, 0x66}}}
-	bad := mustHex("ffffffffffff")
+	bad := i2cbustest.Hex("ffffffffffff")
 	for i := range reopenAfter {
 		if i >= 2 { // the driver soft-resets before each try after two failures
 			ops = append(ops, i2ctest.IO{Addr: 0x44, W: []byte{0x30, 0xA2}}, i2ctest.IO{Addr: 0x44, W: []byte{0x30, 0x66}})
@@ -144,10 +119,10 @@ func TestReopenAfterRepeatedErrors(t *testing.T) {
 	second := &i2ctest.Playback{Ops: []i2ctest.IO{
 		{Addr: 0x44, W: []byte{0x30, 0x66}},
 		{Addr: 0x44, W: []byte{0x24, 0x00}},
-		{Addr: 0x44, R: mustHex("6666938000a2")},
+		{Addr: 0x44, R: i2cbustest.Hex("6666938000a2")},
 	}, DontPanic: true}
-	bs := &buses{list: []*i2ctest.Playback{first, second}}
-	d, err := NewWithBus(sensors.Spec{ID: "x", Options: Options{Bus: "1"}}, bs.open)
+	bs := &i2cbustest.Buses{List: []*i2ctest.Playback{first, second}}
+	d, err := NewWithBus(sensors.Spec{ID: "x", Options: Options{Bus: "1"}}, bs.Open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,8 +137,8 @@ func TestReopenAfterRepeatedErrors(t *testing.T) {
 	if _, err := d.Poll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if bs.opens != 2 {
-		t.Fatalf("opens = %d", bs.opens)
+	if bs.Opens != 2 {
+		t.Fatalf("opens = %d", bs.Opens)
 	}
 	if err := second.Close(); err != nil {
 		t.Fatal(err)
