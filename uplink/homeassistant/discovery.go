@@ -106,13 +106,14 @@ type Publisher struct {
 	mu        sync.Mutex
 	site      Site
 	devs      map[string]Device
-	ents      map[string]entity // by device + "\x00" + metric
-	learned   map[string]string // device → fingerprint its entities were confirmed under
-	pending   map[string]bool   // devices whose entities wait for their next telemetry
-	topics    map[string]bool   // configs that may be retained on a broker (saved)
-	staleAt   map[string]uint64 // of topics, those not wanted any more: when they went stale
-	configs   map[string][]byte // wanted: topic → payload
-	order     []string          // of configs: the appliance first, then by topic
+	ents      map[string]entity    // by device + "\x00" + metric
+	learned   map[string]string    // device → fingerprint its entities were confirmed under
+	pending   map[string]bool      // devices whose entities wait for their next telemetry
+	ident     map[string][2]string // device → manufacturer and model it reports (ups.mfr, ups.model)
+	topics    map[string]bool      // configs that may be retained on a broker (saved)
+	staleAt   map[string]uint64    // of topics, those not wanted any more: when they went stale
+	configs   map[string][]byte    // wanted: topic → payload
+	order     []string             // of configs: the appliance first, then by topic
 	lastSaved []byte
 	resendReq uint64
 	tick      uint64
@@ -128,7 +129,7 @@ func New(db *bbolt.DB, log *slog.Logger) (*Publisher, error) {
 		log = slog.Default()
 	}
 	p := &Publisher{db: db, log: log.With("part", "homeassistant"), devs: map[string]Device{},
-		ents: map[string]entity{}, learned: map[string]string{}, pending: map[string]bool{},
+		ents: map[string]entity{}, learned: map[string]string{}, pending: map[string]bool{}, ident: map[string][2]string{},
 		topics: map[string]bool{}, staleAt: map[string]uint64{}, configs: map[string][]byte{},
 		changed: make(chan struct{})}
 	err := db.View(func(tx *bbolt.Tx) error {
@@ -191,6 +192,11 @@ func (p *Publisher) Set(s Site) error {
 			delete(p.learned, d)
 		}
 	}
+	for d := range p.ident {
+		if _, ok := p.devs[d]; !ok {
+			delete(p.ident, d)
+		}
+	}
 	return p.update()
 }
 
@@ -218,6 +224,14 @@ func (p *Publisher) Observe(rs []uplink.Reading) {
 			}
 			seen[d.ID][r.Metric] = true
 		}
+		if v, ok := r.Value.(string); ok && identity[r.Metric] > 0 {
+			id := p.ident[d.ID]
+			if i := identity[r.Metric] - 1; id[i] != v && len(v) <= 64 {
+				id[i] = v
+				p.ident[d.ID] = id
+				changed = true
+			}
+		}
 		k := r.Device + "\x00" + r.Metric
 		old, known := p.ents[k]
 		e := entity{Device: r.Device, Metric: r.Metric, Unit: r.Unit}
@@ -233,13 +247,17 @@ func (p *Publisher) Observe(rs []uplink.Reading) {
 		if known && old == e {
 			continue
 		}
-		if !known && len(p.ents) >= MaxEntities {
-			p.dropped++
-			if time.Since(p.droppedAt) > time.Hour {
-				p.droppedAt = time.Now()
-				p.log.Warn("too many readings for Home Assistant: some get no entity", "max", MaxEntities, "device", r.Device, "metric", r.Metric)
+		if !known {
+			_, err := jinjaString(r.Metric)
+			if len(p.ents) >= MaxEntities || err != nil {
+				p.dropped++
+				if time.Since(p.droppedAt) > time.Hour {
+					p.droppedAt = time.Now()
+					p.log.Warn("a reading gets no Home Assistant entity: too many readings, or a name a template cannot hold",
+						"max", MaxEntities, "device", r.Device, "metric", r.Metric)
+				}
+				continue
 			}
-			continue
 		}
 		p.ents[k] = e
 		changed = true
@@ -260,6 +278,9 @@ func (p *Publisher) Observe(rs []uplink.Reading) {
 		}
 	}
 }
+
+// identity are the readings that name a device's maker (1) and model (2), as NUT names them.
+var identity = map[string]int{"ups.mfr": 1, "device.mfr": 1, "ups.model": 2, "device.model": 2}
 
 // Stats counts the entities and what was left out.
 func (p *Publisher) Stats() Stats {

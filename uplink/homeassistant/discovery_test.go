@@ -1,6 +1,7 @@
 package homeassistant
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -168,5 +169,40 @@ func TestCheckPrefix(t *testing.T) {
 		if err := CheckPrefix(p); (err == nil) != ok {
 			t.Errorf("%q: %v", p, err)
 		}
+	}
+}
+
+// TestDeviceIdentity: a device that reports its maker and model (NUT's ups.mfr, ups.model)
+// shows them in HA's device block; a metric name a template cannot hold gets no entity and
+// is counted.
+func TestDeviceIdentity(t *testing.T) {
+	p, _ := New(openDB(t), nil)
+	p.Set(testSite(Device{ID: "ups2", Model: "upsmib", Class: "ups", Fingerprint: "x"}))
+	p.Observe([]uplink.Reading{num("ups2", "battery.charge", "%", 90),
+		{Device: "ups2", Metric: "ups.mfr", Value: "APC", Quality: "good"},
+		{Device: "ups2", Metric: "ups.model", Value: "Smart-UPS 1500", Quality: "good"},
+		num("ups2", "bad{{name", "W", 1)})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var cfg struct {
+		Device struct{ Manufacturer, Model string }
+	}
+	found := false
+	for topic, c := range p.configs {
+		if strings.Contains(topic, "battery_charge") {
+			found = true
+			if err := json.Unmarshal(c, &cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if strings.Contains(topic, "bad") {
+			t.Errorf("an entity for an unusable name: %s", topic)
+		}
+	}
+	if !found || cfg.Device.Manufacturer != "APC" || cfg.Device.Model != "Smart-UPS 1500 (upsmib)" {
+		t.Errorf("device block %+v", cfg.Device)
+	}
+	if p.dropped != 1 {
+		t.Errorf("dropped %d, want 1", p.dropped)
 	}
 }

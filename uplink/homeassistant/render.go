@@ -66,6 +66,12 @@ func (p *Publisher) render() {
 			continue
 		}
 		dev := haDevice{Identifiers: []string{appID + "/" + d.ID}, Name: d.ID, Model: d.Model, ViaDevice: appID}
+		if id := p.ident[d.ID]; id != [2]string{} {
+			dev.Manufacturer = id[0]
+			if id[1] != "" {
+				dev.Model = id[1] + " (" + d.Model + ")"
+			}
+		}
 		if d.Description != "" {
 			dev.Name = d.ID + " (" + d.Description + ")"
 		}
