@@ -7,13 +7,13 @@ PKGS     := ./...
 # Debian packages the integration tests talk to (real peers, not fakes).
 # nut-snmp: NUT's own snmp-ups for the upsmib differential test; systemd: systemd-analyze
 # verifies the .deb's unit; util-linux: unshare gives each test upsmon its own /run/nut.
-DEB_PEERS := prometheus mosquitto mosquitto-clients snmpsim snmp nut-client nut-server nut-snmp socat chromium qemu-system-arm u-boot-qemu systemd util-linux python3-pymodbus mbpoll snmptrapd rsyslog rsyslog-gnutls python3-aiosmtpd smitools protobuf-compiler python3-jinja2
+DEB_PEERS := prometheus mosquitto mosquitto-clients snmpsim snmp nut-client nut-server nut-snmp socat chromium qemu-system-arm u-boot-qemu systemd util-linux python3-pymodbus mbpoll snmptrapd rsyslog rsyslog-gnutls python3-aiosmtpd smitools protobuf-compiler nats-server python3-jinja2
 
 # Two image builds give the same bytes: every timestamp comes from here.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1735689600)
 export SOURCE_DATE_EPOCH
 
-.PHONY: all build run test test-go deps lint cross bench fuzz image deb fleet clean
+.PHONY: all build run test test-go deps lint cross bench fuzz image deb fleet fleet-nats interop clean
 
 all: build
 
@@ -54,6 +54,16 @@ fuzz:
 N ?= 500
 fleet:
 	$(GO) run ./bench/fleet -n $(N)
+
+# The fleet against a three-node nats-server cluster (MQTT + JetStream), one node killed and
+# restarted mid-run: `make fleet-nats N=100` (100 unless N is given; 2 cores take that in minutes).
+fleet-nats: deps
+	bash scripts/fleet-nats.sh $(if $(filter command line environment,$(origin N)),$(N),100)
+
+# The Telegraf kit against a real Telegraf 1.37 (built once into ~/.cache/rackwatch-anchors),
+# the demo site on mosquitto, a broker restart and a daemon crash mid-run; not part of make test.
+interop: deps
+	bash scripts/interop.sh
 
 # The firmware image for arm64 boards (images/README.md): images/out/rackwatch-arm64.img.
 # The kernel is the gokrazy module's, downloaded by mkimage when missing; KERNEL=path for another.

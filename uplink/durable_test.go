@@ -268,6 +268,18 @@ func TestFailover(t *testing.T) {
 	testpeer.Eventually(t, 20*time.Second, "offline on broker 2 after leaving it", func() bool {
 		return len(sub2.Matching(root+"/state", `"state":"offline"`)) > 0
 	})
+	// Leaving broker 2 ends with a DISCONNECT it has read, so its will (offline, stamped at
+	// connect) does not follow the offline sent on the way out: through a cluster, that will
+	// can land after the online sent through the next node. The connection is closed by now;
+	// a marker published after it bounds the wait for a will.
+	pub := testpeer.Require(t, "mosquitto_pub", "mosquitto-clients")
+	if out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", fmt.Sprint(m2.Port), "-q", "1", "-t", root+"/marker", "-m", "x").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+	testpeer.Eventually(t, 20*time.Second, "the marker on broker 2", func() bool { return len(sub2.Matching(root+"/marker")) > 0 })
+	if off := sub2.Matching(root+"/state", `"state":"offline"`); len(off) != 1 {
+		t.Errorf("broker 2 got %d offline states after the switch, want the one sent on leaving (no will): %q", len(off), off)
+	}
 	p.halt()
 	checkComplete(t, db, sub1, sub2)
 }

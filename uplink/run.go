@@ -420,6 +420,13 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 			c.client.Disconnect(500)
 			return ctx.Err()
 		}
+		if errors.Is(why, errSwitch) {
+			// Disconnect(0) closes the socket before the DISCONNECT is written, so the broker
+			// left would publish the will (offline, retained); through a cluster that can land
+			// after the online sent through the next node.
+			c.client.Disconnect(500)
+			return why
+		}
 		c.client.Disconnect(0)
 		return why
 	}

@@ -4,13 +4,18 @@
 // measures: the time until all N have said `online` (retained R/state), the messages per second
 // the broker delivers to one subscriber of rackwatch/#, and, after the broker is restarted,
 // how the reconnects spread out in time (the uplink's backoff jitter) and whether any
-// telemetry `seq` went missing. Targets: all online ≤ 10 s; no gap.
+// telemetry or incident `seq` went missing. Targets: all online ≤ 10 s; no gap.
+//
+// With -broker nats (`make fleet-nats`) the broker is a three-node nats-server cluster with
+// MQTT and JetStream instead (nats.go): every site lists all three nodes, one node is killed
+// mid-run and started again.
 //
 // It imports the daemon's site package and the sensor drivers; nothing imports it.
 package main
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -39,8 +44,19 @@ func main() {
 	telemetry := flag.Duration("telemetry", 2*time.Second, "each site's telemetry_interval")
 	measure := flag.Duration("measure", 10*time.Second, "how long to count messages once all are online")
 	down := flag.Duration("down", 5*time.Second, "how long the broker stays down")
+	kind := flag.String("broker", "mosquitto", "mosquitto (one broker, restarted) or nats (a three-node cluster, one node killed)")
 	flag.Parse()
-	if err := run(*n, *telemetry, *measure, *down); err != nil {
+	var err error
+	switch *kind {
+	case "mosquitto":
+		err = run(*n, *telemetry, *measure, *down)
+	case "nats":
+		err = runNATS(*n, *telemetry, *measure, *down)
+	default:
+		err = fmt.Errorf("-broker %q: want mosquitto or nats", *kind)
+	}
+	if err != nil {
+		fmt.Println("fleet failed:", err)
 		fmt.Fprintln(os.Stderr, "fleet:", err)
 		os.Exit(1)
 	}
@@ -109,13 +125,20 @@ func (b *broker) stop() {
 }
 
 // watcher is the subscriber: per node, when it came online (after a given time) and every
-// telemetry seq it saw.
+// telemetry and incident seq it saw.
 type watcher struct {
 	mu       sync.Mutex
 	since    time.Time            // online messages with a ts before this are old news
 	online   map[string]time.Time // node → arrival of its first fresh online
 	seqs     map[string][]uint64  // node → telemetry seqs in arrival order
+	iseqs    map[string][]uint64  // node → incident seqs in arrival order
+	states   map[string][]string  // node → every R/state payload, with its arrival time
+	byTS     bool                 // online times are the payloads' ts (the site's connect), not arrivals
 	messages atomic.Int64
+}
+
+func newWatcher() *watcher {
+	return &watcher{online: map[string]time.Time{}, seqs: map[string][]uint64{}, iseqs: map[string][]uint64{}, states: map[string][]string{}}
 }
 
 func (w *watcher) handle(_ mqtt.Client, m mqtt.Message) {
@@ -138,14 +161,24 @@ func (w *watcher) handle(_ mqtt.Client, m mqtt.Message) {
 	defer w.mu.Unlock()
 	switch kind {
 	case "state":
+		w.states[node] = append(w.states[node], now.UTC().Format("15:04:05.000")+" "+string(m.Payload()))
 		ts, err := time.Parse(time.RFC3339Nano, p.TS)
 		if p.State == "online" && err == nil && !ts.Before(w.since) {
-			if _, ok := w.online[node]; !ok {
+			if w.byTS {
+				// The latest connect's own time: an online whose connection the broker
+				// dropped before acknowledging it may still arrive, and arrival waits on
+				// the watcher's own delivery, which a broker failover stalls too.
+				if t0, ok := w.online[node]; !ok || ts.After(t0) {
+					w.online[node] = ts
+				}
+			} else if _, ok := w.online[node]; !ok {
 				w.online[node] = now
 			}
 		}
 	case "telemetry":
 		w.seqs[node] = append(w.seqs[node], p.Seq)
+	case "incidents":
+		w.iseqs[node] = append(w.iseqs[node], p.Seq)
 	}
 }
 
@@ -167,14 +200,25 @@ func (w *watcher) onlineTimes() []time.Time {
 	return out
 }
 
+// stream is what a stopped site's database says of one of its seq streams.
+type stream struct {
+	last   uint64   // the last seq given
+	queued []uint64 // seqs still on disk, to be sent at the next start
+}
+
+// stopped is one stopped site's telemetry and incident streams.
+type stopped struct{ telemetry, incidents stream }
+
 // gaps counts, over every node, the seqs up to the last one the node used that neither arrived
 // nor are still queued on the node's disk for its next start (so a lost tail counts as much as
-// a hole), and the duplicates.
-func (w *watcher) gaps(stopped map[string]uplink.Stopped) (missing, tail, queued, dups, total int) {
+// a hole), and the duplicates, in seqs (the watcher's telemetry or incident seqs) against
+// what each site's database says (of).
+func (w *watcher) gaps(name string, seqs map[string][]uint64, final map[string]stopped, of func(stopped) stream) (missing, tail, queued, dups, total int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for node, st := range stopped {
-		s := w.seqs[node]
+	for node, stp := range final {
+		st := of(stp)
+		s := seqs[node]
 		seen := map[uint64]bool{}
 		var hi uint64
 		for _, q := range s {
@@ -186,10 +230,10 @@ func (w *watcher) gaps(stopped map[string]uplink.Stopped) (missing, tail, queued
 			total++
 		}
 		onDisk := map[uint64]bool{}
-		for _, q := range st.QueuedTelemetry {
+		for _, q := range st.queued {
 			onDisk[q] = true
 		}
-		for q := uint64(1); q <= max(hi, st.LastTelemetry); q++ {
+		for q := uint64(1); q <= max(hi, st.last); q++ {
 			switch {
 			case seen[q]:
 			case onDisk[q]:
@@ -200,7 +244,7 @@ func (w *watcher) gaps(stopped map[string]uplink.Stopped) (missing, tail, queued
 					tail++
 				}
 				if os.Getenv("FLEET_DEBUG") != "" {
-					fmt.Fprintf(os.Stderr, "%s: missing seq %d (last used %d); arrival order %v\n", node, q, st.LastTelemetry, s)
+					fmt.Fprintf(os.Stderr, "%s: missing %s seq %d (last used %d); arrival order %v\n", node, name, q, st.last, s)
 				}
 			}
 		}
@@ -208,9 +252,10 @@ func (w *watcher) gaps(stopped map[string]uplink.Stopped) (missing, tail, queued
 	return missing, tail, queued, dups, total
 }
 
-// stoppedSeqs reads every stopped site's seqs from its database.
-func stoppedSeqs(dir string, n int) (map[string]uplink.Stopped, error) {
-	out := map[string]uplink.Stopped{}
+// stoppedSeqs reads every stopped site's seqs from its database. Queued incidents are read
+// from the uplink's bucket directly (uplink.ReadStopped lists queued telemetry only).
+func stoppedSeqs(dir string, n int) (map[string]stopped, error) {
+	out := map[string]stopped{}
 	for i := range n {
 		node := fmt.Sprintf("n%04d", i)
 		db, err := bbolt.Open(filepath.Join(dir, node, "rackwatch.db"), 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
@@ -218,11 +263,28 @@ func stoppedSeqs(dir string, n int) (map[string]uplink.Stopped, error) {
 			return nil, fmt.Errorf("%s: %w", node, err)
 		}
 		st, err := uplink.ReadStopped(db)
+		var qi []uint64
+		if err == nil {
+			err = db.View(func(tx *bbolt.Tx) error {
+				if b := tx.Bucket([]byte("uplink.incidents")); b != nil {
+					return b.ForEach(func(k, _ []byte) error {
+						if len(k) == 8 {
+							qi = append(qi, binary.BigEndian.Uint64(k))
+						}
+						return nil
+					})
+				}
+				return nil
+			})
+		}
 		db.Close()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", node, err)
 		}
-		out[node] = st
+		out[node] = stopped{
+			telemetry: stream{last: st.LastTelemetry, queued: st.QueuedTelemetry},
+			incidents: stream{last: st.LastIncident, queued: qi},
+		}
 	}
 	return out, nil
 }
@@ -271,7 +333,7 @@ func run(n int, telemetry, measure, down time.Duration) error {
 	url := "tcp://" + b.addr
 	fmt.Printf("fleet: %d sites, telemetry every %v, mosquitto on %s\n", n, telemetry, b.addr)
 
-	w := &watcher{online: map[string]time.Time{}, seqs: map[string][]uint64{}}
+	w := newWatcher()
 	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("fleet-watcher").
 		SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).
 		SetOrderMatters(false).SetDefaultPublishHandler(w.handle).
@@ -282,44 +344,13 @@ func run(n int, telemetry, measure, down time.Duration) error {
 	defer sub.Disconnect(250)
 	time.Sleep(200 * time.Millisecond) // the SUBSCRIBE from the connect handler
 
-	level := slog.LevelError
-	if os.Getenv("FLEET_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var failed atomic.Int64
+	f := &fleet{dir: dir, n: n}
 	start := time.Now()
 	w.reset(start.Add(-time.Second))
-	for i := range n {
-		node := fmt.Sprintf("n%04d", i)
-		cfg, err := config.Parse(node+".yaml", fmt.Appendf(nil, `site: fleet
-node: %s
-data_dir: %s
-web: {listen: "127.0.0.1:0"}
-mqtt: {brokers: ["%s"], telemetry_interval: %s}
-devices:
-  - {id: ups1, driver: sim.ups, poll: 2s}
-  - {id: inlet, driver: sim.env, poll: 2s}
-  - {id: door, driver: sim.contact, poll: 2s}
-rules:
-  - {name: inlet-hot, device: inlet, metric: temperature, warn_above: 30}
-`, node, filepath.Join(dir, node), url, telemetry))
-		if err != nil {
-			cancel()
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := site.Run(ctx, cfg, site.Options{Version: "fleet", Log: log.With("node", node)}); err != nil {
-				failed.Add(1)
-				log.Error("site stopped", "node", node, "err", err)
-			}
-		}()
+	if err := f.start(telemetry, func(int) []string { return []string{url} }); err != nil {
+		return err
 	}
-	defer func() { cancel(); wg.Wait() }()
+	defer f.stop()
 
 	ok := waitFor(60*time.Second, func() bool { return len(w.onlineTimes()) >= n })
 	ons := w.onlineTimes()
@@ -339,7 +370,7 @@ rules:
 	// Broker restart: the sites queue on disk while it is down, then reconnect on their own.
 	before := w.telemetryCount()
 	b.stop()
-	stopped := time.Now()
+	stoppedAt := time.Now()
 	time.Sleep(down)
 	restartAt := time.Now()
 	w.reset(restartAt)
@@ -349,7 +380,7 @@ rules:
 	ok = waitFor(5*time.Minute, func() bool { return len(w.onlineTimes()) >= n })
 	ons = w.onlineTimes()
 	fmt.Printf("broker restart:    down %.1f s; %d of %d sites back online: %s after it came back\n",
-		restartAt.Sub(stopped).Seconds(), len(ons), n, spread(ons, restartAt))
+		restartAt.Sub(stoppedAt).Seconds(), len(ons), n, spread(ons, restartAt))
 	if !ok {
 		return fmt.Errorf("only %d of %d sites back after 5 min", len(ons), n)
 	}
@@ -358,8 +389,80 @@ rules:
 	// Let every site publish some more, then stop them all: their last telemetry is queued
 	// and flushed before Run returns.
 	waitFor(2*time.Minute, func() bool { return w.telemetryCount() > before+2*n })
-	cancel()
-	wg.Wait()
+	return f.finish(w)
+}
+
+// fleet is N sites running in this process.
+type fleet struct {
+	dir    string
+	n      int
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	failed atomic.Int64
+}
+
+// start starts every site; brokers gives site i's mqtt.brokers. The inlet's temperature
+// crosses the rule's threshold every minute, so each site opens and resolves incidents.
+func (f *fleet) start(telemetry time.Duration, brokers func(i int) []string) error {
+	level := slog.LevelError
+	if os.Getenv("FLEET_DEBUG") != "" {
+		level = slog.LevelDebug
+	} else if os.Getenv("FLEET_LOG") == "info" {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	for i := range f.n {
+		node := fmt.Sprintf("n%04d", i)
+		bs, _ := json.Marshal(brokers(i))
+		cfg, err := config.Parse(node+".yaml", fmt.Appendf(nil, `site: fleet
+node: %s
+data_dir: %s
+web: {listen: "127.0.0.1:0"}
+mqtt: {brokers: %s, telemetry_interval: %s}
+devices:
+  - {id: ups1, driver: sim.ups, poll: 2s}
+  - id: inlet
+    driver: sim.env
+    poll: 2s
+    loop: true
+    script:
+      - {at: 20s, set: {temperature: 35}}
+      - {at: 40s, set: {temperature: 23}}
+      - {at: 60s}
+  - {id: door, driver: sim.contact, poll: 2s}
+rules:
+  - {name: inlet-hot, device: inlet, metric: temperature, warn_above: 30}
+`, node, filepath.Join(f.dir, node), bs, telemetry))
+		if err != nil {
+			f.stop()
+			return err
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			if err := site.Run(ctx, cfg, site.Options{Version: "fleet", Log: log.With("node", node)}); err != nil {
+				f.failed.Add(1)
+				log.Error("site stopped", "node", node, "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// stop stops every site and waits for them; their last messages are queued on disk.
+func (f *fleet) stop() {
+	if f.cancel != nil {
+		f.cancel()
+	}
+	f.wg.Wait()
+}
+
+// finish stops every site, waits until the subscriber has had everything they sent, and
+// checks the telemetry and incident seqs against the sites' databases.
+func (f *fleet) finish(w *watcher) error {
+	f.stop()
 	total := w.telemetryCount()
 	waitFor(30*time.Second, func() bool {
 		time.Sleep(time.Second)
@@ -367,18 +470,21 @@ rules:
 		defer func() { total = t }()
 		return t == total
 	})
-	final, err := stoppedSeqs(dir, n)
+	final, err := stoppedSeqs(f.dir, f.n)
 	if err != nil {
 		return err
 	}
-	missing, tail, queued, dups, seen := w.gaps(final)
-	fmt.Printf("seq check:         %d telemetry messages from %d sites, %d seq missing (%d after the highest seen), %d still queued on disk for the next start, %d duplicates\n", seen, n, missing, tail, queued, dups)
+	missing, tail, queued, dups, seen := w.gaps("telemetry", w.seqs, final, func(s stopped) stream { return s.telemetry })
+	fmt.Printf("seq check:         %d telemetry messages from %d sites, %d seq missing (%d after the highest seen), %d still queued on disk for the next start, %d duplicates\n", seen, f.n, missing, tail, queued, dups)
 	fmt.Printf("seq_missing=%d\nseq_missing_tail=%d\nseq_queued_at_stop=%d\nseq_duplicates=%d\n", missing, tail, queued, dups)
-	if f := failed.Load(); f > 0 {
-		return fmt.Errorf("%d sites stopped with an error", f)
+	imissing, itail, iqueued, idups, iseen := w.gaps("incident", w.iseqs, final, func(s stopped) stream { return s.incidents })
+	fmt.Printf("incident check:    %d incident messages from %d sites, %d seq missing (%d after the highest seen), %d still queued on disk for the next start, %d duplicates\n", iseen, f.n, imissing, itail, iqueued, idups)
+	fmt.Printf("incidents_seen=%d\nincident_seq_missing=%d\nincident_seq_missing_tail=%d\nincident_seq_queued_at_stop=%d\nincident_seq_duplicates=%d\n", iseen, imissing, itail, iqueued, idups)
+	if n := f.failed.Load(); n > 0 {
+		return fmt.Errorf("%d sites stopped with an error", n)
 	}
-	if missing > 0 {
-		return fmt.Errorf("%d telemetry seqs missing", missing)
+	if missing > 0 || imissing > 0 {
+		return fmt.Errorf("%d telemetry and %d incident seqs missing", missing, imissing)
 	}
 	return nil
 }

@@ -127,6 +127,7 @@ func main() {
 	dir := flag.String("in", "", "folder with the collected outputs")
 	out := flag.String("out", "docs/BENCHMARKS.md", "file to write")
 	notes := flag.String("notes", "bench/report/notes", "folder of hand-written notes per section (N.md)")
+	recordedDir := flag.String("recorded", "bench/report/recorded", "folder of results recorded by other runs (NAME.md), appended as they are")
 	flag.Parse()
 	r, err := load(*dir)
 	if err != nil {
@@ -228,7 +229,7 @@ func main() {
 				{"QEMU boot to status page (s)", "qemu", "", "boot_s", true, 10, "%.1f"},
 			}, raw: []string{"binary.txt", "qemu.txt"}},
 		{title: "8. Fleet", command: "make fleet N=" + text("fleet_n") + " (go run ./bench/fleet -n N)",
-			notes: "N whole sites in one process (site.Run each: sim.ups, sim.env, sim.contact polled every 2 s, a rule, web on 127.0.0.1:0, own data dir and bbolt, own paho client, telemetry every 2 s) against one mosquitto with persistence; one paho subscriber on rackwatch/fleet/# with a persistent session counts. Online = the retained `online` R/state. Then mosquitto is stopped for 5 s and started again: reconnect times are when each site's fresh `online` arrives, measured from the broker's restart. Finally every site is stopped and the telemetry seqs the subscriber saw are checked against the last seq each site's database says it used: a seq neither received nor still queued on the site's disk is missing, after the highest seen as well as below it.",
+			notes: "N whole sites in one process (site.Run each: sim.ups, sim.env, sim.contact polled every 2 s, a rule, web on 127.0.0.1:0, own data dir and bbolt, own paho client, telemetry every 2 s) against one mosquitto with persistence; one paho subscriber on rackwatch/fleet/# with a persistent session counts. Online = the retained `online` R/state. Then mosquitto is stopped for 5 s and started again: reconnect times are when each site's fresh `online` arrives, measured from the broker's restart. Each inlet is over its rule's threshold 20 s of every minute, so incidents flow too. Finally every site is stopped and the telemetry and incident seqs the subscriber saw are checked against the last seq each site's database says it used: a seq neither received nor still queued on the site's disk is missing, after the highest seen as well as below it.",
 			checks: []check{
 				{"all online (s)", "fleet", "", "all_online_s", true, 10, "%.2f"},
 				{"messages/s at the broker", "fleet", "", "msgs_per_s", false, 0, "%.0f"},
@@ -239,6 +240,9 @@ func main() {
 				{"of which after the highest seq seen", "fleet", "", "seq_missing_tail", true, 0, "%.0f"},
 				{"still queued on disk at the stop (sent at the next start)", "fleet", "", "seq_queued_at_stop", false, 0, "%.0f"},
 				{"duplicates (at-least-once)", "fleet", "", "seq_duplicates", false, 0, "%.0f"},
+				{"incident messages seen", "fleet", "", "incidents_seen", false, 0, "%.0f"},
+				{"incident seqs missing (the same way)", "fleet", "", "incident_seq_missing", true, 0, "%.0f"},
+				{"incident duplicates", "fleet", "", "incident_seq_duplicates", false, 0, "%.0f"},
 			}, raw: []string{"fleet.txt"}},
 		{title: "9. Storage", command: "BENCH_STORAGE_DURATION=" + text("storage_duration") + " go test -run '^$' -bench 'Storage(Quiet|Demo|Offline)$' -benchtime=1x ./bench/storage/ (three processes at once)",
 			notes: "write_bytes of the whole rackwatch process (/proc/PID/io: what it sent to storage, counted per page dirtied) over the window, from 30 s after it listens, extrapolated to a day. quiet: 10 sim devices that do not change (UPSes on mains, inlets, feeds, contacts, a relay), rules and both policies, telemetry every 10 s to mosquitto, no incidents. demo: daemon/demo.yaml (the story: an incident every few minutes) with its embedded broker. offline: the quiet site with no broker reachable (every telemetry message queued on disk). The hold file is in $RUNTIME_DIRECTORY, on a tmpfs (/dev/shm) as under systemd and on the image (BENCH_STORAGE_HOLD_ON_DISK=1: on the disk).",
@@ -294,7 +298,18 @@ func main() {
 		}
 		b.WriteString("\n")
 	}
-	if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
+	// Results recorded by runs that make bench does not do (make interop, make fleet-nats),
+	// each dated with its commit, kept across regenerations (scripts/record.sh).
+	recorded, _ := filepath.Glob(filepath.Join(*recordedDir, "*.md"))
+	for _, f := range recorded {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		name := strings.TrimSuffix(filepath.Base(f), ".md")
+		fmt.Fprintf(&b, "<!-- recorded:%s -->\n%s\n<!-- /recorded:%s -->\n\n", name, strings.TrimSpace(string(body)), name)
+	}
+	if err := os.WriteFile(*out, []byte(strings.TrimRight(b.String(), "\n")+"\n"), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
