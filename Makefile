@@ -7,7 +7,7 @@ PKGS     := ./...
 # Debian packages the integration tests talk to (real peers, not fakes).
 # nut-snmp: NUT's own snmp-ups for the upsmib differential test; systemd: systemd-analyze
 # verifies the .deb's unit; util-linux: unshare gives each test upsmon its own /run/nut.
-DEB_PEERS := prometheus mosquitto mosquitto-clients snmpsim snmp nut-client nut-server nut-snmp socat chromium qemu-system-arm u-boot-qemu systemd util-linux python3-pymodbus mbpoll snmptrapd rsyslog rsyslog-gnutls python3-aiosmtpd smitools protobuf-compiler nats-server
+DEB_PEERS := prometheus mosquitto mosquitto-clients snmpsim snmp nut-client nut-server nut-snmp socat chromium qemu-system-arm u-boot-qemu systemd util-linux python3-pymodbus mbpoll snmptrapd rsyslog rsyslog-gnutls python3-aiosmtpd smitools protobuf-compiler nats-server python3-jinja2
 
 # Two image builds give the same bytes: every timestamp comes from here.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1735689600)

@@ -446,7 +446,15 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 	}
 	u.mu.Lock()
 	u.connected, u.broker, u.lastErr = true, c.broker, ""
+	onConnect := u.onConnect
 	u.mu.Unlock()
+	if onConnect != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			onConnect(sctx, &Session{client: c.client, lost: c.lost, wait: u.opts.AckTimeout})
+		}()
+	}
 
 	var (
 		read          [2]uint64  // highest seq read (into ahead or sent) per kind on this connection

@@ -195,6 +195,8 @@ type Uplink struct {
 	// stopCommands stops runCommands and replyRefusals and waits for them; only Run's
 	// goroutine calls it.
 	stopCommands func()
+	// onConnect runs on every connection (session.go).
+	onConnect func(ctx context.Context, s *Session)
 
 	fmu sync.Mutex // serialises commits of held telemetry, and the direct path after stop
 	pmu sync.Mutex // guards the held telemetry below (hold.go); never taken inside a bbolt transaction

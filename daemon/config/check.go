@@ -14,6 +14,7 @@ import (
 	"github.com/rackwatch/rackwatch/sensors"
 	snmpdev "github.com/rackwatch/rackwatch/sensors/snmp"
 	"github.com/rackwatch/rackwatch/uplink"
+	"github.com/rackwatch/rackwatch/uplink/homeassistant"
 	"github.com/rackwatch/rackwatch/uplink/sparkplug"
 )
 
@@ -158,6 +159,12 @@ func (c *checker) check(cfg *Config) {
 	c.checkPair("mqtt.tls", cfg.MQTT.TLS.CertFile, cfg.MQTT.TLS.KeyFile, "cert_file", "key_file")
 	if err := uplink.CheckTopicLevel(cfg.MQTT.Prefix); err != nil {
 		c.addf(c.at("mqtt", "prefix"), "mqtt prefix: %v", err)
+	}
+	if err := homeassistant.CheckPrefix(cfg.MQTT.HomeassistantPrefix); err != nil {
+		c.addf(c.at("mqtt", "homeassistant_prefix"), "mqtt homeassistant_prefix: %v", err)
+	}
+	if cfg.MQTT.Homeassistant && cfg.MQTT.Format == uplink.FormatSparkplug {
+		c.addf(c.at("mqtt", "homeassistant"), "mqtt homeassistant: Home Assistant's entities read R/telemetry, which format %s does not publish", uplink.FormatSparkplug)
 	}
 	if q := cfg.MQTT.TelemetryQoS; q != nil {
 		if err := uplink.CheckTelemetryQoS(*q); err != nil {

@@ -81,6 +81,10 @@ type MQTT struct {
 	// published. Incidents are always committed first.
 	QueueFlush     *time.Duration `yaml:"queue_flush"`
 	EmbeddedBroker string         `yaml:"embedded_broker"`
+	// Homeassistant publishes Home Assistant MQTT discovery configs under
+	// HomeassistantPrefix (default homeassistant; uplink/homeassistant).
+	Homeassistant       bool   `yaml:"homeassistant"`
+	HomeassistantPrefix string `yaml:"homeassistant_prefix"`
 	// Format of telemetry: "json" (default, R/telemetry) or "sparkplug_b" (a Sparkplug B
 	// edge node instead; incidents, state, commands and audit stay JSON).
 	Format    string    `yaml:"format"`
@@ -354,6 +358,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MQTT.QueueMaxBytes == 0 {
 		c.MQTT.QueueMaxBytes = 256 << 20
+	}
+	if c.MQTT.HomeassistantPrefix == "" {
+		c.MQTT.HomeassistantPrefix = "homeassistant"
 	}
 	if c.MQTT.Format == "sparkplug_b" && c.MQTT.Sparkplug.Group == "" {
 		c.MQTT.Sparkplug.Group = c.Site

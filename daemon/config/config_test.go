@@ -145,3 +145,23 @@ devices:
 		t.Errorf("decoded %+v %+v / %+v %+v", a, oa, b, ob)
 	}
 }
+
+// TestHomeassistant: off by default with HA's own prefix; a prefix that is not a topic is
+// refused at its line.
+func TestHomeassistant(t *testing.T) {
+	cfg, err := Parse("h.yaml", []byte("site: a\nnode: b\ndevices: [{id: u, driver: sim.ups}]\nmqtt: {homeassistant: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.MQTT.Homeassistant || cfg.MQTT.HomeassistantPrefix != "homeassistant" {
+		t.Errorf("homeassistant %v prefix %q", cfg.MQTT.Homeassistant, cfg.MQTT.HomeassistantPrefix)
+	}
+	_, err = Parse("h.yaml", []byte("site: a\nnode: b\ndevices: [{id: u, driver: sim.ups}]\nmqtt:\n  homeassistant: true\n  homeassistant_prefix: \"ha/#\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "h.yaml:6: mqtt homeassistant_prefix") {
+		t.Errorf("bad prefix: %v", err)
+	}
+	_, err = Parse("h.yaml", []byte("site: a\nnode: b\ndevices: [{id: u, driver: sim.ups}]\nmqtt:\n  format: sparkplug_b\n  homeassistant: true\n"))
+	if err == nil || !strings.Contains(err.Error(), "h.yaml:6: mqtt homeassistant: Home Assistant's entities read R/telemetry") {
+		t.Errorf("with sparkplug_b: %v", err)
+	}
+}

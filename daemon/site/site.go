@@ -283,6 +283,7 @@ func (s *Site) loadState() error {
 	}
 	s.metrics = newMetrics(s)
 	s.metrics.reg.MustRegister(s.sh.auditMetrics()...)
+	s.metrics.reg.MustRegister(s.sh.hassMetrics()...)
 	return nil
 }
 
@@ -340,6 +341,7 @@ func (s *Site) launch() {
 	if err := s.inc.SetPublisher(s.publishIncident); err != nil {
 		s.log.Warn("incident events wait in the outbox", "err", err)
 	}
+	s.setHass()
 	for id, err := range s.failed {
 		s.log.Error("device not started", "device", id, "err", err)
 		s.store.Update(id, state.Error, nil, err, s.now())
@@ -525,6 +527,7 @@ func (s *Site) telemetry() {
 	if len(rs) == 0 {
 		return
 	}
+	s.observeHass(rs)
 	if err := s.sh.withUplink(func(up *uplink.Uplink) error { return up.Telemetry(rs) }); err != nil {
 		s.log.Error("telemetry not queued", "err", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/rackwatch/rackwatch/sensors"
 	"github.com/rackwatch/rackwatch/uplink"
 	"github.com/rackwatch/rackwatch/uplink/broker"
+	"github.com/rackwatch/rackwatch/uplink/homeassistant"
 )
 
 // A reload is a transaction. The Supervisor builds the next site beside the running one:
@@ -95,6 +96,10 @@ func (sv *Supervisor) Run(ctx context.Context) error {
 	}
 	defer db.Close()
 	if sh.audit, err = audit.Open(db, audit.Options{Retention: cfg.Audit.Retention, Now: sv.opt.Now, Log: sv.log}); err != nil {
+		<-sv.lock
+		return err
+	}
+	if sh.hass, err = homeassistant.New(db, sv.log); err != nil {
 		<-sv.lock
 		return err
 	}
@@ -292,6 +297,10 @@ type shared struct {
 	upStop func()
 
 	audit *audit.Log // nil for a site that runs nothing (replay)
+
+	// hass is the Home Assistant discovery publisher (hass.go); nil for a site that runs
+	// nothing (replay).
+	hass *homeassistant.Publisher
 }
 
 type trapRecv struct {
@@ -500,6 +509,9 @@ func (sh *shared) startUplink(opts uplink.Options) error {
 	up, err := uplink.New(sh.db, opts)
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)
+	}
+	if sh.hass != nil {
+		up.OnConnect(sh.hass.Serve)
 	}
 	up.OnCommand(func(ctx context.Context, c uplink.Command) error {
 		s := sh.current()
