@@ -109,31 +109,6 @@ func FuzzParseConsole(f *testing.F) {
 	})
 }
 
-// TestFindPartition reads a fake /sys/class/block made of uevent files as the kernel
-// writes them.
-func TestFindPartition(t *testing.T) {
-	sys := t.TempDir()
-	for name, uevent := range map[string]string{
-		"vda":  "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\nDISKSEQ=1\n",
-		"vda1": "MAJOR=254\nMINOR=1\nDEVNAME=vda1\nDEVTYPE=partition\nDISKSEQ=1\nPARTN=1\nPARTNAME=rackwatch-boot\n",
-		"vda2": "MAJOR=254\nMINOR=2\nDEVNAME=vda2\nDEVTYPE=partition\nDISKSEQ=1\nPARTN=2\nPARTNAME=rackwatch-data\n",
-	} {
-		os.MkdirAll(filepath.Join(sys, name), 0o755)
-		if err := os.WriteFile(filepath.Join(sys, name, "uevent"), []byte(uevent), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got, err := findPartition(sys, "rackwatch-data"); err != nil || got != "/dev/vda2" {
-		t.Errorf("findPartition(rackwatch-data) = %q, %v", got, err)
-	}
-	if got, err := findPartition(sys, "other"); err == nil {
-		t.Errorf("findPartition(other) = %q, want an error", got)
-	}
-	if _, err := findPartition(filepath.Join(sys, "missing"), "rackwatch-data"); err == nil {
-		t.Error("a missing /sys/class/block gave no error")
-	}
-}
-
 func TestInstallDefaultConfig(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "default.yaml")

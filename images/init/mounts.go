@@ -3,15 +3,14 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rackwatch/rackwatch/internal/gptpart"
 )
 
 // earlyMounts mounts the kernel filesystems. It runs before the console is set up, so it
@@ -49,37 +48,6 @@ func setupConsole() {
 	}
 }
 
-// findPartition returns the /dev path of the block device whose GPT partition name is name.
-func findPartition(sysBlock, name string) (string, error) {
-	ents, err := os.ReadDir(sysBlock)
-	if err != nil {
-		return "", fmt.Errorf("list %s: %w", sysBlock, err)
-	}
-	for _, e := range ents {
-		f, err := os.Open(filepath.Join(sysBlock, e.Name(), "uevent"))
-		if err != nil {
-			continue
-		}
-		kv := parseUevent(f)
-		f.Close()
-		if kv["PARTNAME"] == name && kv["DEVNAME"] != "" {
-			return "/dev/" + kv["DEVNAME"], nil
-		}
-	}
-	return "", fmt.Errorf("no partition named %q", name)
-}
-
-func parseUevent(f *os.File) map[string]string {
-	kv := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			kv[k] = v
-		}
-	}
-	return kv
-}
-
 // mountData waits for the data partition (block devices may be probed after init starts)
 // and mounts it on /data.
 func mountData(name string, within time.Duration) error {
@@ -87,7 +55,7 @@ func mountData(name string, within time.Duration) error {
 	var dev string
 	for {
 		var err error
-		if dev, err = findPartition("/sys/class/block", name); err == nil {
+		if dev, err = gptpart.Find(name); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
