@@ -79,6 +79,8 @@ func artifacts(t *testing.T) options {
 			Init:      filepath.Join(buildDir, "init"),
 			Rackwatch: os.Getenv("RACKWATCH_BIN"),
 			Config:    filepath.Join(root, "images/rackwatch-image.yaml"),
+			Keys:      filepath.Join(root, "images/keys"),
+			Version:   "test-x",
 			Out:       filepath.Join(buildDir, "rackwatch-arm64.img"),
 			Epoch:     defaultEpoch,
 		}
