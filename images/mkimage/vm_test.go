@@ -117,4 +117,3 @@ func setBootFile(t *testing.T, img, name string, data []byte) {
 		t.Fatalf("%s reads back as %q, want %q", name, got, data)
 	}
 }
-
