@@ -50,9 +50,11 @@ func TestSlotOrderAndTornState(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "order.img")
 	sparseCopy(t, o.Out, img)
 	valid := state(4, "B A", 3, 3, "")
-	torn := state(5, "A B", 3, 3, "").Marshal()
+	// Generation 0x50 cut after "RW_GEN=5": only RW_END (50) tells that 5 is not the
+	// generation, and 5 would beat the valid copy's 4.
+	torn := state(0x50, "A B", 3, 3, "").Marshal()
 	setBootFile(t, img, bootstate.Files[0], valid.Marshal())
-	setBootFile(t, img, bootstate.Files[1], torn[:len(torn)-4]) // "RW_GEN=" and a cut "5"
+	setBootFile(t, img, bootstate.Files[1], torn[:len(torn)-3])
 
 	v := slotVM(t, qemu, img)
 	v.waitConsole(t, 60*time.Second, "rackwatch: boot state rwstate.0 gen 4: order B A")
