@@ -3,15 +3,14 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rackwatch/rackwatch/internal/gptpart"
 )
 
 // earlyMounts mounts the kernel filesystems. It runs before the console is set up, so it
@@ -49,58 +48,28 @@ func setupConsole() {
 	}
 }
 
-// findPartition returns the /dev path of the block device whose GPT partition name is name.
-func findPartition(sysBlock, name string) (string, error) {
-	ents, err := os.ReadDir(sysBlock)
-	if err != nil {
-		return "", fmt.Errorf("list %s: %w", sysBlock, err)
-	}
-	for _, e := range ents {
-		f, err := os.Open(filepath.Join(sysBlock, e.Name(), "uevent"))
-		if err != nil {
-			continue
-		}
-		kv := parseUevent(f)
-		f.Close()
-		if kv["PARTNAME"] == name && kv["DEVNAME"] != "" {
-			return "/dev/" + kv["DEVNAME"], nil
-		}
-	}
-	return "", fmt.Errorf("no partition named %q", name)
-}
-
-func parseUevent(f *os.File) map[string]string {
-	kv := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			kv[k] = v
-		}
-	}
-	return kv
-}
-
-// mountData waits for the data partition (block devices may be probed after init starts)
-// and mounts it on /data.
-func mountData(name string, within time.Duration) error {
+// mountPartition waits for the partition named name (block devices may be probed after
+// init starts) and mounts it on dir; what ("data", "boot") names it in the log.
+func mountPartition(what, name, dir string, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	var dev string
 	for {
 		var err error
-		if dev, err = findPartition("/sys/class/block", name); err == nil {
+		if dev, err = gptpart.Find(name); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("find data partition: %w", err)
+			return fmt.Errorf("find %s partition: %w", what, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	os.MkdirAll(dataMount, 0o755)
-	// flush: vfat writes back at close, so a power cut loses less; the data are the site
-	// config, rackwatch's bbolt stores and its queue, which fsync on their own.
-	if err := unix.Mount(dev, dataMount, "vfat", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV, "flush,umask=022"); err != nil {
-		return fmt.Errorf("mount %s on %s: %w", dev, dataMount, err)
+	os.MkdirAll(dir, 0o755)
+	// flush: vfat writes back at close, so a power cut loses less. On /data rackwatch's
+	// bbolt stores and queue fsync on their own; on /boot the boot state is written twice
+	// (internal/bootstate) and fsynced.
+	if err := unix.Mount(dev, dir, "vfat", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV, "flush,umask=022"); err != nil {
+		return fmt.Errorf("mount %s on %s: %w", dev, dir, err)
 	}
-	slog.Info("data partition mounted", "dev", dev, "on", dataMount)
+	slog.Info(what+" partition mounted", "dev", dev, "on", dir)
 	return nil
 }
