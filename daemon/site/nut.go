@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 
 	"github.com/rackwatch/rackwatch/daemon/nut"
 	"github.com/rackwatch/rackwatch/daemon/state"
@@ -91,6 +92,14 @@ func (n nutSource) UPS(name string) (nut.UPS, bool) {
 	// An ordered shutdown is served even before the first poll after a restart, and while the
 	// UPS is silent: it is what the protected servers must act on.
 	status := d.Readings["ups.status"].Text
+	n.s.mu.Lock()
+	ordered := n.s.fsd[name]
+	n.s.mu.Unlock()
+	if ordered && !hasFlag(status, "FSD") {
+		// A failed poll leaves no status to add FSD to; the order stands all the same.
+		status = strings.TrimSpace(status + " FSD")
+		u.Vars["ups.status"] = status
+	}
 	u.Stale = (d.State == state.Stale && !hasFlag(status, "FSD")) || status == ""
 	if dev := n.s.devs[name]; dev == nil {
 		u.Disconnected = true
