@@ -404,3 +404,35 @@ func ReadManifest(r io.Reader) (manifest, signature []byte, err error) {
 	}
 	return bytes.Clone(manifest), signature, nil
 }
+
+// Resign copies the bundle read from r to w with signature in place of its signature entry
+// (a manifest signed on an offline machine with the minisign tool). The signature is not
+// checked here: Open does that where it matters.
+func Resign(w io.Writer, r io.Reader, signature []byte) error {
+	tr := tar.NewReader(r)
+	tw := tar.NewWriter(w)
+	for i := 0; ; i++ {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return truncated(err)
+		}
+		var body io.Reader = tr
+		if i == 1 {
+			if h.Name != SignatureName {
+				return fmt.Errorf("entry %q where %s belongs", h.Name, SignatureName)
+			}
+			h.Size = int64(len(signature))
+			body = bytes.NewReader(signature)
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, body); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
