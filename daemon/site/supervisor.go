@@ -16,6 +16,7 @@ import (
 	"github.com/rackwatch/rackwatch/daemon/audit"
 	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/incident"
+	"github.com/rackwatch/rackwatch/daemon/update"
 	"github.com/rackwatch/rackwatch/drivers/snmptrap"
 	"github.com/rackwatch/rackwatch/sensors"
 	"github.com/rackwatch/rackwatch/uplink"
@@ -102,6 +103,7 @@ func (sv *Supervisor) Run(ctx context.Context) error {
 	auditDone := make(chan struct{})
 	go func() { defer close(auditDone); sh.publishAudit(actx) }()
 	defer func() { stopAudit(); <-auditDone; sh.audit.FlushRefusals() }()
+	sh.startUpdater(sv.opt)
 	s, err := build(cfg, sv.opt, sh, false)
 	if err == nil && s.upOpts != nil {
 		if err = sh.startUplink(*s.upOpts); err != nil {
@@ -118,6 +120,9 @@ func (sv *Supervisor) Run(ctx context.Context) error {
 	s.resolve(reloadKey, nil, s.now())
 	sv.sh = sh
 	<-sv.lock
+	uctx, stopUpdater := context.WithCancel(context.Background())
+	updaterDone := sh.bootUpdater(uctx)
+	defer func() { stopUpdater(); updaterDone() }()
 	if sv.opt.Ready != nil {
 		sv.opt.Ready(s)
 	}
@@ -292,6 +297,7 @@ type shared struct {
 	upStop func()
 
 	audit *audit.Log // nil for a site that runs nothing (replay)
+	upd   *update.Updater
 }
 
 type trapRecv struct {
@@ -497,6 +503,9 @@ func (sh *shared) startUplink(opts uplink.Options) error {
 		}
 	}
 	opts.OnRefused = sh.auditRefusedCommand
+	if sh.upd != nil {
+		opts.Firmware = func() any { return sh.upd.Status() }
+	}
 	up, err := uplink.New(sh.db, opts)
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)

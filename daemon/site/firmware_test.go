@@ -1,0 +1,147 @@
+package site
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/daemon/update"
+	"github.com/rackwatch/rackwatch/internal/bootstate"
+	"github.com/rackwatch/rackwatch/internal/fwbundle"
+	"github.com/rackwatch/rackwatch/internal/minisign"
+)
+
+func firmwareSite(t *testing.T, uo update.Options) *Site {
+	t.Helper()
+	dir := t.TempDir()
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	users := filepath.Join(dir, "users")
+	os.WriteFile(users, []byte("alice:"+string(hash)+"\n"), 0o600)
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`site: test
+node: rack1
+data_dir: %s
+web: {listen: "127.0.0.1:0", users_file: %s}
+update: {commit_after: 1s, max_bytes: 2097152}
+devices:
+  - {id: inlet, driver: sim.env, poll: 200ms}
+`, filepath.Join(dir, "data"), users)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runSiteOpts(t, cfg, Options{Version: "v1", Update: uo})
+}
+
+func postUpdate(t *testing.T, s *Site, body []byte) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", "http://"+s.WebAddr().String()+"/api/v1/update", bytes.NewReader(body))
+	req.SetBasicAuth("alice", "pw")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	return resp.StatusCode, m
+}
+
+func devBundle(t *testing.T, version string, epoch int64, img []byte) []byte {
+	kb, _ := os.ReadFile("../../images/keys/dev.key")
+	k, err := minisign.ParseSecretKey(kb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var part bytes.Buffer
+	p, _ := fwbundle.CompressPart(fwbundle.SlotPart, bytes.NewReader(img), &part)
+	m, _ := fwbundle.EncodeManifest(fwbundle.Manifest{Format: 1, Board: "rackwatch-arm64", Version: version, Epoch: epoch, Parts: []fwbundle.Part{p}})
+	sig, _ := fwbundle.SignManifest(k, m)
+	var out bytes.Buffer
+	if err := fwbundle.Write(&out, m, sig, []io.Reader{&part}); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// POST /api/v1/update on the image: a bad bundle is refused (422, slot untouched), a good
+// one is written and the board rebooted; status, the audit trail and a second request
+// while one runs say so.
+func TestWebUpdate(t *testing.T) {
+	dir := t.TempDir()
+	boot := filepath.Join(dir, "boot")
+	os.MkdirAll(filepath.Join(dir, "keys"), 0o755)
+	os.MkdirAll(boot, 0o755)
+	bootstate.Default().Save(boot)
+	pub, _ := os.ReadFile("../../images/keys/dev.pub")
+	os.WriteFile(filepath.Join(dir, "keys", "dev.pub"), pub, 0o644)
+	os.WriteFile(filepath.Join(dir, "firmware.json"), []byte(`{"version":"v1","board":"rackwatch-arm64","epoch":1000}`), 0o644)
+	slotB := filepath.Join(dir, "b.img")
+	os.WriteFile(slotB, make([]byte, 1<<20), 0o644)
+	reboots := make(chan struct{}, 1)
+	s := firmwareSite(t, update.Options{Slot: "a", BootDir: boot, FirmwareFile: filepath.Join(dir, "firmware.json"),
+		KeysDir: filepath.Join(dir, "keys"), SpoolDir: filepath.Join(dir, "spool"), BootID: "b1",
+		Device:      func(slot string) (string, error) { return slotB, nil },
+		Reboot:      func() error { reboots <- struct{}{}; return nil },
+		RebootDelay: time.Millisecond})
+	fw := status(t, s)["firmware"].(map[string]any)
+	if fw["version"] != "v1" || fw["slot"] != "a" || fw["committed"] != true || fw["updates"] != "ab" {
+		t.Fatalf("firmware %v", fw)
+	}
+	img := bytes.Repeat([]byte("v2 slot "), 100000)
+	good := devBundle(t, "v2", 2000, img)
+	if code, m := postUpdate(t, s, good[:len(good)/2]); code != http.StatusUnprocessableEntity {
+		t.Fatalf("truncated: %d %v", code, m)
+	}
+	if b, _ := os.ReadFile(slotB); !bytes.Equal(b, make([]byte, 1<<20)) {
+		t.Fatal("slot written by a refused bundle")
+	}
+	code, m := postUpdate(t, s, good)
+	if code != http.StatusOK || m["version"] != "v2" || m["slot"] != "b" {
+		t.Fatalf("good: %d %v", code, m)
+	}
+	<-reboots
+	if b, _ := os.ReadFile(slotB); !bytes.HasPrefix(b, img) {
+		t.Fatal("slot b does not hold the image")
+	}
+	fw = status(t, s)["firmware"].(map[string]any)
+	if lu, _ := fw["last_update"].(map[string]any); lu["outcome"] != "installed" || lu["version"] != "v2" {
+		t.Fatalf("firmware %v", fw)
+	}
+	recs := s.sh.audit
+	all, err := recs.Records(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, r := range all {
+		if r.Action == "firmware.update" {
+			actions = append(actions, r.Actor+" "+r.Detail)
+		}
+	}
+	if len(actions) != 2 || !strings.HasPrefix(actions[0], "alice installed: v2") || !strings.HasPrefix(actions[1], "alice refused") {
+		t.Fatalf("audit: %q", actions)
+	}
+}
+
+// Off the image the updater refuses, and status says how the daemon is updated.
+func TestWebUpdateNotImage(t *testing.T) {
+	s := firmwareSite(t, update.Options{DpkgList: filepath.Join(t.TempDir(), "none")})
+	if fw := status(t, s)["firmware"].(map[string]any); fw["updates"] != "none" || fw["version"] != "v1" {
+		t.Fatalf("firmware %v", fw)
+	}
+	if code, m := postUpdate(t, s, []byte("x")); code != http.StatusNotImplemented || !strings.Contains(m["error"].(string), "not updated by rackwatch") {
+		t.Fatalf("%d %v", code, m)
+	}
+}
