@@ -608,6 +608,8 @@ func (u *Updater) install(ctx context.Context, r io.Reader, check func() error) 
 	if err := os.MkdirAll(u.opt.SpoolDir, 0o700); err != nil {
 		return Result{}, fmt.Errorf("update: spool: %w", err)
 	}
+	// The parts are bounded by MaxBytes in Open; this bounds the rest of the stream.
+	r = io.LimitReader(r, set.MaxBytes+maxHeaderBytes+maxTrailer)
 	b, err := fwbundle.Open(ctxReader{ctx, r}, fwbundle.Policy{Keys: u.keys, Board: u.fw.Board, MinEpoch: u.fw.Epoch,
 		MaxBytes: set.MaxBytes, SpoolDir: u.opt.SpoolDir})
 	if err != nil {
