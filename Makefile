@@ -7,7 +7,7 @@ PKGS     := ./...
 # Debian packages the integration tests talk to (real peers, not fakes).
 # nut-snmp: NUT's own snmp-ups for the upsmib differential test; systemd: systemd-analyze
 # verifies the .deb's unit; util-linux: unshare gives each test upsmon its own /run/nut.
-DEB_PEERS := prometheus mosquitto mosquitto-clients snmpsim snmp nut-client nut-server nut-snmp socat chromium qemu-system-arm u-boot-qemu systemd util-linux python3-pymodbus mbpoll snmptrapd rsyslog rsyslog-gnutls python3-aiosmtpd smitools
+DEB_PEERS := prometheus mosquitto mosquitto-clients snmpsim snmp nut-client nut-server nut-snmp socat chromium qemu-system-arm u-boot-qemu systemd util-linux python3-pymodbus mbpoll snmptrapd rsyslog rsyslog-gnutls python3-aiosmtpd smitools u-boot-tools minisign
 
 # Two image builds give the same bytes: every timestamp comes from here.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1735689600)
@@ -62,7 +62,7 @@ image:
 	mkdir -p images/out
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o images/out/rackwatch.arm64 ./daemon
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '-s -w' -o images/out/init.arm64 ./images/init
-	$(GO) run ./images/mkimage$(if $(KERNEL), -kernel '$(KERNEL)') -init images/out/init.arm64 -rackwatch images/out/rackwatch.arm64 -config images/rackwatch-image.yaml -o images/out/rackwatch-arm64.img
+	$(GO) run ./images/mkimage$(if $(KERNEL), -kernel '$(KERNEL)') -init images/out/init.arm64 -rackwatch images/out/rackwatch.arm64 -config images/rackwatch-image.yaml -keys images/keys -version '$(VERSION)' -o images/out/rackwatch-arm64.img
 
 # .deb packages for arm64 and armhf boards that run Debian.
 deb:

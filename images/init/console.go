@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rackwatch/rackwatch/internal/bootstate"
 )
 
 type rebootKind string
@@ -31,6 +33,7 @@ const (
 	cmdReboot
 	cmdPowerOff
 	cmdWatchdogTest
+	cmdBootState
 	cmdUnknown
 )
 
@@ -55,11 +58,13 @@ func parseConsole(line string) consoleCommand {
 		return cmdPowerOff
 	case "watchdog-test":
 		return cmdWatchdogTest
+	case "bootstate":
+		return cmdBootState
 	}
 	return cmdUnknown
 }
 
-func readConsole(ctx context.Context, r io.Reader, s *supervisor, wd *watchdog, reboot chan<- rebootKind) {
+func readConsole(ctx context.Context, r io.Reader, s *supervisor, wd *watchdog, reboot chan<- rebootKind, slot string) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() && ctx.Err() == nil {
 		switch parseConsole(sc.Text()) {
@@ -80,8 +85,16 @@ func readConsole(ctx context.Context, r io.Reader, s *supervisor, wd *watchdog, 
 			trySend(reboot, doPowerOff)
 		case cmdWatchdogTest:
 			wd.stopFeeding()
+		case cmdBootState:
+			st, err := bootstate.Load(bootMount)
+			if err != nil {
+				slog.Error("console: bootstate", "err", err)
+				break
+			}
+			slog.Info("console: bootstate", "booted", slot, "gen", st.Gen, "order", strings.Join(st.Order, " "),
+				"a_left", st.Left[bootstate.SlotA], "b_left", st.Left[bootstate.SlotB], "trial", st.Trial)
 		case cmdUnknown:
-			slog.Warn("console: unknown command; try rwinit status|kill|reboot|poweroff|watchdog-test", "line", sc.Text())
+			slog.Warn("console: unknown command; try rwinit status|kill|reboot|poweroff|watchdog-test|bootstate", "line", sc.Text())
 		}
 	}
 }
@@ -113,12 +126,15 @@ func handleSignals(ctx context.Context, reboot chan<- rebootKind) {
 	}
 }
 
-// finish flushes and unmounts the data partition and restarts or powers off the machine.
+// finish flushes and unmounts the boot and data partitions and restarts or powers off the
+// machine.
 func finish(kind rebootKind) {
 	unix.Sync()
-	if err := unix.Unmount(dataMount, 0); err != nil {
-		slog.Error("unmount /data; remounting read-only", "err", err)
-		unix.Mount("", dataMount, "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
+	for _, dir := range []string{bootMount, dataMount} {
+		if err := unix.Unmount(dir, 0); err != nil && err != unix.EINVAL {
+			slog.Error("unmount; remounting read-only", "dir", dir, "err", err)
+			unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
+		}
 	}
 	unix.Sync()
 	slog.Info("bye", "then", kind)

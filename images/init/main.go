@@ -13,12 +13,20 @@
 //	rackwatch.dns=10.0.2.3      written to /etc/resolv.conf when set
 //	rackwatch.data=rackwatch-data  GPT partition name of the data partition
 //	rackwatch.watchdog=30       hardware watchdog timeout in seconds (1-600)
+//	rackwatch.slot=a            the slot the boot script booted (it adds this key itself)
+//	rackwatch.start_timeout=120 seconds rackwatch may take to say READY=1 (1-3600)
+//
+// The boot partition is mounted read-write on /boot: rackwatch's updater writes the boot
+// state there (internal/bootstate). When the booted slot is on trial (a new version, not yet
+// committed), an exit of rackwatch reboots instead of restarting it: the boot script has
+// already used the slot's only try, so the board comes back on the old slot.
 //
 // The serial console accepts commands, one a line, for tests and for an operator with a
 // cable: "rwinit status", "rwinit kill" (SIGKILL rackwatch, to prove the restart),
 // "rwinit reboot" and "rwinit poweroff" (orderly: rackwatch stopped with SIGTERM, data
-// unmounted, then reboot), and "rwinit watchdog-test" (stop feeding the hardware watchdog,
-// to prove that it resets the board).
+// unmounted, then reboot), "rwinit watchdog-test" (stop feeding the hardware watchdog,
+// to prove that it resets the board) and "rwinit bootstate" (the booted slot and the A/B
+// boot state).
 //
 // It is a separate static program: it must not import the daemon, sensors or uplink packages,
 // so that the firmware's PID 1 stays small and cannot be broken by the application.
@@ -27,14 +35,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rackwatch/rackwatch/internal/bootstate"
 )
 
 // Paths inside the initramfs and on the data partition.
@@ -44,6 +57,8 @@ const (
 	dataMount     = "/data"
 	siteConfig    = "/data/rackwatch.yaml"
 	notifySocket  = "/run/rackwatch/notify"
+	bootMount     = "/boot"
+	bootPartition = "rackwatch-boot"
 )
 
 func main() {
@@ -66,12 +81,12 @@ func main() {
 			log.Error("set hostname", "err", err)
 		}
 	}
-	log.Info("starting", "ip", opts.IP, "gw", opts.GW, "data", opts.DataPartition)
+	log.Info("starting", "slot", opts.Slot, "version", firmwareVersion(), "ip", opts.IP, "gw", opts.GW, "data", opts.DataPartition)
 
 	if err := setupNetwork(opts); err != nil {
 		log.Error("network", "err", err)
 	}
-	if err := mountData(opts.DataPartition, 20*time.Second); err != nil {
+	if err := mountPartition("data", opts.DataPartition, dataMount, 20*time.Second); err != nil {
 		log.Error("data partition: falling back to tmpfs, nothing will survive a reboot", "err", err)
 		if err := unix.Mount("tmpfs", dataMount, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
 			log.Error("mount tmpfs on /data", "err", err)
@@ -80,13 +95,27 @@ func main() {
 	if err := installDefaultConfig(siteConfig, defaultConfig); err != nil {
 		log.Error("first-boot config", "err", err)
 	}
+	// Without /boot the board still runs, but cannot be updated or commit an update.
+	if err := mountPartition("boot", bootPartition, bootMount, 5*time.Second); err != nil {
+		log.Error("boot partition: updates are not possible", "err", err)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
 	wd := openWatchdog("/dev/watchdog", time.Duration(opts.Watchdog)*time.Second)
 	sup := newSupervisor(rackwatchBin, []string{"rackwatch", "-config", siteConfig}, notifySocket)
+	sup.timing.startTimeout = time.Duration(opts.StartTimeout) * time.Second
+	sup.env = []string{"RACKWATCH_SLOT=" + opts.Slot, "RACKWATCH_BOOT_DIR=" + bootMount}
 	reboot := make(chan rebootKind, 1)
+	sup.restart = func(syscall.WaitStatus) bool {
+		if !onTrial(bootMount, opts.Slot) {
+			return true
+		}
+		slog.Error("rackwatch failed on a slot on trial: rebooting; the boot script returns to the other slot", "slot", opts.Slot)
+		trySend(reboot, doReboot)
+		return false
+	}
 
 	// These goroutines live as long as the system: PID 1 never returns, it reboots (finish).
 	// Only the supervisor is waited for, because rackwatch must be stopped before /data is
@@ -98,7 +127,7 @@ func main() {
 	}()
 	go reap(context.Background(), sup)
 	go wd.feed(ctx, 5*time.Second)
-	go readConsole(ctx, os.Stdin, sup, wd, reboot)
+	go readConsole(ctx, os.Stdin, sup, wd, reboot, opts.Slot)
 	go handleSignals(ctx, reboot)
 
 	kind := <-reboot
@@ -134,4 +163,33 @@ func installDefaultConfig(dst, src string) error {
 	unix.Sync()
 	slog.Info("first boot: installed the default config", "path", dst)
 	return nil
+}
+
+// onTrial reports whether slot, the booted one, is on trial in the boot state under dir.
+// It reads the state at each call: rackwatch commits an update by clearing the trial, and
+// from then on an exit is restarted like any other. An unreadable state is no trial: a
+// board that cannot read its state keeps restarting rackwatch rather than rebooting.
+func onTrial(dir, slot string) bool {
+	if slot == "" {
+		return false
+	}
+	s, err := bootstate.Load(dir)
+	if err != nil {
+		slog.Error("read the boot state", "err", err)
+		return false
+	}
+	return s.Trial == strings.ToUpper(slot)
+}
+
+// firmwareVersion is the version mkimage wrote into the initramfs ("" when missing).
+func firmwareVersion() string {
+	b, err := os.ReadFile("/etc/rackwatch/firmware.json")
+	if err != nil {
+		return ""
+	}
+	var f struct{ Version string }
+	if json.Unmarshal(b, &f) != nil {
+		return ""
+	}
+	return f.Version
 }

@@ -48,9 +48,9 @@ func setupConsole() {
 	}
 }
 
-// mountData waits for the data partition (block devices may be probed after init starts)
-// and mounts it on /data.
-func mountData(name string, within time.Duration) error {
+// mountPartition waits for the partition named name (block devices may be probed after
+// init starts) and mounts it on dir; what ("data", "boot") names it in the log.
+func mountPartition(what, name, dir string, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	var dev string
 	for {
@@ -59,16 +59,17 @@ func mountData(name string, within time.Duration) error {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("find data partition: %w", err)
+			return fmt.Errorf("find %s partition: %w", what, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	os.MkdirAll(dataMount, 0o755)
-	// flush: vfat writes back at close, so a power cut loses less; the data are the site
-	// config, rackwatch's bbolt stores and its queue, which fsync on their own.
-	if err := unix.Mount(dev, dataMount, "vfat", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV, "flush,umask=022"); err != nil {
-		return fmt.Errorf("mount %s on %s: %w", dev, dataMount, err)
+	os.MkdirAll(dir, 0o755)
+	// flush: vfat writes back at close, so a power cut loses less. On /data rackwatch's
+	// bbolt stores and queue fsync on their own; on /boot the boot state is written twice
+	// (internal/bootstate) and fsynced.
+	if err := unix.Mount(dev, dir, "vfat", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV, "flush,umask=022"); err != nil {
+		return fmt.Errorf("mount %s on %s: %w", dev, dir, err)
 	}
-	slog.Info("data partition mounted", "dev", dev, "on", dataMount)
+	slog.Info(what+" partition mounted", "dev", dev, "on", dir)
 	return nil
 }

@@ -28,11 +28,14 @@ type timing struct {
 	// a silence of this long after READY=1 gets it killed.
 	watchdog    time.Duration
 	stopTimeout time.Duration
+	// startTimeout is how long the program may take to say READY=1 before it counts as hung:
+	// the notify watchdog only covers it once it is ready.
+	startTimeout time.Duration
 }
 
 var defaultTiming = timing{
 	backoffMin: time.Second, backoffMax: 30 * time.Second, healthyRun: 60 * time.Second,
-	watchdog: 30 * time.Second, stopTimeout: 20 * time.Second,
+	watchdog: 30 * time.Second, stopTimeout: 20 * time.Second, startTimeout: 120 * time.Second,
 }
 
 // supervisor runs one program and restarts it when it exits. PID 1 reaps every process, so
@@ -44,6 +47,11 @@ type supervisor struct {
 	dir    string // working folder and HOME
 	timing timing
 	logs   *logSink
+	// env is added to the program's environment.
+	env []string
+	// restart is asked after each exit that ctx did not ask for; false stops the restarts
+	// (on a slot on trial an exit means: reboot into the other slot). nil: always restart.
+	restart func(ws syscall.WaitStatus) bool
 
 	kill   chan struct{} // console "kill": SIGKILL the program
 	exited chan syscall.WaitStatus
@@ -52,6 +60,7 @@ type supervisor struct {
 	pid      int
 	ready    bool
 	lastPing time.Time
+	started  time.Time
 	starts   int
 }
 
@@ -98,6 +107,11 @@ func (s *supervisor) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			if s.restart != nil && !s.restart(ws) {
+				slog.Error("rackwatch exited; not restarting it", "pid", pid, "status", describe(ws))
+				<-ctx.Done()
+				return
+			}
 			slog.Error("rackwatch exited; restarting", "pid", pid, "status", describe(ws), "after", backoff)
 		}
 		if time.Since(started) > s.timing.healthyRun {
@@ -120,6 +134,7 @@ func (s *supervisor) start() (int, error) {
 		// /run is a tmpfs: the uplink's hold file (held telemetry, mqtt.queue_flush) lives
 		// here, outliving a crash of rackwatch but costing the flash nothing.
 		"RUNTIME_DIRECTORY="+filepath.Dir(s.notify))
+	env = append(env, s.env...)
 	// stdin is /dev/null: the console's input is for /init's commands.
 	null, err := os.Open(os.DevNull)
 	if err != nil {
@@ -147,7 +162,7 @@ func (s *supervisor) start() (int, error) {
 	case <-s.kill:
 	default:
 	}
-	s.pid, s.ready, s.lastPing = pid, false, time.Time{}
+	s.pid, s.ready, s.lastPing, s.started = pid, false, time.Time{}, time.Now()
 	s.starts++
 	slog.Info("rackwatch started", "pid", pid, "start", s.starts)
 	return pid, nil
@@ -156,6 +171,7 @@ func (s *supervisor) start() (int, error) {
 // wait returns when the program exits. It kills it on a console request or when its
 // watchdog pings stop, and stops it when ctx ends.
 func (s *supervisor) wait(ctx context.Context, pid int, tick <-chan time.Time) syscall.WaitStatus {
+	var aborted time.Time
 	for {
 		select {
 		case ws := <-s.exited:
@@ -169,10 +185,24 @@ func (s *supervisor) wait(ctx context.Context, pid int, tick <-chan time.Time) s
 		case <-tick:
 			s.mu.Lock()
 			overdue := s.ready && !s.lastPing.IsZero() && time.Since(s.lastPing) > s.timing.watchdog
+			slow := !s.ready && s.timing.startTimeout > 0 && time.Since(s.started) > s.timing.startTimeout
 			s.mu.Unlock()
-			if overdue {
+			// SIGABRT: a goroutine dump on the console says where it hung. A program that
+			// survives it for stopTimeout gets SIGKILL.
+			switch {
+			case !aborted.IsZero():
+				if time.Since(aborted) > s.timing.stopTimeout {
+					slog.Error("rackwatch survived SIGABRT: SIGKILL", "pid", pid)
+					unix.Kill(pid, unix.SIGKILL)
+				}
+			case overdue:
 				slog.Error("rackwatch stopped its watchdog pings: killing it", "pid", pid)
-				unix.Kill(pid, unix.SIGABRT) // a goroutine dump on the console says where it hung
+				unix.Kill(pid, unix.SIGABRT)
+				aborted = time.Now()
+			case slow:
+				slog.Error("rackwatch did not say READY=1 in time: killing it", "pid", pid, "start_timeout", s.timing.startTimeout)
+				unix.Kill(pid, unix.SIGABRT)
+				aborted = time.Now()
 			}
 		case <-ctx.Done():
 			unix.Kill(pid, unix.SIGTERM)

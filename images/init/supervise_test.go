@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,10 +22,21 @@ import (
 // the program's current pid is alive.
 func startSupervisor(t *testing.T, argv []string, tm timing) *supervisor {
 	t.Helper()
+	return startSupervisorOpts(t, argv, tm, nil)
+}
+
+func startSupervisorEnv(t *testing.T, argv, env []string) *supervisor {
+	t.Helper()
+	return startSupervisorOpts(t, argv, fast, env)
+}
+
+func startSupervisorOpts(t *testing.T, argv []string, tm timing, env []string) *supervisor {
+	t.Helper()
 	dir := t.TempDir()
 	s := newSupervisor(argv[0], argv, filepath.Join(dir, "notify"))
 	s.dir = dir
 	s.timing = tm
+	s.env = env
 	ctx, cancel := context.WithCancel(context.Background())
 	rctx, rcancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -147,5 +160,97 @@ func TestSupervisorWatchdog(t *testing.T) {
 	s.mu.Unlock()
 	if ready {
 		t.Error("the new run inherited READY from the old one")
+	}
+}
+
+// TestSupervisorStartTimeout: a program that never says READY=1 is killed after the start
+// timeout and started again; the notify watchdog alone would wait for it forever.
+func TestSupervisorStartTimeout(t *testing.T) {
+	sleep := testpeer.Require(t, "sleep", "coreutils")
+	tm := fast
+	tm.startTimeout = time.Second
+	s := startSupervisor(t, []string{sleep, "1000"}, tm)
+	testpeer.Eventually(t, 10*time.Second, "start", func() bool { return s.currentPID() != 0 })
+	first := s.currentPID()
+	testpeer.Eventually(t, 30*time.Second, "a restart after the start timeout", func() bool {
+		p := s.currentPID()
+		return p != 0 && p != first
+	})
+	if alive(first) {
+		t.Errorf("the hung pid %d is still there", first)
+	}
+}
+
+// TestSupervisorReadyBeatsStartTimeout: READY=1 in time, then pings: no kill, however long
+// the run.
+func TestSupervisorReadyBeatsStartTimeout(t *testing.T) {
+	sleep := testpeer.Require(t, "sleep", "coreutils")
+	tm := fast
+	tm.startTimeout = 2 * time.Second
+	tm.watchdog = 3 * time.Second
+	s := startSupervisor(t, []string{sleep, "1000"}, tm)
+	testpeer.Eventually(t, 10*time.Second, "start", func() bool { return s.currentPID() != 0 })
+	first := s.currentPID()
+	notify(t, s, "READY=1")
+	for end := time.Now().Add(2 * tm.startTimeout); time.Now().Before(end); time.Sleep(300 * time.Millisecond) {
+		notify(t, s, "WATCHDOG=1")
+	}
+	if s.currentPID() != first || s.startCount() != 1 {
+		t.Fatal("killed after READY=1 by the start timeout")
+	}
+}
+
+// TestSupervisorNoRestart: when the restart hook says no (a slot on trial), an exit is not
+// followed by a new start.
+func TestSupervisorNoRestart(t *testing.T) {
+	var calls atomic.Int32
+	starts := make(chan int, 10)
+	tm := fast
+	dir := t.TempDir()
+	s := newSupervisor("/bin/false", []string{"/bin/false"}, filepath.Join(dir, "notify"))
+	s.dir, s.timing = dir, tm
+	s.restart = func(ws syscall.WaitStatus) bool {
+		calls.Add(1)
+		starts <- s.startCount()
+		return false
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rctx, rcancel := context.WithCancel(context.Background())
+	defer rcancel()
+	go reap(rctx, s)
+	done := make(chan struct{})
+	go func() { defer close(done); s.run(ctx) }()
+	select {
+	case n := <-starts:
+		if n != 1 {
+			t.Errorf("%d starts before the hook, want 1", n)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the restart hook was not called after the program exited")
+	}
+	// run now only waits for ctx: it must return when told, having started nothing more.
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the supervisor did not return")
+	}
+	if s.startCount() != 1 || calls.Load() != 1 {
+		t.Errorf("%d starts, %d hook calls; want 1 and 1", s.startCount(), calls.Load())
+	}
+}
+
+// TestSupervisorEnv: rackwatch gets the slot and the boot folder in its environment.
+func TestSupervisorEnv(t *testing.T) {
+	sh := testpeer.Require(t, "sh", "dash")
+	s := startSupervisorEnv(t, []string{sh, "-c", `echo "$RACKWATCH_SLOT $RACKWATCH_BOOT_DIR" > "$HOME/env.tmp" && mv "$HOME/env.tmp" "$HOME/env"; exec sleep 1000`},
+		[]string{"RACKWATCH_SLOT=b", "RACKWATCH_BOOT_DIR=/boot"})
+	var got []byte
+	testpeer.Eventually(t, 10*time.Second, "the program writing its environment", func() bool {
+		got, _ = os.ReadFile(filepath.Join(s.dir, "env"))
+		return len(got) > 0
+	})
+	if string(got) != "b /boot\n" {
+		t.Errorf("environment: %q", got)
 	}
 }

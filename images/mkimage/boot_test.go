@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -79,6 +78,8 @@ func artifacts(t *testing.T) options {
 			Init:      filepath.Join(buildDir, "init"),
 			Rackwatch: os.Getenv("RACKWATCH_BIN"),
 			Config:    filepath.Join(root, "images/rackwatch-image.yaml"),
+			Keys:      filepath.Join(root, "images/keys"),
+			Version:   "test-x",
 			Out:       filepath.Join(buildDir, "rackwatch-arm64.img"),
 			Epoch:     defaultEpoch,
 		}
@@ -495,21 +496,7 @@ func TestBoot(t *testing.T) {
 
 func copyFile(t *testing.T, src, dst string) {
 	t.Helper()
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, bufio.NewReader(in)); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
+	sparseCopy(t, src, dst)
 }
 
 // TestWatchdog proves both halves of the hardware watchdog: /init feeds it (the guest outlives

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -17,6 +19,8 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/rackwatch/rackwatch/internal/bootstate"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -44,16 +48,22 @@ func fakeInputs(t *testing.T) options {
 		Config:    write("rackwatch.yaml", "site: s\nnode: n\ndevices: []\n"),
 		Out:       filepath.Join(dir, "out", "test.img"),
 		Epoch:     defaultEpoch,
-		BootMiB:   40,
-		DataMiB:   40,
+		SlotMiB:   34,
+		DataMiB:   33,
 	}
 }
 
 // TestLayout opens a built image the way a board's firmware and /init see it and compares
-// what it finds with testdata/layout.golden: partition table, boot files, extlinux.conf, the
-// initramfs listing and the data partition.
+// what it finds with testdata/layout.golden: partition table, boot partition (boot script,
+// state, command line), both slots (files, manifest, initramfs listing) and the data
+// partition.
 func TestLayout(t *testing.T) {
 	o := fakeInputs(t)
+	o.Keys = filepath.Join(filepath.Dir(o.Kernel), "..", "keys")
+	os.MkdirAll(o.Keys, 0o755)
+	os.WriteFile(filepath.Join(o.Keys, "site.pub"), []byte("untrusted comment: minisign public key 1\nRWQ=\n"), 0o644)
+	os.WriteFile(filepath.Join(o.Keys, "README"), []byte("not a key\n"), 0o644)
+	o.Version = "1.2.3"
 	if _, err := build(o); err != nil {
 		t.Fatal(err)
 	}
@@ -75,23 +85,115 @@ func TestLayout(t *testing.T) {
 	}
 	boot := readFS(t, d, 1)
 	for _, name := range sortedKeys(boot) {
-		if name == "/vmlinuz" {
-			fmt.Fprintf(&got, "boot %s %d bytes\n", name, len(boot[name]))
+		if name == "/boot.scr" {
+			fmt.Fprintf(&got, "boot %s %d bytes sha256 %x\n", name, len(boot[name]), sha256.Sum256(boot[name]))
 			continue
 		}
-		if name == "/initramfs.cpio.gz" {
-			fmt.Fprintf(&got, "boot %s:\n%s", name, listInitramfs(t, boot[name]))
+		if bytes.IndexByte(boot[name], 0) >= 0 {
+			fmt.Fprintf(&got, "boot %s:\n%q\n", name, boot[name])
 			continue
 		}
 		fmt.Fprintf(&got, "boot %s:\n%s\n", name, boot[name])
 	}
-	data := readFS(t, d, 2)
+	slots := [2]map[string][]byte{readFS(t, d, 2), readFS(t, d, 3)}
+	for _, name := range sortedKeys(slots[0]) {
+		switch name {
+		case "/vmlinuz":
+			fmt.Fprintf(&got, "slot %s %d bytes\n", name, len(slots[0][name]))
+		case "/initramfs.cpio.gz":
+			fmt.Fprintf(&got, "slot %s:\n%s", name, listInitramfs(t, slots[0][name]))
+		default:
+			fmt.Fprintf(&got, "slot %s:\n%s\n", name, slots[0][name])
+		}
+	}
+	data := readFS(t, d, 4)
 	for _, name := range sortedKeys(data) {
 		fmt.Fprintf(&got, "data %s:\n%s\n", name, data[name])
 	}
 	golden(t, "layout.golden", got.String())
-	if k, _ := os.ReadFile(o.Kernel); !bytes.Equal(boot["/vmlinuz"], k) {
-		t.Error("vmlinuz on the boot partition differs from the kernel given")
+	if k, _ := os.ReadFile(o.Kernel); !bytes.Equal(slots[0]["/vmlinuz"], k) {
+		t.Error("vmlinuz in slot A differs from the kernel given")
+	}
+	// The two slots hold the same bytes, and those of the slot image a bundle carries.
+	a, b := partBytes(t, d, 2), partBytes(t, d, 3)
+	if !bytes.Equal(a, b) {
+		t.Error("slot A and slot B differ")
+	}
+	o.SlotOut = filepath.Join(t.TempDir(), "slot.img")
+	if _, err := build(o); err != nil {
+		t.Fatal(err)
+	}
+	if slot, err := os.ReadFile(o.SlotOut); err != nil || !bytes.Equal(slot, a) {
+		t.Errorf("the -slot-out image (%d bytes, %v) differs from slot A's partition (%d bytes)", len(slot), err, len(a))
+	}
+	// Initramfs: firmware.json and the keys.
+	files := initramfsFiles(t, slots[0]["/initramfs.cpio.gz"])
+	if got := string(files["etc/rackwatch/firmware.json"]); got != `{"version":"1.2.3","board":"rackwatch-arm64","epoch":1735689600}`+"\n" {
+		t.Errorf("firmware.json = %q", got)
+	}
+	if got := string(files["etc/rackwatch/keys/site.pub"]); !strings.Contains(got, "RWQ=") {
+		t.Errorf("keys/site.pub = %q", got)
+	}
+	// The initial state is generation 0 in both copies, A first.
+	for _, f := range bootstate.Files {
+		s, err := bootstate.Parse(boot["/"+f])
+		if err != nil || !reflect.DeepEqual(s, bootstate.Default()) {
+			t.Errorf("%s = %+v, %v; want the default state", f, s, err)
+		}
+	}
+}
+
+// TestSlotB checks the test hook that gives slot B another rackwatch.
+func TestSlotB(t *testing.T) {
+	o := fakeInputs(t)
+	o.RackwatchB = filepath.Join(t.TempDir(), "exit1")
+	os.WriteFile(o.RackwatchB, []byte("EXIT1"), 0o755)
+	if _, err := build(o); err != nil {
+		t.Fatal(err)
+	}
+	d, err := diskfs.Open(o.Out, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for part, want := range map[int]string{2: "RACKWATCH", 3: "EXIT1"} {
+		files := initramfsFiles(t, readFS(t, d, part)["/initramfs.cpio.gz"])
+		if got := string(files["usr/bin/rackwatch"]); got != want {
+			t.Errorf("partition %d: rackwatch = %q, want %q", part, got, want)
+		}
+	}
+}
+
+func partBytes(t *testing.T, d *disk.Disk, part int) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if _, err := d.ReadPartitionContents(part, &b); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func initramfsFiles(t *testing.T, gz []byte) map[string][]byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	r := cpio.NewReader(zr)
+	for {
+		h, err := r.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[h.Name] = b
 	}
 }
 
@@ -122,6 +224,11 @@ func readFS(t *testing.T, d *disk.Disk, part int) map[string][]byte {
 			b, err := io.ReadAll(f)
 			if err != nil {
 				t.Fatalf("partition %d: read %s: %v", part, p, err)
+			}
+			// go-diskfs's reader can run on to the end of the last cluster: the
+			// directory entry has the size.
+			if info, err := e.Info(); err == nil && int64(len(b)) > info.Size() {
+				b = b[:info.Size()]
 			}
 			out[p] = b
 		}
@@ -191,7 +298,10 @@ func TestBuildErrors(t *testing.T) {
 		{"no init", func(o *options) { o.Init = "" }, "read init"},
 		{"no rackwatch", func(o *options) { o.Rackwatch = o.Rackwatch + ".missing" }, "read rackwatch"},
 		{"no config", func(o *options) { o.Config = o.Config + ".missing" }, "read config"},
-		{"boot too small", func(o *options) { o.BootMiB = 4 }, "too small"},
+		{"slot too small", func(o *options) { o.SlotMiB = 4 }, "too small"},
+		{"no keys folder", func(o *options) { o.Keys = o.Keys + ".missing" }, "keys"},
+		{"version of two lines", func(o *options) { o.Version = "1\n2" }, "version"},
+		{"quote in the command line", func(o *options) { o.Cmdline = `a="b"` }, "command line"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			o := fakeInputs(t)

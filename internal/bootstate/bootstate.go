@@ -154,7 +154,7 @@ func Parse(b []byte) (State, error) {
 		return State{}, fmt.Errorf("RW_GEN %q: not a hex number", gen)
 	}
 	s := State{Gen: g, Left: map[string]int{}}
-	switch strings.Join(strings.Fields(kv["BOOT_ORDER"]), " ") {
+	switch kv["BOOT_ORDER"] { // exactly as boot.scr's test compares it
 	case "B A":
 		s.Order = []string{SlotB, SlotA}
 	default:
