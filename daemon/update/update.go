@@ -456,9 +456,6 @@ func (u *Updater) commit() error {
 	if err := u.saveState(normalState(st, cur)); err != nil {
 		return err
 	}
-	u.mu.Lock()
-	u.committed = true
-	u.mu.Unlock()
 	p, err := u.loadPending()
 	if err != nil {
 		return err
@@ -478,6 +475,9 @@ func (u *Updater) finish(p *pending, outcome, why string) error {
 	}
 	u.mu.Lock()
 	u.last = &l
+	if outcome == OutcomeCommitted {
+		u.committed = true
+	}
 	u.mu.Unlock()
 	u.signal()
 	u.report("", l)
@@ -638,6 +638,7 @@ func (u *Updater) install(ctx context.Context, r io.Reader, check func() error) 
 	if err := u.saveState(off); err != nil {
 		return Result{}, err
 	}
+	u.log.Info("update: writing slot", "slot", target, "device", dev, "version", b.Manifest.Version, "bytes", part.RawSize)
 	if err := writeSlot(ctx, dev, b, part); err != nil {
 		return Result{}, fmt.Errorf("update: slot %s (%s): %w", target, dev, err)
 	}
@@ -654,6 +655,7 @@ func (u *Updater) install(ctx context.Context, r io.Reader, check func() error) 
 		u.put(nil, nil)
 		return Result{}, err
 	}
+	u.log.Info("update: boot state set: the next boot tries the new slot once", "slot", target, "version", b.Manifest.Version)
 	return Result{Version: b.Manifest.Version, Slot: target, KeyID: b.KeyID.String(), Reboot: true}, nil
 }
 
