@@ -105,11 +105,17 @@ func (m Manifest) check() error {
 	return nil
 }
 
-// CompressPart gzips raw into dst and returns the part's description.
+// CompressPart gzips raw into dst (best compression: a bundle is built once and downloaded
+// by every board) and returns the part's description.
 func CompressPart(name string, raw io.Reader, dst io.Writer) (Part, error) {
+	return CompressPartLevel(name, raw, dst, gzip.BestCompression)
+}
+
+// CompressPartLevel is CompressPart with a gzip level (tests trade size for time).
+func CompressPartLevel(name string, raw io.Reader, dst io.Writer, level int) (Part, error) {
 	rawHash, hash := sha256.New(), sha256.New()
 	cw := &countWriter{w: io.MultiWriter(dst, hash)}
-	zw, err := gzip.NewWriterLevel(cw, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(cw, level)
 	if err != nil {
 		return Part{}, err
 	}
