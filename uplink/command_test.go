@@ -78,7 +78,9 @@ func FuzzParseCommand(f *testing.F) {
 		case c.Action == "ack" && (c.Incident == "" || c.Device != "" || c.State != ""),
 			c.Action == "relay" && (c.Device == "" || c.Incident != "" || (c.State != "on" && c.State != "off" && c.State != "auto")),
 			c.Action == "reload" && (c.Incident != "" || c.Device != "" || c.State != ""),
-			c.Action != "ack" && c.Action != "relay" && c.Action != "reload":
+			c.Action == "update" && (c.URL == "" || c.SHA256 == "" || c.Incident != "" || c.Device != "" || c.State != ""),
+			c.Action != "update" && (c.URL != "" || c.SHA256 != ""),
+			c.Action != "ack" && c.Action != "relay" && c.Action != "reload" && c.Action != "update":
 			t.Fatalf("accepted an invalid command %q as %+v", b, c)
 		}
 		again, _ := json.Marshal(c)

@@ -240,10 +240,11 @@ func New(opt Options) (*Updater, error) {
 		u.updates = UpdatesNone
 	}
 	if opt.DB != nil {
-		if err := opt.DB.Update(func(tx *bolt.Tx) error {
-			b, err := tx.CreateBucketIfNotExists(bucket)
-			if err != nil {
-				return err
+		// A read: a start that has nothing to settle writes nothing.
+		if err := opt.DB.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucket)
+			if b == nil {
+				return nil
 			}
 			if v := b.Get(lastKey); v != nil {
 				var l LastUpdate
@@ -630,6 +631,11 @@ func (u *Updater) install(ctx context.Context, r io.Reader, check func() error) 
 	if err != nil {
 		return Result{}, fmt.Errorf("update: slot %s: %w", target, err)
 	}
+	if size, err := deviceSize(dev); err != nil {
+		return Result{}, fmt.Errorf("update: slot %s (%s): %w", target, dev, err)
+	} else if part.RawSize > size {
+		return Result{}, fmt.Errorf("%w: the slot image is %d bytes, slot %s only %d", ErrRefused, part.RawSize, target, size)
+	}
 	cur := upper(u.opt.Slot)
 	st, _ := bootstate.Load(u.opt.BootDir)
 	// The slot about to be written is not bootable until it is whole and read back.
@@ -666,16 +672,6 @@ func writeSlot(ctx context.Context, dev string, b *fwbundle.Bundle, part fwbundl
 		return err
 	}
 	defer f.Close()
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return err
-	}
-	if part.RawSize > size {
-		return fmt.Errorf("%w: the slot image is %d bytes, the slot %d", ErrRefused, part.RawSize, size)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
 	raw, err := b.Raw(part.Name)
 	if err != nil {
 		return err
@@ -707,6 +703,16 @@ func writeSlot(ctx context.Context, dev string, b *fwbundle.Bundle, part fwbundl
 		return fmt.Errorf("read back: sha256 %s, written %s", got, part.RawSHA256)
 	}
 	return nil
+}
+
+// deviceSize is the size of a block device (or of a file standing in for one).
+func deviceSize(dev string) (int64, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Seek(0, io.SeekEnd)
 }
 
 // ctxReader stops a long copy when ctx ends.

@@ -299,10 +299,9 @@ func TestRefusedLeavesSlot(t *testing.T) {
 		"other board": bundle(t, devKey(t), "rackwatch-armv7", "v2", 2000, slotImage("v2")),
 		"older":       bundle(t, devKey(t), "rackwatch-arm64", "v0", 1999, slotImage("v0")),
 		"truncated":   good[:len(good)-3000],
-		"too big":     bundle(t, devKey(t), "rackwatch-arm64", "v2", 2000, slotImage("v2")[:0]),
+		// larger than the slot device
+		"too big": bundle(t, devKey(t), "rackwatch-arm64", "v2", 2000, make([]byte, slotSize+512)),
 	}
-	// too big for the slot: the raw image is larger than the slot device
-	cases["too big"] = bundle(t, devKey(t), "rackwatch-arm64", "v2", 2000, make([]byte, slotSize+512))
 	slotHash := fileHash(t, b.slot("b"))
 	gen := b.state().Gen
 	for name, bb := range cases {
@@ -313,7 +312,7 @@ func TestRefusedLeavesSlot(t *testing.T) {
 		if fileHash(t, b.slot("b")) != slotHash {
 			t.Fatalf("%s: slot b was written", name)
 		}
-		if name != "too big" && b.state().Gen != gen {
+		if b.state().Gen != gen {
 			t.Fatalf("%s: boot state written", name)
 		}
 	}
