@@ -469,7 +469,7 @@ func uplinkKey(o *uplink.Options) string {
 		return ""
 	}
 	c := *o
-	c.Logger, c.OnDrop, c.OnRefused = nil, nil, nil
+	c.Logger, c.OnDrop, c.OnRefused, c.Firmware = nil, nil, nil, nil
 	return fmt.Sprintf("%#v", c)
 }
 
