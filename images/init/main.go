@@ -6,7 +6,7 @@
 // restarting it with backoff when it dies or stops sending its sd_notify watchdog pings.
 // Everything is logged to the console.
 //
-// Settings come from the kernel command line (extlinux.conf on the boot partition):
+// Settings come from the kernel command line (RW_ARGS in cmdline.txt on the boot partition):
 //
 //	rackwatch.ip=10.0.2.15/24   address of eth0 ("off": leave eth0 down)
 //	rackwatch.gw=10.0.2.2       default gateway ("" for none)

@@ -11,7 +11,7 @@ import (
 )
 
 // setupNetwork brings up lo and eth0 with the static address of the command line. QEMU's user
-// network (10.0.2.15/24 via 10.0.2.2) is the default; a site sets its own in extlinux.conf.
+// network (10.0.2.15/24 via 10.0.2.2) is the default; a site sets its own in cmdline.txt.
 func setupNetwork(o options) error {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {

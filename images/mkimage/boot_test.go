@@ -502,7 +502,7 @@ func copyFile(t *testing.T, src, dst string) {
 // TestWatchdog proves both halves of the hardware watchdog: /init feeds it (the guest outlives
 // several timeouts), and an unfed watchdog resets the board ("rwinit watchdog-test"; QEMU's
 // reset ends QEMU under -no-reboot). The image differs from the shipped one only in its
-// kernel command line (a 2 s timeout instead of 30 s), as a site would edit extlinux.conf.
+// kernel command line (a 2 s timeout instead of 30 s), as a site would edit cmdline.txt.
 func TestWatchdog(t *testing.T) {
 	qemu := requireQEMU(t)
 	o := artifacts(t)
