@@ -119,6 +119,16 @@ func TestWebUpdate(t *testing.T) {
 	if lu, _ := fw["last_update"].(map[string]any); lu["outcome"] != "installed" || lu["version"] != "v2" {
 		t.Fatalf("firmware %v", fw)
 	}
+	// The page shows the version, the slot and the last update's outcome.
+	resp, err := http.Get("http://" + s.WebAddr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(page, []byte(`id="firmware"`)) || !bytes.Contains(page, []byte("v1 · slot a")) || !bytes.Contains(page, []byte(">installed</b>")) {
+		t.Errorf("the page does not show the firmware: %s", page)
+	}
 	recs := s.sh.audit
 	all, err := recs.Records(10)
 	if err != nil {
