@@ -2,11 +2,16 @@ package site
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,22 +24,27 @@ import (
 	"github.com/rackwatch/rackwatch/internal/bootstate"
 	"github.com/rackwatch/rackwatch/internal/fwbundle"
 	"github.com/rackwatch/rackwatch/internal/minisign"
+	"github.com/rackwatch/rackwatch/internal/testpeer"
 )
 
-func firmwareSite(t *testing.T, uo update.Options) *Site {
+// firmwareSite runs a site with the updater options uo; caFile and extra (YAML) are optional.
+func firmwareSite(t *testing.T, uo update.Options, caFile, extra string) *Site {
 	t.Helper()
 	dir := t.TempDir()
 	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	users := filepath.Join(dir, "users")
 	os.WriteFile(users, []byte("alice:"+string(hash)+"\n"), 0o600)
+	if caFile != "" {
+		caFile = ", ca_file: " + caFile
+	}
 	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`site: test
 node: rack1
 data_dir: %s
 web: {listen: "127.0.0.1:0", users_file: %s}
-update: {commit_after: 1s, max_bytes: 2097152}
+update: {commit_after: 1s, max_bytes: 2097152%s}
 devices:
   - {id: inlet, driver: sim.env, poll: 200ms}
-`, filepath.Join(dir, "data"), users)))
+%s`, filepath.Join(dir, "data"), users, caFile, extra)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,10 +85,9 @@ func devBundle(t *testing.T, version string, epoch int64, img []byte) []byte {
 	return out.Bytes()
 }
 
-// POST /api/v1/update on the image: a bad bundle is refused (422, slot untouched), a good
-// one is written and the board rebooted; status, the audit trail and a second request
-// while one runs say so.
-func TestWebUpdate(t *testing.T) {
+// fakeBoard is the firmware image's parts as files: slot B, the boot dir, keys,
+// firmware.json; reboots hears of a reboot.
+func fakeBoard(t *testing.T) (update.Options, string, chan struct{}) {
 	dir := t.TempDir()
 	boot := filepath.Join(dir, "boot")
 	os.MkdirAll(filepath.Join(dir, "keys"), 0o755)
@@ -90,11 +99,19 @@ func TestWebUpdate(t *testing.T) {
 	slotB := filepath.Join(dir, "b.img")
 	os.WriteFile(slotB, make([]byte, 1<<20), 0o644)
 	reboots := make(chan struct{}, 1)
-	s := firmwareSite(t, update.Options{Slot: "a", BootDir: boot, FirmwareFile: filepath.Join(dir, "firmware.json"),
+	uo := update.Options{Slot: "a", BootDir: boot, FirmwareFile: filepath.Join(dir, "firmware.json"),
 		KeysDir: filepath.Join(dir, "keys"), SpoolDir: filepath.Join(dir, "spool"), BootID: "b1",
 		Device:      func(slot string) (string, error) { return slotB, nil },
 		Reboot:      func() error { reboots <- struct{}{}; return nil },
-		RebootDelay: time.Millisecond})
+		RebootDelay: time.Millisecond}
+	return uo, slotB, reboots
+}
+
+// POST /api/v1/update on the image: a bad bundle is refused (422, slot untouched), a good
+// one is written and the board rebooted; status, the page and the audit trail say so.
+func TestWebUpdate(t *testing.T) {
+	uo, slotB, reboots := fakeBoard(t)
+	s := firmwareSite(t, uo, "", "")
 	fw := status(t, s)["firmware"].(map[string]any)
 	if fw["version"] != "v1" || fw["slot"] != "a" || fw["committed"] != true || fw["updates"] != "ab" {
 		t.Fatalf("firmware %v", fw)
@@ -147,11 +164,60 @@ func TestWebUpdate(t *testing.T) {
 
 // Off the image the updater refuses, and status says how the daemon is updated.
 func TestWebUpdateNotImage(t *testing.T) {
-	s := firmwareSite(t, update.Options{DpkgList: filepath.Join(t.TempDir(), "none")})
+	s := firmwareSite(t, update.Options{DpkgList: filepath.Join(t.TempDir(), "none")}, "", "")
 	if fw := status(t, s)["firmware"].(map[string]any); fw["updates"] != "none" || fw["version"] != "v1" {
 		t.Fatalf("firmware %v", fw)
 	}
 	if code, m := postUpdate(t, s, []byte("x")); code != http.StatusNotImplemented || !strings.Contains(m["error"].(string), "not updated by rackwatch") {
 		t.Fatalf("%d %v", code, m)
+	}
+}
+
+// The MQTT update command: the site downloads the bundle over HTTPS (trusting
+// update.ca_file), checks the command's sha256, installs it and replies ok; a wrong sha256 is
+// refused with the slot untouched. R/state carries the firmware object.
+func TestMQTTUpdate(t *testing.T) {
+	pub := testpeer.Require(t, "mosquitto_pub", "mosquitto-clients")
+	m := testpeer.StartMosquitto(t)
+	sub := m.Subscribe(t, "rackwatch/test/rack1/#", "")
+	uo, slotB, reboots := fakeBoard(t)
+	img := bytes.Repeat([]byte("v2 over mqtt "), 50000)
+	bundle := devBundle(t, "v2", 2000, img)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(bundle) }))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
+	firmwareSite(t, uo, ca, fmt.Sprintf("mqtt: {brokers: [%q]}\n", m.URL))
+	testpeer.Eventually(t, 30*time.Second, "R/state with firmware", func() bool {
+		return len(sub.Matching("/state", `"state":"online"`, `"firmware":{"version":"v1","slot":"a","committed":true,"updates":"ab"}`)) > 0
+	})
+	sum := sha256.Sum256(bundle)
+	send := func(id, sha string) map[string]any {
+		t.Helper()
+		payload := fmt.Sprintf(`{"id":%q,"action":"update","url":%q,"sha256":%q}`, id, srv.URL+"/v2.update", sha)
+		if out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", fmt.Sprint(m.Port), "-q", "1", "-t", "rackwatch/test/rack1/cmd", "-m", payload).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub: %v %s", err, out)
+		}
+		var reply map[string]any
+		testpeer.Eventually(t, 60*time.Second, "the reply to "+id, func() bool {
+			for _, p := range sub.Matching("/cmd/reply", `"id":"`+id+`"`) {
+				return json.Unmarshal([]byte(p), &reply) == nil
+			}
+			return false
+		})
+		return reply
+	}
+	if r := send("u1", strings.Repeat("0", 64)); r["ok"] != false || !strings.Contains(fmt.Sprint(r["error"]), "sha256") {
+		t.Fatalf("reply to a wrong sha256: %v", r)
+	}
+	if b, _ := os.ReadFile(slotB); !bytes.Equal(b, make([]byte, 1<<20)) {
+		t.Fatal("slot written by a refused download")
+	}
+	if r := send("u2", hex.EncodeToString(sum[:])); r["ok"] != true {
+		t.Fatalf("reply to a good update: %v", r)
+	}
+	<-reboots
+	if b, _ := os.ReadFile(slotB); !bytes.HasPrefix(b, img) {
+		t.Fatal("slot b does not hold the image")
 	}
 }
