@@ -3,6 +3,7 @@ package fwbundle_test
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -36,9 +37,9 @@ func devKey(t testing.TB) minisign.SecretKey {
 
 // slotImage is a stand-in for a FAT slot image: mostly zeros, some noise.
 func slotImage(seed uint64) []byte {
-	img := make([]byte, 1<<20)
+	img := make([]byte, 256<<10)
 	r := mrand.New(mrand.NewPCG(seed, 1))
-	for i := 0; i < 64<<10; i++ {
+	for i := 0; i < 16<<10; i++ {
 		img[r.IntN(len(img))] = byte(r.Uint32())
 	}
 	return img
@@ -55,7 +56,7 @@ type build struct {
 func (c build) bytes(t testing.TB) []byte {
 	t.Helper()
 	var part bytes.Buffer
-	p, err := fwbundle.CompressPart(fwbundle.SlotPart, bytes.NewReader(c.img), &part)
+	p, err := fwbundle.CompressPartLevel(fwbundle.SlotPart, bytes.NewReader(c.img), &part, gzip.BestSpeed)
 	if err != nil {
 		t.Fatal(err)
 	}
