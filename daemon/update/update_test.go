@@ -416,3 +416,52 @@ func TestInstallURL(t *testing.T) {
 	}
 	<-b.reboots
 }
+
+// The commit waits for commit_after of a healthy site without a break, on the updater's
+// clock: an unhealthy check starts the wait again.
+func TestCommitWindow(t *testing.T) {
+	b := newBoard(t)
+	u := b.updater("a", "v1", 1000, "boot1")
+	if _, err := u.Install(context.Background(), bytes.NewReader(bundle(t, devKey(t), "rackwatch-arm64", "v2", 2000, slotImage("v2"))), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	<-b.reboots
+	b.setState(func(s *bootstate.State) { s.Left["B"] = 0 })
+	var mu sync.Mutex
+	now := time.Unix(5000, 0)
+	var healthy error
+	checks := 0
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration, h error) int {
+		mu.Lock()
+		defer mu.Unlock()
+		now, healthy = now.Add(d), h
+		return checks
+	}
+	u2 := b.updater("b", "v2", 2000, "boot2")
+	u2.now = clock
+	u2.Configure(Settings{CommitAfter: 400 * time.Millisecond, MaxBytes: 4 << 20})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		u2.Run(context.Background(), func() error { mu.Lock(); defer mu.Unlock(); checks++; return healthy })
+	}()
+	waitChecks := func(after int) {
+		waitFor(t, "more health checks", func() bool { mu.Lock(); defer mu.Unlock(); return checks >= after+3 })
+	}
+	waitChecks(0)
+	// Healthy, but the clock has not moved on: no commit.
+	n := advance(300*time.Millisecond, errors.New("poller stuck"))
+	waitChecks(n)
+	// Unhealthy at 300 ms: the wait starts again; healthy from here, 300 ms more is not enough.
+	n = advance(300*time.Millisecond, nil)
+	waitChecks(n)
+	if st := b.state(); st.Trial != "B" {
+		t.Fatalf("committed before a healthy commit_after: %+v", st)
+	}
+	advance(200*time.Millisecond, nil)
+	<-done
+	if st := b.state(); st.Trial != "" || st.Left["B"] != bootstate.MaxTries {
+		t.Fatalf("not committed: %+v", st)
+	}
+}
