@@ -13,7 +13,7 @@ DEB_PEERS := prometheus mosquitto mosquitto-clients snmpsim snmp nut-client nut-
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1735689600)
 export SOURCE_DATE_EPOCH
 
-.PHONY: all build run test test-go deps lint cross bench fuzz image deb fleet fleet-nats interop clean
+.PHONY: all build run test test-go deps lint cross bench fuzz image update deb fleet fleet-nats interop clean
 
 all: build
 
@@ -73,6 +73,18 @@ image:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o images/out/rackwatch.arm64 ./daemon
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '-s -w' -o images/out/init.arm64 ./images/init
 	$(GO) run ./images/mkimage$(if $(KERNEL), -kernel '$(KERNEL)') -init images/out/init.arm64 -rackwatch images/out/rackwatch.arm64 -config images/rackwatch-image.yaml -keys images/keys -version '$(VERSION)' -o images/out/rackwatch-arm64.img
+
+# A signed update bundle of the same firmware (README.md, Firmware updates):
+# images/out/rackwatch-arm64-VERSION.update. KEY is an unencrypted minisign secret key; the
+# development key is for tests only.
+KEY ?= images/keys/dev.key
+update:
+	mkdir -p images/out
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o images/out/rackwatch.arm64 ./daemon
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '-s -w' -o images/out/init.arm64 ./images/init
+	$(GO) run ./images/mkimage$(if $(KERNEL), -kernel '$(KERNEL)') -init images/out/init.arm64 -rackwatch images/out/rackwatch.arm64 -config images/rackwatch-image.yaml -keys images/keys -version '$(VERSION)' -slot-out images/out/slot-$(VERSION).img
+	$(GO) run ./images/mkupdate -slot images/out/slot-$(VERSION).img -version '$(VERSION)' -key '$(KEY)' -o images/out/rackwatch-arm64-$(VERSION).update
+	rm -f images/out/slot-$(VERSION).img images/out/slot-$(VERSION).img.sha256
 
 # .deb packages for arm64 and armhf boards that run Debian.
 deb:

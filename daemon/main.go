@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/site"
+	"github.com/rackwatch/rackwatch/daemon/update"
 	_ "github.com/rackwatch/rackwatch/sensors/all"
 )
 
@@ -109,7 +111,8 @@ func run(args []string) int {
 			next.DataDir = cfg.DataDir
 		}
 		return next, err
-	}, site.Options{Version: version, Log: log, Ready: func(*site.Site) { sd.SdNotify(false, sd.SdNotifyReady) }})
+	}, site.Options{Version: version, Log: log, Ready: func(*site.Site) { sd.SdNotify(false, sd.SdNotifyReady) },
+		Update: updateOptions()})
 	// SIGHUP and the MQTT reload command take the same path (Supervisor.Reload); a reload
 	// never ends the daemon. Signals that come during a reload are one more reload.
 	hup := make(chan os.Signal, 1)
@@ -136,6 +139,19 @@ func run(args []string) int {
 	}
 	log.Info("rackwatch stopped cleanly")
 	return 0
+}
+
+// updateOptions are what /init tells rackwatch about the firmware image (images/README.md):
+// the slot booted and the boot partition. Elsewhere they are empty and nothing is installed.
+func updateOptions() update.Options {
+	o := update.Options{Slot: os.Getenv("RACKWATCH_SLOT"), BootDir: os.Getenv("RACKWATCH_BOOT_DIR")}
+	if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" {
+		o.SpoolDir = filepath.Join(d, "tmp")
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
+		o.BootID = strings.TrimSpace(string(b))
+	}
+	return o
 }
 
 // watchdog pings systemd's watchdog while the daemon runs (no-op outside systemd).

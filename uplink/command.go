@@ -43,11 +43,11 @@ func parseCommand(b []byte) (Command, error) {
 		return Command{}, errors.New(`"id" longer than 128 bytes`)
 	}
 	extra := func(allowed ...string) error {
-		fields := map[string]string{"incident": c.Incident, "device": c.Device, "state": c.State}
+		fields := map[string]string{"incident": c.Incident, "device": c.Device, "state": c.State, "url": c.URL, "sha256": c.SHA256}
 		for _, a := range allowed {
 			delete(fields, a)
 		}
-		for _, f := range []string{"incident", "device", "state"} {
+		for _, f := range []string{"incident", "device", "state", "url", "sha256"} {
 			if v, ok := fields[f]; ok && v != "" {
 				return fmt.Errorf("field %q not allowed for action %q", f, c.Action)
 			}
@@ -72,6 +72,11 @@ func parseCommand(b []byte) (Command, error) {
 		return c, extra("device", "state")
 	case "reload":
 		return c, extra()
+	case "update":
+		if c.URL == "" || c.SHA256 == "" {
+			return c, errors.New(`action "update" needs "url" and "sha256"`)
+		}
+		return c, extra("url", "sha256")
 	case "":
 		return c, errors.New(`missing "action"`)
 	}
@@ -94,7 +99,7 @@ func checkKeys(b []byte) error {
 		}
 		k, _ := t.(string)
 		switch k {
-		case "id", "action", "incident", "device", "state":
+		case "id", "action", "incident", "device", "state", "url", "sha256":
 		default:
 			return fmt.Errorf("malformed command: unknown field %q", k)
 		}

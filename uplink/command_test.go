@@ -25,6 +25,9 @@ var commandCases = []struct {
 	{"ack", `{"id":"c1","action":"ack","incident":"inc-7"}`, Command{ID: "c1", Action: "ack", Incident: "inc-7"}, ""},
 	{"relay", `{"id":"c2","action":"relay","device":"genset","state":"auto"}`, Command{ID: "c2", Action: "relay", Device: "genset", State: "auto"}, ""},
 	{"reload", ` {"id":"c3","action":"reload"} `, Command{ID: "c3", Action: "reload"}, ""},
+	{"update", `{"id":"c4","action":"update","url":"https://fw.example/x.update","sha256":"ab"}`, Command{ID: "c4", Action: "update", URL: "https://fw.example/x.update", SHA256: "ab"}, ""},
+	{"update without sha256", `{"id":"m14","action":"update","url":"https://fw.example/x.update"}`, Command{}, `needs "url" and "sha256"`},
+	{"reload with url", `{"id":"m15","action":"reload","url":"https://x"}`, Command{}, `"url" not allowed`},
 	{"malformed", `{"id":"m1","action":"ack",`, Command{}, "malformed"},
 	{"not an object", `["ack"]`, Command{}, "malformed"},
 	{"wrong type", `{"id":7,"action":"reload"}`, Command{}, "malformed"},
@@ -75,7 +78,9 @@ func FuzzParseCommand(f *testing.F) {
 		case c.Action == "ack" && (c.Incident == "" || c.Device != "" || c.State != ""),
 			c.Action == "relay" && (c.Device == "" || c.Incident != "" || (c.State != "on" && c.State != "off" && c.State != "auto")),
 			c.Action == "reload" && (c.Incident != "" || c.Device != "" || c.State != ""),
-			c.Action != "ack" && c.Action != "relay" && c.Action != "reload":
+			c.Action == "update" && (c.URL == "" || c.SHA256 == "" || c.Incident != "" || c.Device != "" || c.State != ""),
+			c.Action != "update" && (c.URL != "" || c.SHA256 != ""),
+			c.Action != "ack" && c.Action != "relay" && c.Action != "reload" && c.Action != "update":
 			t.Fatalf("accepted an invalid command %q as %+v", b, c)
 		}
 		again, _ := json.Marshal(c)

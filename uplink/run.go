@@ -221,12 +221,17 @@ func (c *conn) setLost(err error) {
 }
 
 func (u *Uplink) statePayload(state string) []byte {
+	var fw any
+	if u.opts.Firmware != nil {
+		fw = u.opts.Firmware()
+	}
 	b, _ := json.Marshal(struct {
-		State   string `json:"state"`
-		TS      string `json:"ts"`
-		Version string `json:"version"`
-		BootID  string `json:"boot_id"`
-	}{state, formatTime(time.Now()), u.opts.Version, u.opts.BootID})
+		State    string `json:"state"`
+		TS       string `json:"ts"`
+		Version  string `json:"version"`
+		BootID   string `json:"boot_id"`
+		Firmware any    `json:"firmware,omitempty"`
+	}{state, formatTime(time.Now()), u.opts.Version, u.opts.BootID, fw})
 	return b
 }
 
@@ -491,6 +496,10 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 		}
 		u.mu.Unlock()
 		for i, k := range rets {
+			if k == stateKey {
+				c.client.Publish(root+"/state", 1, true, u.statePayload("online"))
+				continue
+			}
 			// Best effort: a retained value lost with the connection is sent again on the
 			// next one (it is re-marked unsent there, as retained is per connection).
 			c.client.Publish(root+"/"+k, 1, true, payloads[i])

@@ -86,6 +86,9 @@ type Options struct {
 	// OnDrop is called (outside any lock, after the drop is on disk) when the queue cap made
 	// the uplink drop telemetry; the daemon turns it into an incident.
 	OnDrop func(Drop)
+	// Firmware returns the "firmware" object R/state carries (CONTRACT.md §8); nil: none.
+	// RefreshState publishes R/state again when it changed.
+	Firmware func() any
 	// OnRefused is called, on a goroutine of its own, for each command refused before it was
 	// run (not a valid command, or busy), with its id (maybe empty) and why; the daemon keeps
 	// it in the audit trail.
@@ -133,10 +136,12 @@ type Incident struct {
 // Command is one validated command from R/cmd.
 type Command struct {
 	ID       string `json:"id"`
-	Action   string `json:"action"` // ack | relay | reload
+	Action   string `json:"action"` // ack | relay | reload | update
 	Incident string `json:"incident,omitempty"`
 	Device   string `json:"device,omitempty"`
-	State    string `json:"state,omitempty"` // on | off | auto (relay)
+	State    string `json:"state,omitempty"`  // on | off | auto (relay)
+	URL      string `json:"url,omitempty"`    // https:// of the bundle (update)
+	SHA256   string `json:"sha256,omitempty"` // of the bundle, hex (update)
 }
 
 // Status is the uplink's state for /api/v1/status, the page and /metrics.
@@ -514,6 +519,19 @@ func (u *Uplink) Retain(subtopic string, payload any) error {
 	u.mu.Unlock()
 	u.poke()
 	return nil
+}
+
+// stateKey marks R/state in retained: RefreshState asks for it to be published again.
+const stateKey = "\x00state"
+
+// RefreshState publishes R/state ("online", with the current Firmware) again, now if
+// connected; a later connection publishes it anyway.
+func (u *Uplink) RefreshState() {
+	u.mu.Lock()
+	u.gen++
+	u.retainGen[stateKey] = u.gen
+	u.mu.Unlock()
+	u.poke()
 }
 
 // ErrNotConnected is what Publish returns while no broker is connected.

@@ -138,6 +138,12 @@ func (c *checker) check(cfg *Config) {
 	if cfg.Audit.Retention < 0 {
 		c.addf(c.at("audit", "retention"), "audit: retention cannot be negative")
 	}
+	if cfg.Update.CommitAfter < 0 {
+		c.addf(c.at("update", "commit_after"), "update: commit_after cannot be negative")
+	}
+	if cfg.Update.MaxBytes < 0 || (cfg.Update.MaxBytes > 0 && cfg.Update.MaxBytes < 1<<20) {
+		c.addf(c.at("update", "max_bytes"), "update: max_bytes is at least 1 MiB (a slot image does not fit in less)")
+	}
 	for i, u := range cfg.Traps.Users {
 		if err := snmpdev.CheckTrapUser(u); err != nil {
 			c.addf(c.at("traps", "users", i), "traps: %v", err)

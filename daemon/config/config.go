@@ -41,6 +41,7 @@ type Config struct {
 	Incidents Incidents      `yaml:"incidents"`
 	Audit     Audit          `yaml:"audit"`
 	Notify    notify.Config  `yaml:"notify"`
+	Update    Update         `yaml:"update"`
 
 	// Path is the file the config came from ("" for the built-in demo).
 	Path string `yaml:"-"`
@@ -205,6 +206,13 @@ type Incidents struct {
 // Audit is the audit trail (CONTRACT.md §7).
 type Audit struct {
 	Retention time.Duration `yaml:"retention"` // records kept (default 400 days)
+}
+
+// Update is the firmware updater (CONTRACT.md §8).
+type Update struct {
+	CommitAfter time.Duration `yaml:"commit_after"` // healthy run before a new slot commits (60s)
+	MaxBytes    int64         `yaml:"max_bytes"`    // largest bundle accepted (256 MiB)
+	CAFile      string        `yaml:"ca_file"`      // CAs for the MQTT command's HTTPS download ("": the system's)
 }
 
 // Problem is one thing wrong with a config file.
@@ -417,6 +425,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Audit.Retention == 0 {
 		c.Audit.Retention = 400 * 24 * time.Hour
+	}
+	if c.Update.CommitAfter == 0 {
+		c.Update.CommitAfter = 60 * time.Second
+	}
+	if c.Update.MaxBytes == 0 {
+		c.Update.MaxBytes = 256 << 20
 	}
 	if c.Incidents.FlapCount == 0 {
 		c.Incidents.FlapCount = 5

@@ -37,6 +37,9 @@ func (s *Site) Status() web.Status {
 		}
 		st.Rules = append(st.Rules, rv)
 	}
+	if s.sh.upd != nil {
+		st.Firmware = s.sh.upd.Status()
+	}
 	st.Incidents = s.withSent(s.inc.OpenIncidents())
 	if st.Incidents == nil {
 		st.Incidents = []incident.Incident{}

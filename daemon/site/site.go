@@ -30,6 +30,7 @@ import (
 	"github.com/rackwatch/rackwatch/daemon/poll"
 	"github.com/rackwatch/rackwatch/daemon/rules"
 	"github.com/rackwatch/rackwatch/daemon/state"
+	"github.com/rackwatch/rackwatch/daemon/update"
 	"github.com/rackwatch/rackwatch/daemon/web"
 	"github.com/rackwatch/rackwatch/sensors"
 	"github.com/rackwatch/rackwatch/uplink"
@@ -49,6 +50,9 @@ type Options struct {
 	Ready func(s *Site)
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Update locates the firmware image's parts for the updater (slot booted, boot
+	// partition, paths); main fills it from /init's environment. Zero: not the image.
+	Update update.Options
 }
 
 // Site is one running site.
@@ -229,7 +233,7 @@ func build(cfg *config.Config, opt Options, sh *shared, strict bool) (s *Site, e
 		TLSCert: w.TLSCert, TLSKey: w.TLSKey, Log: s.log.With("part", "web"), Registry: s.metrics.reg,
 		MaxConns: w.MaxConns, MaxConnsPerAddr: w.MaxConnsPerAddr, MaxEventStreams: w.MaxEventStreams,
 		ReadHeaderTimeout: w.ReadHeaderTimeout, ReadTimeout: w.ReadTimeout, WriteTimeout: w.WriteTimeout,
-		IdleTimeout: w.IdleTimeout, OnLogin: sh.auditLogin, Audit: sh.auditRecords, Backup: sh.backup}, backend{s})
+		IdleTimeout: w.IdleTimeout, OnLogin: sh.auditLogin, Audit: sh.auditRecords, Backup: sh.backup, Update: sh.webUpdateFunc()}, backend{s})
 	if err != nil {
 		return s, err
 	}
@@ -322,6 +326,9 @@ func (s *Site) launch() {
 	s.cancel = cancel
 	late, failed := s.stage.commit(s.cfg.Devices)
 	s.stage = nil
+	if s.sh.upd != nil {
+		s.sh.upd.Configure(update.Settings{CommitAfter: s.cfg.Update.CommitAfter, MaxBytes: s.cfg.Update.MaxBytes, CAFile: s.cfg.Update.CAFile})
+	}
 	for id, dev := range late {
 		s.devs[id] = dev
 	}
@@ -678,6 +685,12 @@ func (s *Site) command(ctx context.Context, c uplink.Command) (err error) {
 		return s.Ack(c.Incident, "mqtt:"+c.ID)
 	case "relay":
 		return s.SetRelay(c.Device, c.State, "mqtt:"+c.ID)
+	case "update":
+		if s.sh.upd == nil {
+			return errors.New("no updater")
+		}
+		_, err := s.sh.upd.InstallURL(ctx, c.URL, c.SHA256, "mqtt:"+c.ID)
+		return err
 	case "reload":
 		// The reply waits for the outcome. This runs on the uplink's command goroutine, which
 		// a reload never stops: the uplink is handed over, or replaced after the reply.

@@ -16,6 +16,7 @@ import (
 	"github.com/rackwatch/rackwatch/daemon/audit"
 	"github.com/rackwatch/rackwatch/daemon/config"
 	"github.com/rackwatch/rackwatch/daemon/incident"
+	"github.com/rackwatch/rackwatch/daemon/update"
 	"github.com/rackwatch/rackwatch/drivers/snmptrap"
 	"github.com/rackwatch/rackwatch/sensors"
 	"github.com/rackwatch/rackwatch/uplink"
@@ -107,6 +108,7 @@ func (sv *Supervisor) Run(ctx context.Context) error {
 	auditDone := make(chan struct{})
 	go func() { defer close(auditDone); sh.publishAudit(actx) }()
 	defer func() { stopAudit(); <-auditDone; sh.audit.FlushRefusals() }()
+	sh.startUpdater(sv.opt)
 	s, err := build(cfg, sv.opt, sh, false)
 	if err == nil && s.upOpts != nil {
 		if err = sh.startUplink(*s.upOpts); err != nil {
@@ -123,6 +125,9 @@ func (sv *Supervisor) Run(ctx context.Context) error {
 	s.resolve(reloadKey, nil, s.now())
 	sv.sh = sh
 	<-sv.lock
+	uctx, stopUpdater := context.WithCancel(context.Background())
+	updaterDone := sh.bootUpdater(uctx)
+	defer func() { stopUpdater(); updaterDone() }()
 	if sv.opt.Ready != nil {
 		sv.opt.Ready(s)
 	}
@@ -301,6 +306,7 @@ type shared struct {
 	// hass is the Home Assistant discovery publisher (hass.go); nil for a site that runs
 	// nothing (replay).
 	hass *homeassistant.Publisher
+	upd  *update.Updater
 }
 
 type trapRecv struct {
@@ -472,7 +478,7 @@ func uplinkKey(o *uplink.Options) string {
 		return ""
 	}
 	c := *o
-	c.Logger, c.OnDrop, c.OnRefused = nil, nil, nil
+	c.Logger, c.OnDrop, c.OnRefused, c.Firmware = nil, nil, nil, nil
 	return fmt.Sprintf("%#v", c)
 }
 
@@ -506,6 +512,9 @@ func (sh *shared) startUplink(opts uplink.Options) error {
 		}
 	}
 	opts.OnRefused = sh.auditRefusedCommand
+	if sh.upd != nil {
+		opts.Firmware = func() any { return sh.upd.Status() }
+	}
 	up, err := uplink.New(sh.db, opts)
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)

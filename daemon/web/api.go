@@ -30,6 +30,9 @@ type Status struct {
 	// Rules are the configured rules, so the page can draw each metric against its
 	// thresholds. Added for the status page (issue 7); the site fills it from cfg.Rules.
 	Rules []RuleView `json:"rules,omitempty"`
+	// Firmware is the running firmware and its last update (CONTRACT.md §8), as the site's
+	// updater reports it; nil: not reported.
+	Firmware any `json:"firmware,omitempty"`
 }
 
 // RuleView is one configured rule as the page shows it: the thresholds of a numeric rule,

@@ -48,6 +48,9 @@ type Options struct {
 	// Backup writes a consistent copy of the database (GET /api/v1/backup, login needed), for
 	// an auditor to run -verify-audit on while the daemon runs; nil: 404.
 	Backup func(w io.Writer, user, client string) error
+	// Update installs the firmware bundle in body (POST /api/v1/update, login needed) and
+	// returns the HTTP status and the JSON answer; nil: 404. It bounds what it reads.
+	Update func(ctx context.Context, body io.Reader, user, client string) (int, any)
 
 	// Limits; zero is the default (README, "Limits against a hostile network").
 	MaxConns          int           // connections open at once, from everyone
@@ -168,6 +171,7 @@ func New(opt Options, b Backend) (*Server, error) {
 	s.mux.HandleFunc("GET /api/v1/backup", s.needLogin(s.backup))
 	s.mux.HandleFunc("POST /api/v1/incidents/{id}/ack", s.needLogin(s.ack))
 	s.mux.HandleFunc("POST /api/v1/relays/{id}", s.needLogin(s.relay))
+	s.mux.HandleFunc("POST /api/v1/update", s.needLogin(s.update))
 	s.mux.HandleFunc("GET /events", s.events)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", s.healthz)
@@ -432,6 +436,22 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, user string) {
 		// Headers are gone: a cut-off body is what the client sees, and the log says why.
 		s.log.Warn("web: backup not completed", "user", user, "err", err)
 	}
+}
+
+// updateReadTimeout replaces ReadTimeout for a firmware upload: tens of MB over a slow
+// management network take minutes.
+const updateReadTimeout = 15 * time.Minute
+
+func (s *Server) update(w http.ResponseWriter, r *http.Request, user string) {
+	if s.opt.Update == nil {
+		httpError(w, http.StatusNotFound, "no firmware updates here")
+		return
+	}
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(updateReadTimeout))
+	rc.SetWriteDeadline(time.Now().Add(updateReadTimeout + s.opt.WriteTimeout))
+	code, body := s.opt.Update(r.Context(), r.Body, user, clientIP(r))
+	writeJSON(w, code, body)
 }
 
 // maxAuditLimit bounds one answer of /api/v1/audit.
