@@ -7,57 +7,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/rackwatch/rackwatch/internal/mqttconn"
 )
 
 // CheckBroker reports why a broker URL cannot be used, or nil. The config check calls it,
 // so that -check refuses exactly what New would.
 func CheckBroker(s string) error {
-	_, _, err := parseBroker(s)
+	_, _, err := mqttconn.ParseBroker(s)
 	return err
-}
-
-// parseBroker checks a broker URL and tells whether it uses TLS.
-func parseBroker(s string) (*url.URL, bool, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, false, fmt.Errorf("broker %q: %w", s, err)
-	}
-	if u.Hostname() == "" || u.Port() == "" {
-		return nil, false, fmt.Errorf("broker %q: want scheme://host:port", s)
-	}
-	if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
-		return nil, false, fmt.Errorf("broker %q: port %s is not 1-65535", s, u.Port())
-	}
-	switch u.Scheme {
-	case "tcp", "mqtt":
-		return u, false, nil
-	case "ssl", "tls", "mqtts":
-		return u, true, nil
-	}
-	return nil, false, fmt.Errorf("broker %q: scheme %q not supported (tcp, ssl)", s, u.Scheme)
-}
-
-// backoff is the delay before the next round of connection attempts: full jitter over an
-// exponentially growing window, capped (AWS architecture blog, "Exponential Backoff And
-// Jitter"), so that a fleet of appliances does not reconnect in lockstep after a broker
-// restart.
-func backoff(base, max time.Duration, attempt int) time.Duration {
-	window := max
-	if attempt < 30 {
-		if w := base << attempt; w > 0 && w < max {
-			window = w
-		}
-	}
-	return rand.N(window) + time.Millisecond
 }
 
 // Run keeps the uplink connected until ctx ends: brokers are tried in order; when none
@@ -140,11 +105,11 @@ func (u *Uplink) Run(ctx context.Context) error {
 			case time.Since(began) < stableAfter:
 				// Accepted and dropped at once (a client id taken over, a broker that
 				// refuses us after CONNACK): back off as if it had not answered.
-				pause = backoff(u.opts.BackoffBase, u.opts.BackoffMax, attempt)
+				pause = mqttconn.Backoff(u.opts.BackoffBase, u.opts.BackoffMax, attempt)
 				attempt++
 			default:
 				attempt = 0
-				pause = backoff(u.opts.BackoffBase, u.opts.BackoffMax, 0)
+				pause = mqttconn.Backoff(u.opts.BackoffBase, u.opts.BackoffMax, 0)
 			}
 			break
 		}
@@ -154,7 +119,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		d := backoff(u.opts.BackoffBase, u.opts.BackoffMax, attempt)
+		d := mqttconn.Backoff(u.opts.BackoffBase, u.opts.BackoffMax, attempt)
 		attempt++
 		u.log.Info("no broker reachable, waiting", "delay", d.Round(time.Millisecond))
 		if !sleep(ctx, d) {
@@ -237,7 +202,7 @@ func (u *Uplink) statePayload(state string) []byte {
 
 // connect dials broker and completes the MQTT handshake with a persistent session.
 func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
-	bu, useTLS, err := parseBroker(broker)
+	bu, useTLS, err := mqttconn.ParseBroker(broker)
 	if err != nil {
 		return nil, err
 	}
@@ -625,7 +590,7 @@ var errSwitch = errors.New("switching back to an earlier broker")
 
 // reachable tells whether a TCP connection to broker's address succeeds.
 func reachable(ctx context.Context, broker string, timeout time.Duration) bool {
-	bu, _, err := parseBroker(broker)
+	bu, _, err := mqttconn.ParseBroker(broker)
 	if err != nil {
 		return false
 	}

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/rackwatch/rackwatch/internal/mqttconn"
 	"github.com/rackwatch/rackwatch/uplink/sparkplug"
 	"go.etcd.io/bbolt"
 )
@@ -296,7 +297,7 @@ func normalize(opts Options) (Options, error) {
 		return opts, errors.New("uplink: no broker configured")
 	}
 	for _, b := range opts.Brokers {
-		if _, _, err := parseBroker(b); err != nil {
+		if _, _, err := mqttconn.ParseBroker(b); err != nil {
 			return opts, fmt.Errorf("uplink: %w", err)
 		}
 	}

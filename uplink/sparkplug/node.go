@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"strings"
@@ -27,6 +26,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/rackwatch/rackwatch/internal/mqttconn"
 	"github.com/rackwatch/rackwatch/uplink/sparkplug/spbpb"
 	"go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -130,7 +130,7 @@ func New(opts Options) (*Node, error) {
 		return nil, errors.New("sparkplug: no broker configured")
 	}
 	for _, b := range opts.Brokers {
-		if _, _, err := parseBroker(b); err != nil {
+		if _, _, err := mqttconn.ParseBroker(b); err != nil {
 			return nil, fmt.Errorf("sparkplug: %w", err)
 		}
 	}
@@ -274,7 +274,7 @@ func (n *Node) Run(ctx context.Context) error {
 				if time.Since(began) > 10*time.Second {
 					attempt = 0
 				}
-				if !sleep(ctx, backoff(n.opts.BackoffBase, n.opts.BackoffMax, attempt)) {
+				if !sleep(ctx, mqttconn.Backoff(n.opts.BackoffBase, n.opts.BackoffMax, attempt)) {
 					return nil
 				}
 				attempt++
@@ -287,7 +287,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		idx = (idx + 1) % len(n.opts.Brokers)
 		if idx == 0 {
-			if !sleep(ctx, backoff(n.opts.BackoffBase, n.opts.BackoffMax, attempt)) {
+			if !sleep(ctx, mqttconn.Backoff(n.opts.BackoffBase, n.opts.BackoffMax, attempt)) {
 				return nil
 			}
 			attempt++
@@ -343,7 +343,7 @@ func (c *conn) setLost(err error) {
 
 // connect opens a clean session with NDEATH(bd) as the will.
 func (n *Node) connect(ctx context.Context, broker string, bd uint64) (*conn, error) {
-	bu, useTLS, err := parseBroker(broker)
+	bu, useTLS, err := mqttconn.ParseBroker(broker)
 	if err != nil {
 		return nil, err
 	}
@@ -591,34 +591,6 @@ func truncate(b []byte, max int) string {
 		return string(b[:max]) + "…"
 	}
 	return string(b)
-}
-
-func parseBroker(s string) (*url.URL, bool, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, false, fmt.Errorf("broker %q: %w", s, err)
-	}
-	if u.Hostname() == "" || u.Port() == "" {
-		return nil, false, fmt.Errorf("broker %q: want scheme://host:port", s)
-	}
-	switch u.Scheme {
-	case "tcp", "mqtt":
-		return u, false, nil
-	case "ssl", "tls", "mqtts":
-		return u, true, nil
-	}
-	return nil, false, fmt.Errorf("broker %q: scheme %q not supported (tcp, ssl)", s, u.Scheme)
-}
-
-// backoff is full jitter over an exponentially growing window, as the JSON uplink's.
-func backoff(base, max time.Duration, attempt int) time.Duration {
-	window := max
-	if attempt < 30 {
-		if w := base << attempt; w > 0 && w < max {
-			window = w
-		}
-	}
-	return rand.N(window) + time.Millisecond
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
