@@ -67,13 +67,18 @@ func TestSlotOrderAndTornState(t *testing.T) {
 		t.Error("the kernel command line is not cmdline.txt's RW_ARGS and rackwatch.slot=b")
 	}
 	v.waitHTTP(t, "/api/v1/status", 60*time.Second)
-	// /init reads the state the boot script wrote (the boot partition mounted on /boot).
-	v.console(t, "rwinit bootstate")
-	v.waitConsole(t, 30*time.Second, "console: bootstate", "booted=b", "gen=5", `order="B A"`, "a_left=3", "b_left=2")
+	// /init reads the state from the boot partition mounted on /boot: the boot script wrote
+	// generation 5 (B's tries one less), then the running daemon gave B its tries back in
+	// generation 6, once per boot (daemon/update), over the other copy.
+	testpeer.Eventually(t, 60*time.Second, "rwinit bootstate showing the daemon's generation 6", func() bool {
+		v.console(t, "rwinit bootstate")
+		time.Sleep(time.Second)
+		return v.consoleCount("console: bootstate", `booted=b gen=6 order="B A" a_left=3 b_left=3`) > 0
+	})
 	v.console(t, "rwinit reboot")
 	v.waitExit(t, 60*time.Second, "rwinit reboot")
 
-	wantState(t, img, 0, valid)
+	wantState(t, img, 0, state(6, "B A", 3, 3, ""))
 	want := state(5, "B A", 3, 2, "")
 	wantState(t, img, 1, want)
 	if got := bootFiles(t, img)["/"+bootstate.Files[1]]; !bytes.Equal(got, want.Marshal()) {
