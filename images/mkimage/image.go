@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cavaliergopher/cpio"
@@ -95,9 +96,14 @@ func (o *options) defaults() {
 	}
 }
 
+var buildMu sync.Mutex
+
 // build writes the image (or with SlotOut the slot image) and its .sha256 file and returns
 // the hex digest.
 func build(o options) (string, error) {
+	// One build at a time: go-diskfs takes its timestamps from the process environment.
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	o.defaults()
 	if strings.ContainsAny(o.Version, "\n\r\x00") || len(o.Version) > 128 {
 		return "", fmt.Errorf("version %q: one line of at most 128 bytes", o.Version)
