@@ -284,18 +284,10 @@ func (u *Uplink) connect(ctx context.Context, broker string) (*conn, error) {
 		return tc, nil
 	})
 	c.client = mqtt.NewClient(o)
-	tok := c.client.Connect()
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		// The dial follows ctx; CONNACK is bounded by ConnectTimeout.
-		<-tok.Done()
-		if tok.Error() == nil {
-			c.client.Disconnect(0)
+	if err := mqttconn.Connect(ctx, c.client); err != nil {
+		if ctx.Err() != nil && err == ctx.Err() {
+			return nil, err
 		}
-		return nil, ctx.Err()
-	}
-	if err := tok.Error(); err != nil {
 		if useTLS && strings.Contains(err.Error(), "remote error: tls:") {
 			// Under TLS 1.3 the broker's verdict on our certificate arrives after our side
 			// of the handshake is done, so it surfaces here, while reading CONNACK.

@@ -3,11 +3,14 @@
 package mqttconn
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
 	"strconv"
 	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
 // ParseBroker checks a broker URL (tcp://, mqtt://, ssl://, tls://, mqtts://, host and port
@@ -44,4 +47,21 @@ func Backoff(base, max time.Duration, attempt int) time.Duration {
 		}
 	}
 	return rand.N(window) + time.Millisecond
+}
+
+// Connect connects c and waits for the broker's CONNACK, or for ctx to end: then a
+// connection made meanwhile is closed and ctx.Err() returned as it is. The dial follows ctx
+// (the client's dialer); CONNACK is bounded by the client's ConnectTimeout.
+func Connect(ctx context.Context, c mqtt.Client) error {
+	tok := c.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		<-tok.Done()
+		if tok.Error() == nil {
+			c.Disconnect(0)
+		}
+		return ctx.Err()
+	}
+	return tok.Error()
 }

@@ -395,17 +395,10 @@ func (n *Node) connect(ctx context.Context, broker string, bd uint64) (*conn, er
 		return tc, nil
 	})
 	c.client = mqtt.NewClient(o)
-	tok := c.client.Connect()
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		<-tok.Done()
-		if tok.Error() == nil {
-			c.client.Disconnect(0)
+	if err := mqttconn.Connect(ctx, c.client); err != nil {
+		if ctx.Err() != nil && err == ctx.Err() {
+			return nil, err
 		}
-		return nil, ctx.Err()
-	}
-	if err := tok.Error(); err != nil {
 		return nil, fmt.Errorf("connect %s: %w", broker, err)
 	}
 	return c, nil
