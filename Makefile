@@ -4,6 +4,11 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKGS     := ./...
 
+# Every build and test here leaves HTTP/2 out of net/http: the page, the API and the HTTPS
+# clients (webhooks, update downloads) speak HTTP/1.1, and the bundled HTTP/2 code is about
+# half a megabyte of binary that this kernel keeps mapped (README.md, Memory).
+export GOFLAGS := $(strip $(GOFLAGS) -tags=nethttpomithttp2)
+
 # Debian packages the integration tests talk to (real peers, not fakes).
 # nut-snmp: NUT's own snmp-ups for the upsmib differential test; systemd: systemd-analyze
 # verifies the .deb's unit; util-linux: unshare gives each test upsmon its own /run/nut.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -30,37 +31,48 @@ var dictV1 = []byte(`{"seq":,"ts":"2026-01-01T00:00:00.000Z","readings":[{"devic
 	`{"device":"","metric":"temperature","value":,"unit":"°C","quality":"good","ts":"},{"device":"","metric":"ups.status","value":"OL","unit":"","quality":"stale","ts":"},` +
 	`{"seq":,"id":"","event":"opened","severity":"critical","rule":"","device":"","metric":"","value":,"threshold":,"opened_at":"","ts":""}`)
 
-// zstdEnc and zstdDec are safe for concurrent use; one of each, made on first use.
+// encoders holds zstd encoders between uses. One costs about 1 MB (its tables and window,
+// made again for every encoder), and a site whose broker is connected packs nothing: held
+// telemetry stays raw until it must be committed (hold.go), so the encoder is needed only
+// while messages go to the queue (an outage, an incident). The pool keeps one across an
+// outage's flushes and lets the collector take it back after a quiet while.
+var encoders = sync.Pool{New: func() any {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderDictRaw(1, dictV1), zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true),
+		zstd.WithWindowSize(encoderWindow), zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		panic(err) // only for bad options, which are constants here
+	}
+	return enc
+}}
+
+// packs counts pack's calls, for tests.
+var packs atomic.Int64
+
+// zstdDec is safe for concurrent use; made on first use.
 var (
 	zstdOnce sync.Once
-	zstdEnc  *zstd.Encoder
 	zstdDec  *zstd.Decoder
 )
 
-// encoderWindow bounds the encoder's history (zstd's default at this level keeps 8 MB for the
-// life of the process, a sixth of the board's budget for a 1,000-sensor site). A telemetry
-// message of 1,000 readings is about 120 KB, so 256 KiB still covers the largest payloads.
+// encoderWindow bounds the encoder's history (zstd's default at this level keeps 8 MB, a
+// sixth of the board's budget for a 1,000-sensor site). A telemetry message of 1,000
+// readings is about 120 KB, so 256 KiB still covers the largest payloads.
 const encoderWindow = 256 << 10
 
 // maxUnpacked bounds what one stored value may expand to.
 const maxUnpacked = 64 << 20
 
-func zstdCodec() (*zstd.Encoder, *zstd.Decoder) {
+func decoder() *zstd.Decoder {
 	zstdOnce.Do(func() {
 		var err error
-		zstdEnc, err = zstd.NewWriter(nil, zstd.WithEncoderDictRaw(1, dictV1), zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true),
-			zstd.WithWindowSize(encoderWindow), zstd.WithLowerEncoderMem(true))
-		if err != nil {
-			panic(err) // only for bad options, which are constants here
-		}
 		zstdDec, err = zstd.NewReader(nil, zstd.WithDecoderDictRaw(1, dictV1), zstd.WithDecoderConcurrency(1),
 			zstd.WithDecoderMaxMemory(maxUnpacked))
 		if err != nil {
 			panic(err)
 		}
 	})
-	return zstdEnc, zstdDec
+	return zstdDec
 }
 
 // inflaters keeps flate readers (about 40 KB each) for reuse across a backlog drain.
@@ -68,12 +80,20 @@ var inflaters sync.Pool
 
 // pack turns a payload into its stored form.
 func pack(payload []byte) []byte {
-	enc, _ := zstdCodec()
+	packs.Add(1)
+	enc := encoders.Get().(*zstd.Encoder)
 	v := enc.EncodeAll(payload, append(make([]byte, 0, len(payload)/3+32), storedZstd))
+	encoders.Put(enc)
 	if len(v) >= len(payload)+1 {
 		return append([]byte{storedRaw}, payload...)
 	}
 	return v
+}
+
+// raw is a payload's stored form without packing it: what held telemetry keeps until it is
+// committed (prepare packs it then).
+func raw(payload []byte) []byte {
+	return append([]byte{storedRaw}, payload...)
 }
 
 // unpack returns the payload of a stored value.
@@ -85,8 +105,7 @@ func unpack(v []byte) ([]byte, error) {
 	case storedRaw:
 		return append([]byte(nil), v[1:]...), nil
 	case storedZstd:
-		_, dec := zstdCodec()
-		out, err := dec.DecodeAll(v[1:], nil)
+		out, err := decoder().DecodeAll(v[1:], nil)
 		if err != nil {
 			return nil, fmt.Errorf("decode stored message: %w", err)
 		}

@@ -44,7 +44,8 @@ import (
 //
 // Format: "RWHOLD1\n", a header (uint8 length + boot_id, uint64 start seq, uint64 ceiling,
 // CRC-32C of these), then records: uint32 length of seq+payload, CRC-32C of seq+payload,
-// uint64 seq, the packed payload (compress.go), as stored in the queue.
+// uint64 seq, the payload in a stored form (compress.go): raw, as held; files written by
+// earlier versions hold it packed. Committing a held message packs it.
 
 // metaBucket holds heldKey while telemetry seqs are reserved beyond the last one used, i.e.
 // from the first reservation until a clean stop: found at open without a usable hold file,
@@ -67,7 +68,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // heldMsg is one held telemetry message.
 type heldMsg struct {
 	seq        uint64
-	packed     []byte
+	packed     []byte // stored form, raw (see raw)
 	readings   int
 	at         time.Time
 	committing bool // being committed to the queue: its ack goes to the queue's deletes
@@ -381,7 +382,7 @@ func (u *Uplink) hold1(it item, readings int) (full bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("uplink: telemetry: %w", err)
 	}
-	m := &heldMsg{seq: seq, packed: pack(payload), readings: readings, at: time.Now()}
+	m := &heldMsg{seq: seq, packed: raw(payload), readings: readings, at: time.Now()}
 	u.nextSeq++
 	if u.hold != nil {
 		if err := u.hold.append(seq, m.packed); err != nil {

@@ -100,12 +100,12 @@ func deleteAckedTx(tx *bbolt.Tx, acked [2][]uint64) (n [2]int, size [2]int64, er
 }
 
 // item is one message to enqueue: build makes its payload once its seq is known. A held
-// message comes with its seq and its packed payload instead.
+// message comes with its seq and its payload in a stored form instead.
 type item struct {
 	kind   int
 	build  func(seq uint64) ([]byte, error)
 	seq    uint64 // 0: the bucket's next
-	packed []byte // nil: build it
+	packed []byte // nil: build it; raw: pack it
 }
 
 // prepare returns the item's seq (taking the bucket's next if it has none) and its packed
@@ -117,12 +117,15 @@ func (it item) prepare(b *bbolt.Bucket) (seq uint64, payload []byte, err error) 
 			return 0, nil, err
 		}
 	}
-	if payload == nil {
+	switch {
+	case payload == nil:
 		p, err := it.build(seq)
 		if err != nil {
 			return 0, nil, err
 		}
 		payload = pack(p)
+	case payload[0] == storedRaw: // held telemetry, or a hold file's record
+		payload = pack(payload[1:])
 	}
 	return seq, payload, nil
 }
