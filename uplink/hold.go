@@ -9,8 +9,10 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -44,8 +46,10 @@ import (
 //
 // Format: "RWHOLD1\n", a header (uint8 length + boot_id, uint64 start seq, uint64 ceiling,
 // CRC-32C of these), then records: uint32 length of seq+payload, CRC-32C of seq+payload,
-// uint64 seq, the payload in a stored form (compress.go): raw, as held; files written by
-// earlier versions hold it packed. Committing a held message packs it.
+// uint64 seq, the payload in a stored form (compress.go). In a tmpfs the payload is raw:
+// packing takes an encoder of about 1 MB, which a site whose broker acknowledges in time
+// would keep for nothing; committing a held message packs it. A hold file on a disk gets
+// packed payloads, a tenth of the bytes written.
 
 // metaBucket holds heldKey while telemetry seqs are reserved beyond the last one used, i.e.
 // from the first reservation until a clean stop: found at open without a usable hold file,
@@ -68,7 +72,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // heldMsg is one held telemetry message.
 type heldMsg struct {
 	seq        uint64
-	packed     []byte // stored form, raw (see raw)
+	packed     []byte // stored form: raw, or packed when the hold file is on a disk
 	readings   int
 	at         time.Time
 	committing bool // being committed to the queue: its ack goes to the queue's deletes
@@ -232,6 +236,7 @@ func (u *Uplink) openHold() error {
 		path = DefaultHoldFile(u.db.Path())
 	}
 	u.holdPath, u.boot = path, kernelBootID()
+	u.holdOnDisk = !inMemory(filepath.Dir(path))
 	h, err := readHold(path)
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)
@@ -318,6 +323,16 @@ func (u *Uplink) openHold() error {
 	return nil
 }
 
+// inMemory reports whether dir is on a tmpfs or ramfs, where writes cost no flash.
+func inMemory(dir string) bool {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return false
+	}
+	const tmpfsMagic, ramfsMagic = 0x01021994, 0x858458f6
+	return uint32(st.Type) == tmpfsMagic || uint32(st.Type) == ramfsMagic
+}
+
 // rewriteHold replaces the hold file with the live held messages, the next seq and the
 // ceiling. Callers hold pmu. On failure the file is removed (a stale file must not be
 // trusted) and the held messages live in memory only until a later rewrite works.
@@ -382,7 +397,12 @@ func (u *Uplink) hold1(it item, readings int) (full bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("uplink: telemetry: %w", err)
 	}
-	m := &heldMsg{seq: seq, packed: raw(payload), readings: readings, at: time.Now()}
+	m := &heldMsg{seq: seq, readings: readings, at: time.Now()}
+	if u.holdOnDisk {
+		m.packed = pack(payload) // a tenth of the bytes reach the flash
+	} else {
+		m.packed = raw(payload)
+	}
 	u.nextSeq++
 	if u.hold != nil {
 		if err := u.hold.append(seq, m.packed); err != nil {

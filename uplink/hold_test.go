@@ -243,3 +243,75 @@ func TestReadHoldCut(t *testing.T) {
 		t.Errorf("flipped bit: %d records, bad %q", len(h.recs), h.bad)
 	}
 }
+
+// TestHeldPackedOnlyOnDisk: held telemetry is packed (an encoder of about 1 MB) only when its
+// hold file is on a disk, where packing saves flash; in a tmpfs a site whose broker
+// acknowledges in time packs nothing, and what it commits is still packed.
+func TestHeldPackedOnlyOnDisk(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "rw-test-")
+	if err != nil || !inMemory(shm) {
+		t.Fatalf("need /dev/shm as a tmpfs for this test: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	// Not t.TempDir: /tmp is a tmpfs on many machines. The package's folder is on a disk.
+	disk, err := os.MkdirTemp(".", ".hold-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(disk) })
+	if inMemory(disk) {
+		t.Skip("the source tree is in memory: no disk to compare with")
+	}
+	m := startMosquitto(t)
+	for _, c := range []struct {
+		name, dir string
+		wantPacks int64
+	}{{"tmpfs", shm, 0}, {"disk", disk, 3}} {
+		t.Run(c.name, func(t *testing.T) {
+			db := openDB(t, filepath.Join(t.TempDir(), "rw.db"))
+			t.Cleanup(func() { db.Close() })
+			o := testOptions(m.URL)
+			o.TelemetryFlush = time.Hour
+			o.HoldFile = filepath.Join(c.dir, c.name+".hold")
+			u := start(t, db, o)
+			testpeer.Eventually(t, 20*time.Second, "connected", func() bool { return u.Status().Connected })
+			before := packs.Load()
+			for i := 0; i < 3; i++ {
+				if err := u.Telemetry(reading(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			testpeer.Eventually(t, 20*time.Second, "all acknowledged", func() bool { return u.Status().Queued == 0 })
+			if n := packs.Load() - before; n != c.wantPacks {
+				t.Errorf("%d messages packed for 3 held ones the broker acknowledged, want %d", n, c.wantPacks)
+			}
+			h, err := readHold(o.HoldFile)
+			if err != nil || len(h.recs) == 0 {
+				t.Fatalf("hold file: %v, %d records", err, len(h.recs))
+			}
+			if onDisk := h.recs[0].packed[0] == storedZstd; onDisk != (c.wantPacks > 0) {
+				t.Errorf("hold file record stored as %#x", h.recs[0].packed[0])
+			}
+			// Committed, a held message is packed whatever the hold file.
+			m.Stop()
+			testpeer.Eventually(t, 20*time.Second, "outage seen", func() bool { return !u.Status().Connected })
+			if err := u.Telemetry(reading(9)); err != nil {
+				t.Fatal(err)
+			}
+			if err := u.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			m.Start()
+			err = db.View(func(tx *bbolt.Tx) error {
+				_, v := tx.Bucket(bucketNames[kindTelemetry]).Cursor().Last()
+				if len(v) == 0 || v[0] != storedZstd {
+					t.Errorf("committed held telemetry not packed (%d bytes, first %.1x)", len(v), v)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

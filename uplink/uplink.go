@@ -216,6 +216,7 @@ type Uplink struct {
 	hold         *holdFile
 	holdPath     string
 	holdErr      bool   // the hold file failed; said once
+	holdOnDisk   bool   // the hold file's folder is not in memory: held telemetry is packed (hold.go)
 	boot         string // the kernel's boot_id
 	stopped      bool   // Run ended: Telemetry goes to the queue directly
 
