@@ -78,7 +78,11 @@ sbs_rounds=${BENCH_SBS_ROUNDS:-3}
 [ "${BENCH_SHORT:-}" = 1 ] && sbs_dur=${BENCH_SBS_DUR:-45} && sbs_rounds=${BENCH_SBS_ROUNDS:-2}
 echo "DUR=$sbs_dur ROUNDS=$sbs_rounds" >"$out/sbs_args"
 if [ -f "$sbs" ]; then
-	step side-by-side env RACKWATCH_BIN="$PWD/bin/rackwatch" DUR="$sbs_dur" ROUNDS="$sbs_rounds" bash "$sbs"
+	# rackwatch runs as its systemd unit and the image run it: RUNTIME_DIRECTORY on a tmpfs (the
+	# uplink's hold file). Telegraf ignores the variable.
+	sbs_rt=$(mktemp -d /dev/shm/rackwatch-sbs.XXXXXX)
+	step side-by-side env RUNTIME_DIRECTORY="$sbs_rt" RACKWATCH_BIN="$PWD/bin/rackwatch" DUR="$sbs_dur" ROUNDS="$sbs_rounds" bash "$sbs"
+	rm -rf "$sbs_rt"
 	# "ratio rackwatch/telegraf: peak RSS 0.55, anonymous RSS 0.70, CPU 0.45"
 	sed -nE 's/^ratio rackwatch\/telegraf: peak RSS ([0-9.]+), anonymous RSS ([0-9.]+), CPU ([0-9.]+).*/rss_ratio=\1\nanon_ratio=\2\ncpu_ratio=\3/p' \
 		"$out/side-by-side.txt" >>"$out/side-by-side.txt"
