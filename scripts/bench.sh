@@ -48,11 +48,11 @@ step() { # step NAME CMD...: runs CMD, output to $out/NAME.txt and the terminal
 }
 
 # Storage (bench/storage) runs for BENCH_STORAGE_DURATION (1h; 3m with BENCH_SHORT) beside the
-# rest: three daemons, one per site kind, at once. They are quiet sites; the CPU and latency
+# rest: four daemons, one per site kind, at once. They are quiet sites; the CPU and latency
 # figures below are measured with them running.
 $GO build -trimpath -ldflags '-s -w' -o "$out/rackwatch-storage" ./daemon
 storage_pids=()
-for kind in Quiet Demo Offline; do
+for kind in Quiet Demo Offline Idle; do
 	RACKWATCH_BIN="$out/rackwatch-storage" $GO test -run '^$' -bench "^BenchmarkStorage$kind\$" -benchtime=1x -timeout 3h \
 		./bench/storage/ >"$out/storage-$kind.log" 2>&1 &
 	storage_pids+=($!)

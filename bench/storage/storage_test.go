@@ -1,17 +1,21 @@
 // Package storage measures what a site costs the flash card: write_bytes of the whole rackwatch
 // process (what it sent to storage, /proc/PID/io) over BENCH_STORAGE_DURATION (default 1h;
-// BENCH_SHORT=1 makes it 3m), extrapolated to a day, for three sites:
+// BENCH_SHORT=1 makes it 3m), extrapolated to a day, and its CPU per hour and per poll, for
+// four sites:
 //   - quiet: 10 simulated devices that do not change, a broker connected, no incidents;
 //   - demo: the demo story (incidents every few minutes) with its embedded broker;
-//   - offline: the quiet site with no broker reachable, so every telemetry message is queued.
+//   - offline: the quiet site with no broker reachable, so every telemetry message is queued;
+//   - idle: one contact read once a minute, a broker connected.
 //
 // The first BENCH_STORAGE_SETTLE (default 30s) after the site listens is left out: creating the
 // database is a one-off, not a daily cost. It is benchmarks only (go test -bench Storage
-// -benchtime=1x); the three can run at once (make bench does).
+// -benchtime=1x); the four can run at once (make bench does).
 package storage
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,8 +72,53 @@ func writeBytes(pid int) (int64, error) {
 	return 0, fmt.Errorf("no write_bytes in /proc/%d/io", pid)
 }
 
+// cpuSeconds is utime+stime of /proc/PID/stat (in USER_HZ, 100 a second on Linux).
+func cpuSeconds(pid int) (float64, error) {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces: count after it.
+	f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	stm, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %v %v", pid, err1, err2)
+	}
+	return (ut + stm) / 100, nil
+}
+
+// polls is the number of device polls the daemon listening on web has made: the sum of
+// rackwatch_poll_duration_seconds_count over its devices.
+func polls(web string) (float64, error) {
+	resp, err := http.Get("http://" + web + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var n float64
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, "rackwatch_poll_duration_seconds_count") {
+			v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+			if err != nil {
+				return 0, fmt.Errorf("metrics line %q: %w", l, err)
+			}
+			n += v
+		}
+	}
+	return n, nil
+}
+
 // measure runs rackwatch with args until it listens on ready, lets it settle, then reports
-// the bytes it writes to storage per day at the rate of the measured window.
+// the bytes it writes to storage per day at the rate of the measured window, and the CPU it
+// took: per hour, and per device poll when it has devices.
 func measure(b *testing.B, ready string, args ...string) {
 	b.Helper()
 	bin := binary(b)
@@ -84,6 +133,14 @@ func measure(b *testing.B, ready string, args ...string) {
 		if err != nil {
 			b.Fatalf("rackwatch exited early: %v\n%s", err, p.Output())
 		}
+		c0, err := cpuSeconds(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n0, err := polls(ready)
+		if err != nil {
+			b.Fatal(err)
+		}
 		start := time.Now()
 		b.StartTimer()
 		time.Sleep(d)
@@ -92,12 +149,25 @@ func measure(b *testing.B, ready string, args ...string) {
 		if err != nil {
 			b.Fatalf("rackwatch exited early: %v\n%s", err, p.Output())
 		}
+		c1, err := cpuSeconds(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n1, err := polls(ready)
+		if err != nil {
+			b.Fatal(err)
+		}
 		el := time.Since(start)
 		p.Stop()
 		perDay := float64(w1-w0) * float64(24*time.Hour) / float64(el)
 		b.ReportMetric(perDay/1e6, "MB/day")
 		b.ReportMetric(float64(w1-w0), "bytes")
 		b.ReportMetric(el.Seconds(), "wall-s")
+		b.ReportMetric((c1-c0)*float64(time.Hour)/float64(el), "cpu-s/hour")
+		if n1 > n0 {
+			b.ReportMetric((c1-c0)*1e6/(n1-n0), "cpu-µs/poll")
+			b.ReportMetric(n1-n0, "polls")
+		}
 		b.StartTimer()
 	}
 }
@@ -160,6 +230,23 @@ func BenchmarkStorageQuiet(b *testing.B) {
 	m := testpeer.StartMosquitto(b)
 	web := webAddr(b)
 	measure(b, web, "-config", quietSite(b, "quiet", web, m.URL))
+}
+
+// BenchmarkStorageIdle: a site with one door contact read once a minute (a site needs a
+// device) and a broker connected: what the daemon costs when there is nothing to do (the page,
+// NUT and the uplink still up).
+func BenchmarkStorageIdle(b *testing.B) {
+	m := testpeer.StartMosquitto(b)
+	web := webAddr(b)
+	measure(b, web, "-config", writeConfig(b, fmt.Sprintf(`site: storage
+node: idle
+data_dir: %s
+web: {listen: %q}
+mqtt: {brokers: [%q], telemetry_interval: 10s}
+nut: {listen: "127.0.0.1:%d"}
+devices:
+  - {id: door, driver: sim.contact, poll: 1m}
+`, b.TempDir(), web, m.URL, testpeer.FreePort(b))))
 }
 
 // BenchmarkStorageOffline: the quiet site whose broker never answers. Budget ≤ 200 MB a day.
