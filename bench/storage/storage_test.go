@@ -116,6 +116,29 @@ func polls(web string) (float64, error) {
 	return n, nil
 }
 
+// sample is what the daemon has written, the CPU it has taken and the polls it has made.
+type sample struct {
+	written    int64
+	cpu, polls float64
+}
+
+func take(b *testing.B, p *testpeer.Proc, web string) sample {
+	b.Helper()
+	var s sample
+	var err error
+	pid := p.Cmd.Process.Pid
+	if s.written, err = writeBytes(pid); err != nil {
+		b.Fatalf("rackwatch exited early: %v\n%s", err, p.Output())
+	}
+	if s.cpu, err = cpuSeconds(pid); err != nil {
+		b.Fatal(err)
+	}
+	if s.polls, err = polls(web); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
 // measure runs rackwatch with args until it listens on ready, lets it settle, then reports
 // the bytes it writes to storage per day at the rate of the measured window, and the CPU it
 // took: per hour, and per device poll when it has devices.
@@ -127,46 +150,24 @@ func measure(b *testing.B, ready string, args ...string) {
 		b.StopTimer()
 		p := testpeer.StartEnv(b, []string{"RUNTIME_DIRECTORY=" + runtimeDir(b)}, bin, args...)
 		testpeer.WaitTCP(b, ready, 60*time.Second)
-		pid := p.Cmd.Process.Pid
 		time.Sleep(settle)
-		w0, err := writeBytes(pid)
-		if err != nil {
-			b.Fatalf("rackwatch exited early: %v\n%s", err, p.Output())
-		}
-		c0, err := cpuSeconds(pid)
-		if err != nil {
-			b.Fatal(err)
-		}
-		n0, err := polls(ready)
-		if err != nil {
-			b.Fatal(err)
-		}
+		s0 := take(b, p, ready)
 		start := time.Now()
 		b.StartTimer()
 		time.Sleep(d)
 		b.StopTimer()
-		w1, err := writeBytes(pid)
-		if err != nil {
-			b.Fatalf("rackwatch exited early: %v\n%s", err, p.Output())
-		}
-		c1, err := cpuSeconds(pid)
-		if err != nil {
-			b.Fatal(err)
-		}
-		n1, err := polls(ready)
-		if err != nil {
-			b.Fatal(err)
-		}
+		s1 := take(b, p, ready)
 		el := time.Since(start)
 		p.Stop()
-		perDay := float64(w1-w0) * float64(24*time.Hour) / float64(el)
+		perDay := float64(s1.written-s0.written) * float64(24*time.Hour) / float64(el)
 		b.ReportMetric(perDay/1e6, "MB/day")
-		b.ReportMetric(float64(w1-w0), "bytes")
+		b.ReportMetric(float64(s1.written-s0.written), "bytes")
 		b.ReportMetric(el.Seconds(), "wall-s")
-		b.ReportMetric((c1-c0)*float64(time.Hour)/float64(el), "cpu-s/hour")
-		if n1 > n0 {
-			b.ReportMetric((c1-c0)*1e6/(n1-n0), "cpu-µs/poll")
-			b.ReportMetric(n1-n0, "polls")
+		cpu := s1.cpu - s0.cpu
+		b.ReportMetric(cpu*float64(time.Hour)/float64(el), "cpu-s/hour")
+		if n := s1.polls - s0.polls; n > 0 {
+			b.ReportMetric(cpu*1e6/n, "cpu-µs/poll")
+			b.ReportMetric(n, "polls")
 		}
 		b.StartTimer()
 	}
