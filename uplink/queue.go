@@ -134,9 +134,26 @@ func (it item) prepare(b *bbolt.Bucket) (seq uint64, payload []byte, err error) 
 // also deletes the acknowledged messages waiting for a commit and, for telemetry over the
 // cap, the oldest telemetry. then, if set, runs last in the same transaction.
 func (u *Uplink) enqueue(items []item, then func(tx *bbolt.Tx) error) (Drop, error) {
+	if u.beforeEnqueue != nil {
+		u.beforeEnqueue()
+	}
 	u.mu.Lock()
 	acked, ackedB := u.acked, u.ackedB
 	u.acked, u.ackedB = [2][]uint64{}, 0
+	// A held message being committed can be acknowledged between commitHeld marking it and
+	// this lock: its ack then waits in acked, to delete a message not stored yet. Storing it
+	// would leave it queued with its ack spent, never sent again on this connection, and
+	// counted in Queued until the next one.
+	var gone map[uint64]bool
+	for _, it := range items {
+		if it.seq != 0 && it.kind == kindTelemetry && len(acked[kindTelemetry]) > 0 {
+			gone = make(map[uint64]bool, len(acked[kindTelemetry]))
+			for _, s := range acked[kindTelemetry] {
+				gone[s] = true
+			}
+			break
+		}
+	}
 	var (
 		drop  Drop
 		count [2]int // changes to u.count and u.bytes, applied once committed
@@ -161,6 +178,9 @@ func (u *Uplink) enqueue(items []item, then func(tx *bbolt.Tx) error) (Drop, err
 			drop.Bytes += n
 		}
 		for _, it := range items {
+			if it.seq != 0 && it.kind == kindTelemetry && gone[it.seq] {
+				continue
+			}
 			b := tx.Bucket(bucketNames[it.kind])
 			seq, payload, err := it.prepare(b)
 			if err != nil {

@@ -220,6 +220,9 @@ type Uplink struct {
 	boot         string // the kernel's boot_id
 	stopped      bool   // Run ended: Telemetry goes to the queue directly
 
+	// beforeEnqueue, if set, runs as enqueue begins (tests: an acknowledgement arriving then).
+	beforeEnqueue func()
+
 	dropped   atomic.Uint64
 	published atomic.Uint64
 	connects  atomic.Uint64

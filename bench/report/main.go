@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -20,10 +21,23 @@ import (
 // stored under the benchmark name "".
 type results map[string]map[string]map[string]float64
 
-var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+\d+\s+(.*)$`)
+// outputs is what load found: the numbers, and why some are missing.
+type outputs struct {
+	r      results
+	order  map[string][]string          // file → benchmark names in the order they came
+	failed map[string]map[string]string // file → benchmark → what its --- FAIL or --- SKIP said
+	status map[string]string            // file → how its step ended, when not well (exit status, panic, timeout)
+}
 
-func load(dir string) (results, error) {
-	r := results{}
+var (
+	benchLine  = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+\d+\s+(.*)$`)
+	failLine   = regexp.MustCompile(`^\s*--- (FAIL|SKIP): (Benchmark\S+)`)
+	statusLine = regexp.MustCompile(`^(\(exit status \d+\)|\(\S+ exit status \d+.*\)|panic: .*|\*\*\* Test killed.*|signal: .*)$`)
+)
+
+func load(dir string) (*outputs, error) {
+	out := &outputs{r: results{}, order: map[string][]string{}, failed: map[string]map[string]string{}, status: map[string]string{}}
+	r := out.r
 	files, err := filepath.Glob(filepath.Join(dir, "*.txt"))
 	if err != nil {
 		return nil, err
@@ -32,13 +46,37 @@ func load(dir string) (results, error) {
 		name := strings.TrimSuffix(filepath.Base(f), ".txt")
 		m := map[string]map[string]float64{"": {}}
 		r[name] = m
+		out.failed[name] = map[string]string{}
 		fh, err := os.Open(f)
 		if err != nil {
 			return nil, err
 		}
 		sc := bufio.NewScanner(fh)
+		sc.Buffer(nil, 1<<20)
+		failing := "" // the benchmark whose --- FAIL/SKIP message is being read
 		for sc.Scan() {
 			line := sc.Text()
+			if failing != "" {
+				// The first indented line under --- FAIL is the benchmark's own message.
+				if t := strings.TrimSpace(line); t != "" && strings.HasPrefix(line, " ") && out.failed[name][failing] == "" {
+					out.failed[name][failing] = t
+					failing = ""
+					continue
+				}
+				failing = ""
+			}
+			if g := failLine.FindStringSubmatch(line); g != nil {
+				b := strings.TrimSuffix(g[2], " ")
+				out.failed[name][b] = ""
+				if g[1] == "SKIP" {
+					out.failed[name][b] = "skipped"
+				}
+				failing = b
+				continue
+			}
+			if statusLine.MatchString(line) && out.status[name] == "" {
+				out.status[name] = line
+			}
 			if g := benchLine.FindStringSubmatch(line); g != nil {
 				units := map[string]float64{}
 				f := strings.Fields(g[3])
@@ -46,6 +84,9 @@ func load(dir string) (results, error) {
 					if v, err := strconv.ParseFloat(f[i], 64); err == nil {
 						units[f[i+1]] = v
 					}
+				}
+				if _, seen := m[g[1]]; !seen {
+					out.order[name] = append(out.order[name], g[1])
 				}
 				m[g[1]] = units
 				continue
@@ -58,11 +99,45 @@ func load(dir string) (results, error) {
 		}
 		fh.Close()
 	}
-	return r, nil
+	return out, nil
 }
 
-func (r results) get(file, bench, unit string) (float64, bool) {
-	v, ok := r[file][bench][unit]
+// whyMissing says why file has no unit for bench: the benchmark's own failure if it (or the
+// benchmark it is part of) failed, else how the step ended.
+func (o *outputs) whyMissing(file, bench, unit string) string {
+	if _, ok := o.r[file]; !ok {
+		return "not run: no " + file + ".txt in the run's outputs"
+	}
+	for b := bench; b != ""; {
+		if msg, ok := o.failed[file][b]; ok && (msg != "" || b == bench) {
+			if msg == "" {
+				msg = "no message"
+			}
+			if msg == "skipped" {
+				return b + " skipped"
+			}
+			return b + " failed: " + msg
+		}
+		i := strings.LastIndex(b, "/")
+		if i < 0 {
+			break
+		}
+		b = b[:i]
+	}
+	what := bench
+	if bench == "" {
+		what = unit + "="
+	} else if _, ok := o.r[file][bench]; ok {
+		what = bench + " without " + unit
+	}
+	if st := o.status[file]; st != "" {
+		return "no " + what + " in " + file + ".txt; the step ended with " + strings.Trim(st, "()")
+	}
+	return "no " + what + " in " + file + ".txt"
+}
+
+func (o *outputs) get(file, bench, unit string) (float64, bool) {
+	v, ok := o.r[file][bench][unit]
 	return v, ok
 }
 
@@ -76,13 +151,13 @@ type check struct {
 	format      string
 }
 
-func (c check) row(r results) string { return c.rowAs(r, c.what) }
+func (c check) row(r *outputs) string { return c.rowAs(r, c.what) }
 
-func (c check) rowAs(r results, what string) string {
+func (c check) rowAs(r *outputs, what string) string {
 	c.what = what
 	v, ok := r.get(c.file, c.bench, c.unit)
 	if !ok {
-		return fmt.Sprintf("| %s | not measured | %s | – |", c.what, c.bound())
+		return fmt.Sprintf("| %s | not measured | %s | %s |", c.what, c.bound(), cell(r.whyMissing(c.file, c.bench, c.unit)))
 	}
 	if c.target == 0 && !c.atMost {
 		return fmt.Sprintf("| %s | "+c.format+" | none | no target (shown for comparison) |", c.what, v)
@@ -114,6 +189,38 @@ func (c check) bound() string {
 		op = "≤"
 	}
 	return op + " " + strconv.FormatFloat(c.target, 'f', -1, 64)
+}
+
+// cell makes text safe inside a Markdown table cell.
+func cell(t string) string { return strings.ReplaceAll(t, "|", "\\|") }
+
+// unchecked returns a row for each benchmark in files that no check names: a configuration
+// that was measured is shown with its figures even when nobody gave it a target.
+func (o *outputs) unchecked(files []string, checks []check) []string {
+	named := map[string]bool{}
+	for _, c := range checks {
+		named[c.file+"\x00"+c.bench] = true
+	}
+	var rows []string
+	for _, f := range files {
+		f = strings.TrimSuffix(f, ".txt")
+		for _, b := range o.order[f] {
+			if named[f+"\x00"+b] {
+				continue
+			}
+			var units []string
+			for u := range o.r[f][b] {
+				units = append(units, u)
+			}
+			sort.Strings(units)
+			vals := make([]string, len(units))
+			for i, u := range units {
+				vals[i] = strconv.FormatFloat(o.r[f][b][u], 'f', -1, 64) + " " + u
+			}
+			rows = append(rows, fmt.Sprintf("| %s | %s | none | no target in bench/report (shown as measured) |", cell(b), cell(strings.Join(vals, ", "))))
+		}
+	}
+	return rows
 }
 
 // section is one of the issue's measurements.
@@ -192,7 +299,7 @@ func main() {
 				{"stored slots (24 h × 1,000 metrics)", "state", "BenchmarkHistory24h1000Metrics", "slots", false, 0, "%.0f"},
 				{"heap for 24 h × 1,000 metrics (MB)", "state", "BenchmarkHistory24h1000Metrics", "heapMB", true, 40, "%.1f"},
 			}, raw: []string{"state.txt"}},
-		{title: "6. Uplink", command: "go test -run '^$' -bench DiskBytesPerReading -benchtime=1x ./uplink/ && go test -run '^$' -bench DrainVsPaho -benchtime=4x ./uplink/",
+		{title: "6. Uplink", command: "go test -run '^$' -bench DiskBytesPerReading -benchtime=1x ./uplink/; go test -run '^$' -bench DrainVsPaho -benchtime=4x ./uplink/",
 			notes: "The uplink's own benchmarks (owned by the uplink): BenchmarkDrainVsPaho alternates the backlog drain (10,000 messages of 10 readings queued offline, then Run to a real mosquitto until the last PUBACK) and a plain paho QoS 1 loop with the same 256 in flight on the same broker, four rounds, swapping which goes first each round. BenchmarkDiskBytesPerReading is /proc/self/io write_bytes per reading: what the process caused to be sent to storage, counted per page (or large folio) dirtied, so a write to tmpfs counts nothing and a 4 KiB bbolt page write counts at least 4 KiB; wchar (bytes handed to write(2), tmpfs included) is shown for comparison. Default = mqtt.queue_flush 5m (held telemetry, hold file in tmpfs as under systemd and on the image): with a broker connected messages are acknowledged and never committed, only the seq reservations (a commit per 1,024 messages) reach the disk; with no broker the period's messages (30 at 10 s telemetry) are committed together. The other rows are queue_flush 1m and queue_flush 0 (every message committed before it is published); held-broker is the default against a real mosquitto (testpeer), Run publishing and the PUBACKs removing the messages, where the other held rows play the acknowledgements by hand; …-disk rows put the hold file next to the database (a service without $RUNTIME_DIRECTORY), where its writes reach the disk. Every storage row is held to the same 64 B/reading budget; the wchar rows have none.",
 			checks: []check{
 				{"drain (msgs/s)", "uplink", "BenchmarkDrainVsPaho", "drain-msgs/s", false, 0, "%.0f"},
@@ -290,6 +397,9 @@ func main() {
 		fmt.Fprintf(&b, "## %s\n\n`%s`\n\n%s\n\n| what | value | target | verdict |\n| --- | --- | --- | --- |\n", s.title, s.command, s.notes)
 		for _, c := range s.checks {
 			fmt.Fprintln(&b, c.row(r))
+		}
+		for _, row := range r.unchecked(s.raw, s.checks) {
+			fmt.Fprintln(&b, row)
 		}
 		// Why a target is missed is written by hand, next to this program (notes/N.md).
 		if why, err := os.ReadFile(filepath.Join(*notes, strings.TrimSuffix(strings.Fields(s.title)[0], ".")+".md")); err == nil {
