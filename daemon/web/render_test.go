@@ -16,7 +16,7 @@ import (
 // refTemplates are the html/template page and login templates that render.go replaced, kept
 // in testdata as the reference for its output and escaping, with the FuncMap they had; the
 // pages' CSS and script are the assets, as they are, so that editing those breaks nothing here.
-func refTemplates(t *testing.T) *template.Template {
+func refTemplates(t testing.TB) *template.Template {
 	t.Helper()
 	tmpl := template.Must(template.New("page").Funcs(template.FuncMap{
 		"deref":    func(b *bool) bool { return b != nil && *b },
@@ -215,4 +215,43 @@ func diffAt(a, b string) int {
 
 func around(s string, i int) string {
 	return s[max(0, i-80):min(len(s), i+80)]
+}
+
+// FuzzRenderMatchesTemplate puts any string into the fields of every escaping context (text,
+// attributes, the form actions' URL paths, the login form) and compares with the templates.
+func FuzzRenderMatchesTemplate(f *testing.F) {
+	for _, s := range []string{nasty, urlNasty, "%", "%4", "%41", "%%41", "\xe2\x82", "\u2028\u2029", "a\tb\rc", "javascript:alert(1)", ""} {
+		f.Add(s)
+	}
+	tmpl := refTemplates(f)
+	base := renderCases()["full"]
+	f.Fuzz(func(t *testing.T, s string) {
+		d := base
+		d.St.Site, d.User, d.CSRF, d.Nonce = s, s, s, s
+		d.Incidents = []incidentView{{Incident: incident.Incident{ID: s, Rule: s, Severity: s, State: s, Summary: s}, Sent: s}}
+		d.Relays = []relayView{{Relay: Relay{ID: s, Mode: s, Engine: s}, Role: s}}
+		d.Charts = []chartGroup{{Device: s, Charts: []chartView{{Device: s, Metric: s, TH: s, Path: s, DotX: s, DotY: s, Lines: []chartLine{{Y: s, Level: s, Label: s}}}}}}
+		var want, got bytes.Buffer
+		if err := tmpl.ExecuteTemplate(&want, "index.html", d); err != nil {
+			t.Fatal(err)
+		}
+		if err := renderPage(&got, d, false); err != nil {
+			t.Fatal(err)
+		}
+		if i := diffAt(got.String(), want.String()); i >= 0 {
+			t.Fatalf("page differs at byte %d:\n got %q\nwant %q", i, around(got.String(), i), around(want.String(), i))
+		}
+		l := loginData{Site: s, Node: s, Next: s, CSRF: s, Error: s, Nonce: s}
+		want.Reset()
+		got.Reset()
+		if err := tmpl.ExecuteTemplate(&want, "login", l); err != nil {
+			t.Fatal(err)
+		}
+		if err := renderLogin(&got, l); err != nil {
+			t.Fatal(err)
+		}
+		if i := diffAt(got.String(), want.String()); i >= 0 {
+			t.Fatalf("login differs at byte %d:\n got %q\nwant %q", i, around(got.String(), i), around(want.String(), i))
+		}
+	})
 }
