@@ -50,7 +50,7 @@ func (p *pw) esc(s string) {
 	}
 }
 
-func (p *pw) int(n int) { p.raw(strconv.Itoa(n)) }
+func (p *pw) num(n int) { p.raw(strconv.Itoa(n)) }
 
 // escURL writes a value inside a URL path, as html/template's URL normaliser does: bytes
 // that RFC 3986 allows there are kept, a % only when it starts a valid escape, every other
@@ -176,7 +176,7 @@ func (p *pw) live(d pageData) {
 	p.raw("</ul><div class=\"asof\">as of ")
 	p.esc(d.Now.UTC().Format("15:04:05"))
 	p.raw(" UTC</div></section>\n\n<section id=\"incidents\" class=\"card wide\"><h2>Open incidents <span class=\"count\">")
-	p.int(len(d.Incidents))
+	p.num(len(d.Incidents))
 	p.raw("</span></h2>\n")
 	if len(d.Incidents) > 0 {
 		p.raw("<div class=\"incs\">\n")
@@ -198,7 +198,7 @@ func (p *pw) live(d pageData) {
 			p.esc(in.Summary)
 			if in.Flaps > 0 {
 				p.raw(" · flapped ")
-				p.int(in.Flaps)
+				p.num(in.Flaps)
 				p.raw("×")
 			}
 			p.raw("</div></div>\n<div class=\"when\">")
@@ -442,7 +442,7 @@ func (p *pw) live(d pageData) {
 	p.raw("</p>\n<p class=\"row\"><span>Broker</span><span>")
 	p.esc(or(d.St.Uplink.Broker, "—"))
 	p.raw("</span></p>\n<p class=\"row\"><span>Queued</span><span>")
-	p.int(d.St.Uplink.Queued)
+	p.num(d.St.Uplink.Queued)
 	if d.St.Uplink.Dropped != 0 {
 		p.raw(` · <b class="warning">`)
 		p.raw(strconv.FormatUint(d.St.Uplink.Dropped, 10))
