@@ -3,9 +3,10 @@
 //
 // It talks to the site only through Backend, so it knows nothing of drivers or MQTT: it must
 // not import drivers/, uplink/ or daemon/site (the site imports web, not the other way), and
-// of sensors/ only the reading types. The page is one html/template (assets/), rendered on the
-// server so it works without JavaScript; a small inline script keeps it live from /events by
-// fetching the server's own rendering of the live part again, so there is one renderer.
+// of sensors/ only the reading types. The page is written by render.go (its CSS and script in
+// assets/) on the server, so it works without JavaScript; a small inline script keeps it live
+// from /events by fetching the server's own rendering of the live part again, so there is one
+// renderer.
 package web
 
 import (

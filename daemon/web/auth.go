@@ -342,7 +342,7 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, code int, m
 	d := loginData{Site: st.Site, Node: st.Node, Next: safeNext(next), CSRF: tok, Error: msg, NoUsers: s.users == nil, Nonce: randToken()[:22]}
 	s.htmlHeaders(w, d.Nonce)
 	w.WriteHeader(code)
-	if err := s.page.ExecuteTemplate(w, "login", d); err != nil {
+	if err := renderLogin(w, d); err != nil {
 		s.log.Warn("web: render login page", "err", err)
 	}
 }

@@ -12,7 +12,7 @@ import (
 
 // History charts are inline SVG: no script library, no external assets, readable without JS.
 // The server draws the first view; the page's script redraws them from /api/v1/history with
-// the same geometry (chartW × chartH, the same padding and gap rule), see assets/index.html.
+// the same geometry (chartW × chartH, the same padding and gap rule), see assets/page.js.
 
 const (
 	chartW   = 300

@@ -14,7 +14,7 @@ import (
 
 // The page answers, at a glance: is the rack safe, what is wrong, what is the appliance doing
 // about it, and how long do the batteries last. page.go turns a Status into what the
-// template shows; the template only lays it out.
+// page shows; render.go only lays it out.
 
 // Levels, worst last.
 const (

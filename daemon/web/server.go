@@ -4,11 +4,9 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/tls"
-	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"io"
 	"log/slog"
 	"net"
@@ -25,9 +23,6 @@ import (
 	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/internal/netlimit"
 )
-
-//go:embed assets
-var assets embed.FS
 
 // Options configure the server.
 type Options struct {
@@ -104,7 +99,6 @@ type Server struct {
 	mux     *http.ServeMux
 	handler http.Handler
 	users   *Users
-	page    *template.Template
 	now     func() time.Time
 	tls     *tls.Config // nil: plain HTTP
 
@@ -148,11 +142,6 @@ func New(opt Options, b Backend) (*Server, error) {
 		}
 		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	t, err := template.New("page").Funcs(funcs).ParseFS(assets, "assets/*.html")
-	if err != nil {
-		return nil, fmt.Errorf("web: page template: %w", err)
-	}
-	s.page = t
 	reg := opt.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -596,20 +585,14 @@ func (s *Server) index(w http.ResponseWriter, r *http.Request) {
 	}
 	d.Nonce = randToken()[:22]
 	s.htmlHeaders(w, d.Nonce)
-	name := "index.html"
-	if r.URL.Query().Get("part") == "live" {
-		name = "live"
-	} else {
+	live := r.URL.Query().Get("part") == "live"
+	if !live {
 		d.Charts = s.charts(d.St, now, span)
 	}
 	// The page must stay well under 100 KB on the wire even with 24 h charts.
 	out, done := compressed(w, r)
 	defer done()
-	if err := s.page.ExecuteTemplate(out, name, d); err != nil {
+	if err := renderPage(out, d, live); err != nil {
 		s.log.Warn("web: render page", "err", err)
 	}
-}
-
-var funcs = template.FuncMap{
-	"deref": func(b *bool) bool { return b != nil && *b },
 }

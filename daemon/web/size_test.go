@@ -41,15 +41,11 @@ func TestPageSize24h(t *testing.T) {
 		}
 		st.Devices = append(st.Devices, ds)
 	}
-	s, err := New(Options{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	d := build(st, now)
 	d.Range, d.Nonce, d.CanLogin = "24h", "nonce", true
 	d.Charts = charts(st, now, 24*time.Hour, store.History)
 	var raw bytes.Buffer
-	if err := s.page.ExecuteTemplate(&raw, "index.html", d); err != nil {
+	if err := renderPage(&raw, d, false); err != nil {
 		t.Fatal(err)
 	}
 	var gz bytes.Buffer
