@@ -13,6 +13,13 @@ import (
 // ack is spent then, and the sender, which has already sent it, never sends it again on that
 // connection: the message would count in Queued for as long as the connection lasts.
 func TestHeldAckedWhileCommitted(t *testing.T) {
+	t.Run("ack", func(t *testing.T) { heldAckedWhileCommitted(t, false) })
+	// The deletes of acknowledged messages are committed in that window as well (deleteDelay
+	// or a full batch): the ack must not be among them.
+	t.Run("ack and deletes", func(t *testing.T) { heldAckedWhileCommitted(t, true) })
+}
+
+func heldAckedWhileCommitted(t *testing.T, deletes bool) {
 	db := tempDB(t)
 	o := testOptions("tcp://127.0.0.1:1")
 	o.TelemetryFlush = time.Hour
@@ -34,6 +41,11 @@ func TestHeldAckedWhileCommitted(t *testing.T) {
 	u.beforeEnqueue = func() {
 		u.beforeEnqueue = nil
 		u.ack(q.kind, q.seq, q.size)
+		if deletes {
+			if err := u.flushAcked(true); err != nil {
+				t.Error(err)
+			}
+		}
 	}
 	if err := u.Flush(); err != nil {
 		t.Fatal(err)

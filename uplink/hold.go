@@ -75,7 +75,8 @@ type heldMsg struct {
 	packed     []byte // stored form: raw, or packed when the hold file is on a disk
 	readings   int
 	at         time.Time
-	committing bool // being committed to the queue: its ack goes to the queue's deletes
+	committing bool // being committed to the queue
+	acked      bool // acknowledged while being committed: its delete follows the commit
 }
 
 // holdFile is the append-only file behind the held messages.
@@ -424,10 +425,17 @@ func (u *Uplink) unhold(seq uint64) bool {
 	u.pmu.Lock()
 	defer u.pmu.Unlock()
 	i, ok := slices.BinarySearchFunc(u.held, seq, func(m *heldMsg, s uint64) int { return cmp.Compare(m.seq, s) })
-	if !ok || u.held[i].committing {
+	if !ok {
 		return false
 	}
 	m := u.held[i]
+	if m.committing {
+		// Its commit is under way: the ack must not wait in acked for a delete that could be
+		// committed before the message is stored (the delete would find nothing, and the
+		// message would stay queued with its ack spent). commitHeld queues the delete.
+		m.acked = true
+		return true
+	}
 	u.heldReadings -= m.readings
 	u.heldBytes -= int64(len(m.packed))
 	if i == 0 {
@@ -498,19 +506,33 @@ func (u *Uplink) commitHeld(stop bool) (Drop, error) {
 			return nil
 		})
 	}
+	var ackedSeqs []uint64
+	var ackedB int64
+	defer func() { u.ackStored(ackedSeqs, ackedB) }() // after pmu is released
 	u.pmu.Lock()
 	defer u.pmu.Unlock()
 	if err != nil {
+		// Still held, but for those acknowledged meanwhile: they are delivered.
+		u.held = slices.DeleteFunc(u.held, func(m *heldMsg) bool { return m.acked })
 		for _, m := range u.held {
 			m.committing = false
 		}
-		return drop, err
+	} else {
+		for _, m := range u.held {
+			if m.committing && m.acked {
+				ackedSeqs = append(ackedSeqs, m.seq)
+				ackedB += int64(len(m.packed))
+			}
+		}
+		u.held = slices.DeleteFunc(u.held, func(m *heldMsg) bool { return m.committing })
 	}
-	u.held = slices.DeleteFunc(u.held, func(m *heldMsg) bool { return m.committing })
 	u.heldReadings, u.heldBytes = 0, 0
 	for _, m := range u.held {
 		u.heldReadings += m.readings
 		u.heldBytes += int64(len(m.packed))
+	}
+	if err != nil {
+		return drop, err
 	}
 	if stop {
 		u.hold.close()

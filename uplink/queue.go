@@ -140,20 +140,6 @@ func (u *Uplink) enqueue(items []item, then func(tx *bbolt.Tx) error) (Drop, err
 	u.mu.Lock()
 	acked, ackedB := u.acked, u.ackedB
 	u.acked, u.ackedB = [2][]uint64{}, 0
-	// A held message being committed can be acknowledged between commitHeld marking it and
-	// this lock: its ack then waits in acked, to delete a message not stored yet. Storing it
-	// would leave it queued with its ack spent, never sent again on this connection, and
-	// counted in Queued until the next one.
-	var gone map[uint64]bool
-	for _, it := range items {
-		if it.seq != 0 && it.kind == kindTelemetry && len(acked[kindTelemetry]) > 0 {
-			gone = make(map[uint64]bool, len(acked[kindTelemetry]))
-			for _, s := range acked[kindTelemetry] {
-				gone[s] = true
-			}
-			break
-		}
-	}
 	var (
 		drop  Drop
 		count [2]int // changes to u.count and u.bytes, applied once committed
@@ -178,9 +164,6 @@ func (u *Uplink) enqueue(items []item, then func(tx *bbolt.Tx) error) (Drop, err
 			drop.Bytes += n
 		}
 		for _, it := range items {
-			if it.seq != 0 && it.kind == kindTelemetry && gone[it.seq] {
-				continue
-			}
 			b := tx.Bucket(bucketNames[it.kind])
 			seq, payload, err := it.prepare(b)
 			if err != nil {
@@ -260,16 +243,29 @@ func (u *Uplink) ack(kind int, seq uint64, size int) {
 		u.published.Add(1)
 		return
 	}
+	u.published.Add(1)
+	u.toDelete(kind, []uint64{seq}, int64(size))
+}
+
+// ackStored queues the deletes of held telemetry acknowledged while it was being committed
+// (unhold), now that it is stored.
+func (u *Uplink) ackStored(seqs []uint64, size int64) {
+	if len(seqs) > 0 {
+		u.toDelete(kindTelemetry, seqs, size)
+	}
+}
+
+// toDelete adds acknowledged messages to those whose deletes flushAcked commits.
+func (u *Uplink) toDelete(kind int, seqs []uint64, size int64) {
 	u.mu.Lock()
 	first := len(u.acked[0])+len(u.acked[1]) == 0
 	if first {
 		u.ackedAt = time.Now()
 	}
-	u.acked[kind] = append(u.acked[kind], seq)
-	u.ackedB += int64(size)
+	u.acked[kind] = append(u.acked[kind], seqs...)
+	u.ackedB += size
 	n := len(u.acked[0]) + len(u.acked[1])
 	u.mu.Unlock()
-	u.published.Add(1)
 	if first || n >= deleteBatch {
 		signal(u.ackWake)
 	}
