@@ -50,6 +50,14 @@ func (p *pw) esc(s string) {
 	}
 }
 
+// opt writes prefix and s, escaped, when s is not empty.
+func (p *pw) opt(prefix, s string) {
+	if s != "" {
+		p.raw(prefix)
+		p.esc(s)
+	}
+}
+
 func (p *pw) num(n int) { p.raw(strconv.Itoa(n)) }
 
 // escURL writes a value inside a URL path, as html/template's URL normaliser does: bytes
@@ -190,10 +198,7 @@ func (p *pw) live(d pageData) {
 			p.raw("</span>\n<div class=\"what\"><b>")
 			p.esc(in.Rule)
 			p.raw("</b>")
-			if in.Device != "" {
-				p.raw(" · ")
-				p.esc(in.Device)
-			}
+			p.opt(" · ", in.Device)
 			p.raw(`<div class="sub">`)
 			p.esc(in.Summary)
 			if in.Flaps > 0 {
@@ -393,18 +398,9 @@ func (p *pw) live(d pageData) {
 		p.raw(`">`)
 		p.esc(r.Mode)
 		p.raw("</b>")
-		if r.ChangedBy != "" {
-			p.raw(" · changed by ")
-			p.esc(r.ChangedBy)
-		}
-		if r.Changed != "" {
-			p.raw(" at ")
-			p.esc(r.Changed)
-		}
-		if r.Why != "" {
-			p.raw(" · ")
-			p.esc(r.Why)
-		}
+		p.opt(" · changed by ", r.ChangedBy)
+		p.opt(" at ", r.Changed)
+		p.opt(" · ", r.Why)
 		p.raw("</p>\n")
 		if r.Engine != "" {
 			p.raw(`<p class="sub engine">engine <b>`)
@@ -536,14 +532,8 @@ func (p *pw) policy(v policyView) {
 	p.esc(v.State)
 	p.raw("</b></p>\n<p class=\"sub\">")
 	p.esc(v.Words)
-	if v.Since != "" {
-		p.raw(" · since ")
-		p.esc(v.Since)
-	}
-	if v.Reason != "" {
-		p.raw(" · ")
-		p.esc(v.Reason)
-	}
+	p.opt(" · since ", v.Since)
+	p.opt(" · ", v.Reason)
 	p.raw("</p>\n")
 	if v.Relay != "" {
 		p.raw(`<p class="row"><span>`)
@@ -569,10 +559,7 @@ func (p *pw) policy(v policyView) {
 	if v.Devices != "" {
 		p.raw(`<p class="sub">watches `)
 		p.esc(v.Devices)
-		if v.Switch != "" {
-			p.raw(" · ")
-			p.esc(v.Switch)
-		}
+		p.opt(" · ", v.Switch)
 		p.raw("</p>")
 	}
 	p.raw("\n")
@@ -682,10 +669,7 @@ func (p *pw) firmware(v any) {
 	}
 	p.raw(`<p class="row" id="firmware"><span>Firmware</span><span>`)
 	p.esc(f.Version)
-	if f.Slot != "" {
-		p.raw(" · slot ")
-		p.esc(f.Slot)
-	}
+	p.opt(" · slot ", f.Slot)
 	if !f.Committed {
 		p.raw(` · <b class="warning">on trial</b>`)
 	}
