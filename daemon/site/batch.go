@@ -18,6 +18,9 @@ import (
 type batch struct {
 	db  *bolt.DB
 	log *slog.Logger
+	// rider, when set, gives writes that may wait for someone else's commit (the deletes of
+	// acknowledged uplink messages): a commit that happens anyway carries them.
+	rider func() (fn func(*bolt.Tx) error, settle func(error))
 
 	mu    sync.Mutex
 	open  bool
@@ -93,6 +96,13 @@ func (b *batch) flush() {
 	if len(fns) == 0 {
 		return
 	}
+	var settle func(error)
+	if b.rider != nil {
+		var fn func(*bolt.Tx) error
+		if fn, settle = b.rider(); fn != nil {
+			fns = append(fns[:len(fns):len(fns)], fn)
+		}
+	}
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		for _, fn := range fns {
 			if err := fn(tx); err != nil {
@@ -101,6 +111,10 @@ func (b *batch) flush() {
 		}
 		return nil
 	})
+	if settle != nil {
+		settle(err)
+		fns = fns[:len(fns)-1]
+	}
 	if err == nil {
 		for _, d := range dones {
 			d(nil)

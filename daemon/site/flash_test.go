@@ -217,3 +217,40 @@ failover:
 	}
 	t.Logf("published %q", published)
 }
+
+// TestAckedDeletesRide: the delete of an incident message the broker acknowledged rides in
+// the next commit that happens anyway (the next incident's), not in one of its own.
+func TestAckedDeletesRide(t *testing.T) {
+	m := testpeer.StartMosquitto(t)
+	s := startBenchSite(t, benchSiteYAML(t, m.URL, ", telemetry_interval: 24h"))
+	testpeer.Eventually(t, 60*time.Second, "the uplink connected", func() bool { return s.sh.uplink().Status().Connected })
+	drained(t, s)
+	queued := func() (n int) {
+		s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket([]byte("uplink.incidents")).Stats().KeyN; return nil })
+		return n
+	}
+	raise := func(key string) int { // as a poll result does, in the site's batch
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		c := commits(s.db)
+		s.batch.begin()
+		s.raise(incident.Raise{Key: key, Rule: "ride", Device: "door", Severity: "warning", Source: "rule", Summary: "ride"}, time.Now())
+		s.batch.end()
+		return commits(s.db) - c
+	}
+	for try := range 3 {
+		raise(fmt.Sprintf("first-%d", try))
+		testpeer.Eventually(t, 60*time.Second, "the broker acknowledged the first", func() bool { return s.sh.uplink().Status().Queued == 0 })
+		if queued() != 1 {
+			continue // its delete was committed on its own (deleteDelay passed): too slow a machine, again
+		}
+		if n := raise(fmt.Sprintf("second-%d", try)); n != 1 {
+			t.Fatalf("the second incident took %d commits, want 1", n)
+		}
+		if n := queued(); n != 1 {
+			t.Fatalf("%d incident messages in the queue after the second was stored, want 1 (the first's delete rode along)", n)
+		}
+		return
+	}
+	t.Fatal("the first incident's delete never waited for the second")
+}

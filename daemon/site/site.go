@@ -282,6 +282,12 @@ func (s *Site) loadState() error {
 		return err
 	}
 	s.batch = newBatch(s.db, s.log)
+	s.batch.rider = func() (func(*bolt.Tx) error, func(error)) {
+		if up := s.sh.uplink(); up != nil {
+			return up.AckedTx(s.db)
+		}
+		return nil, nil
+	}
 	s.inc.SetJoiner(s.batch.join)
 	s.kpis.SetJoiner(s.batch.join)
 	s.saved = newSaved(s.db, s.batch)
