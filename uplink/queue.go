@@ -311,35 +311,60 @@ func (u *Uplink) flushAcked(force bool) error {
 		u.mu.Unlock()
 		return nil
 	}
-	// Take the list and commit without holding mu: a commit with an fsync must not stall the
-	// PUBACK bookkeeping of a backlog drain.
+	u.mu.Unlock()
+	// Commit without holding mu: a commit with an fsync must not stall the PUBACK
+	// bookkeeping of a backlog drain.
+	del, settle := u.AckedTx(u.db)
+	if del == nil {
+		return nil
+	}
+	err := u.db.Update(del)
+	settle(err)
+	if err != nil {
+		return fmt.Errorf("uplink: delete acknowledged messages: %w", err)
+	}
+	return nil
+}
+
+// AckedTx takes the deletes of acknowledged messages that wait for a commit, so that a
+// caller's write transaction on db (the uplink's database) carries them instead of a commit
+// of their own: del deletes them inside it, settle (with its outcome, once it has committed
+// or failed) counts them gone or puts them back to wait. Both nil when none waits.
+func (u *Uplink) AckedTx(db *bbolt.DB) (del func(*bbolt.Tx) error, settle func(error)) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := len(u.acked[0]) + len(u.acked[1])
+	if n == 0 || db != u.db {
+		return nil, nil
+	}
 	acked, ackedB := u.acked, u.ackedB
 	u.acked, u.ackedB = [2][]uint64{}, 0
-	u.deletingN, u.deletingB = n, ackedB
-	u.mu.Unlock()
+	u.deletingN, u.deletingB = u.deletingN+n, u.deletingB+ackedB
 	var (
 		delN    [2]int
 		delSize [2]int64
 	)
-	err := u.db.Update(func(tx *bbolt.Tx) error {
+	del = func(tx *bbolt.Tx) error {
 		var err error
 		delN, delSize, err = deleteAckedTx(tx, acked)
 		return err
-	})
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.deletingN, u.deletingB = 0, 0
-	if err != nil {
-		u.acked[0] = append(acked[0], u.acked[0]...)
-		u.acked[1] = append(acked[1], u.acked[1]...)
-		u.ackedB += ackedB
-		return fmt.Errorf("uplink: delete acknowledged messages: %w", err)
 	}
-	for k := range delN {
-		u.count[k] -= delN[k]
-		u.bytes[k] -= delSize[k]
+	settle = func(err error) {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		u.deletingN, u.deletingB = u.deletingN-n, u.deletingB-ackedB
+		if err != nil {
+			u.acked[0] = append(acked[0], u.acked[0]...)
+			u.acked[1] = append(acked[1], u.acked[1]...)
+			u.ackedB += ackedB
+			return
+		}
+		for k := range delN {
+			u.count[k] -= delN[k]
+			u.bytes[k] -= delSize[k]
+		}
 	}
-	return nil
+	return del, settle
 }
 
 // queued is one message read from the queue for sending.

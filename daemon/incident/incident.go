@@ -137,7 +137,19 @@ type Manager struct {
 	resolvedSince bool
 	nextPrune     time.Time
 	changes       atomic.Uint64
+	// nextID is the number the next new incident gets (stored under kNextID by every commit
+	// that has not stored it yet).
+	nextID uint64
+	join   Joiner
+	// joined counts writes handed to join and not yet committed: prune waits for them.
+	joined int
 }
+
+// Joiner may take a write into a larger transaction (the writes of one moment committed
+// together). It returns false when it did not (the caller commits fn alone); when it did, it
+// calls done with that transaction's outcome once committed or failed, and fn must take no
+// lock of the caller's, since it runs later, inside the transaction.
+type Joiner func(fn func(*bolt.Tx) error, done func(error)) bool
 
 // storm is what a source's storm incident has counted since it opened.
 type storm struct {
@@ -183,7 +195,11 @@ func New(db *bolt.DB, opt Options) (*Manager, error) {
 	if err := createBuckets(db, bIncidents, bOutbox, bMeta); err != nil {
 		return nil, fmt.Errorf("incident store: %w", err)
 	}
+	m.nextID = 1
 	err := db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bMeta).Get(kNextID); len(v) == 8 {
+			m.nextID = binary.BigEndian.Uint64(v)
+		}
 		return tx.Bucket(bIncidents).ForEach(func(k, v []byte) error {
 			var in Incident
 			if err := json.Unmarshal(v, &in); err != nil {
@@ -253,6 +269,39 @@ func (m *Manager) SetStager(st Stager) {
 	m.mu.Unlock()
 }
 
+// SetJoiner sets j, offered every later write of an event or a saved incident.
+func (m *Manager) SetJoiner(j Joiner) {
+	m.mu.Lock()
+	m.join = j
+	m.mu.Unlock()
+}
+
+// write commits fn, alone or joined to a larger transaction, and runs done (with m.mu held)
+// once it is committed; it returns fn's error only when it committed fn alone.
+func (m *Manager) write(fn func(*bolt.Tx) error, done func()) error {
+	if m.join != nil {
+		m.joined++
+		if m.join(fn, func(err error) {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			m.joined--
+			if err != nil {
+				m.opt.Log.Error("incident store", "err", err)
+				return
+			}
+			done()
+		}) {
+			return nil
+		}
+		m.joined--
+	}
+	if err := m.db.Update(fn); err != nil {
+		return err
+	}
+	done()
+	return nil
+}
+
 // SetAudit sets f, called inside the transaction of every later event: an event whose
 // record cannot be written is not stored either.
 func (m *Manager) SetAudit(f func(tx *bolt.Tx, e Event) error) {
@@ -319,62 +368,71 @@ func u64(n uint64) []byte {
 // commit stores the incident and the event in one transaction, then hands events on: staged
 // in that same transaction when a stager is set, through the outbox otherwise.
 func (m *Manager) commit(in *Incident, event, by string, now time.Time) (Event, error) {
+	if in.ID == "" {
+		in.ID = fmt.Sprintf("%s-%d", m.opt.Node, m.nextID)
+		m.nextID++
+	}
 	e := Event{Event: event, By: by, TS: now, Incident: *in}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return e, fmt.Errorf("incident store: %w", err)
+	}
+	eb, err := json.Marshal(e)
+	if err != nil {
+		return e, fmt.Errorf("incident store: %w", err)
+	}
+	// What the transaction needs is taken now: it may run later, without m.mu.
+	next, audit, stage, log := m.nextID, m.audit, m.stage, m.opt.Log
 	var after func()
-	err := m.db.Update(func(tx *bolt.Tx) error {
+	fn := func(tx *bolt.Tx) error {
 		after = nil
-		if in.ID == "" {
-			meta := tx.Bucket(bMeta)
-			var n uint64 = 1
-			if v := meta.Get(kNextID); v != nil {
-				n = binary.BigEndian.Uint64(v)
-			}
-			if err := meta.Put(kNextID, u64(n+1)); err != nil {
-				return err
-			}
-			in.ID = fmt.Sprintf("%s-%d", m.opt.Node, n)
-			e.Incident.ID = in.ID
-		}
-		b, err := json.Marshal(in)
-		if err != nil {
+		if err := putNextID(tx, next); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bIncidents).Put(idKey(in.ID), b); err != nil {
 			return err
 		}
-		if m.audit != nil {
-			if err := m.audit(tx, e); err != nil {
+		if audit != nil {
+			if err := audit(tx, e); err != nil {
 				return err
 			}
 		}
-		if m.stage != nil {
-			a, err := m.stage(tx, e)
+		if stage != nil {
+			a, err := stage(tx, e)
 			if err == nil {
 				after = a
 				return nil
 			}
-			m.opt.Log.Warn("incident event not staged, kept in the outbox", "id", in.ID, "err", err)
+			log.Warn("incident event not staged, kept in the outbox", "id", e.Incident.ID, "err", err)
 		}
 		ob := tx.Bucket(bOutbox)
 		seq, _ := ob.NextSequence()
-		eb, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
 		return ob.Put(u64(seq), eb)
+	}
+	err = m.write(fn, func() {
+		m.changes.Add(1)
+		if after != nil {
+			after()
+			return
+		}
+		if err := m.flushLocked(); err != nil {
+			m.opt.Log.Warn("incident event kept in the outbox", "err", err)
+		}
 	})
 	if err != nil {
 		return e, fmt.Errorf("incident store: %w", err)
 	}
-	m.changes.Add(1)
-	if after != nil {
-		after()
-		return e, nil
-	}
-	if err := m.flushLocked(); err != nil {
-		m.opt.Log.Warn("incident event kept in the outbox", "err", err)
-	}
 	return e, nil
+}
+
+// putNextID stores next as the next incident number unless a later one is stored: a commit
+// that failed leaves it to the next one.
+func putNextID(tx *bolt.Tx, next uint64) error {
+	meta := tx.Bucket(bMeta)
+	if v := meta.Get(kNextID); len(v) == 8 && binary.BigEndian.Uint64(v) >= next {
+		return nil
+	}
+	return meta.Put(kNextID, u64(next))
 }
 
 // idKey sorts incidents by number: "rack12-42" is stored under its number, zero-padded.
@@ -531,14 +589,12 @@ func (m *Manager) tickStorms(now time.Time) []Event {
 }
 
 func (m *Manager) save(in *Incident) error {
-	defer m.changes.Add(1)
-	return m.db.Update(func(tx *bolt.Tx) error {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		return tx.Bucket(bIncidents).Put(idKey(in.ID), b)
-	})
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	key := idKey(in.ID)
+	return m.write(func(tx *bolt.Tx) error { return tx.Bucket(bIncidents).Put(key, b) }, func() { m.changes.Add(1) })
 }
 
 // Resolve closes the open incident on key, if any. A key that flapped more than FlapCount
@@ -624,8 +680,8 @@ func (m *Manager) Tick(now time.Time) []Event {
 // retention may have expired something (hourly), and writes only when there is something to
 // delete.
 func (m *Manager) prune(now time.Time) {
-	if !m.resolvedSince && now.Before(m.nextPrune) {
-		return
+	if !m.resolvedSince && now.Before(m.nextPrune) || m.joined > 0 {
+		return // a joined write not yet committed is not in the store to count
 	}
 	m.resolvedSince = false
 	m.nextPrune = now.Add(PruneEvery)

@@ -47,6 +47,16 @@ type Log struct {
 	last   map[string]byte
 	lastAt map[string]time.Time
 	gen    atomic.Uint64
+	join   incident.Joiner
+	// pending is the change of a condition handed to join and not yet committed.
+	pending map[string]change
+}
+
+// SetJoiner sets j, offered every later change to store.
+func (l *Log) SetJoiner(j incident.Joiner) {
+	l.mu.Lock()
+	l.join = j
+	l.mu.Unlock()
 }
 
 // Changes rises with every change stored, so that a reader can tell whether a report is
@@ -55,7 +65,7 @@ func (l *Log) Changes() uint64 { return l.gen.Load() }
 
 // Open opens the log in db. It writes only to create its buckets in a new database.
 func Open(db *bolt.DB) (*Log, error) {
-	l := &Log{db: db, last: map[string]byte{}, lastAt: map[string]time.Time{}}
+	l := &Log{db: db, last: map[string]byte{}, lastAt: map[string]time.Time{}, pending: map[string]change{}}
 	conds := [][]byte{[]byte(Mains), []byte(Cooling)}
 	missing := false
 	db.View(func(tx *bolt.Tx) error {
@@ -137,16 +147,19 @@ func (l *Log) Down(t time.Time) error {
 func (l *Log) record(cond string, val byte, t time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if last, seen := l.last[cond]; seen && last == val {
+	last, seen := l.last[cond]
+	at := l.lastAt[cond]
+	if p, ok := l.pending[cond]; ok {
+		last, seen, at = p.v, true, p.at
+	}
+	if seen && last == val {
 		return nil
 	}
-	if at := l.lastAt[cond]; !t.After(at) && !at.IsZero() {
+	if !t.After(at) && !at.IsZero() {
 		t = at.Add(time.Nanosecond) // keys are times: never overwrite the previous change
 	}
 	v := []byte{val}
-	// last changes only once the change is stored: a failed write is tried again by the
-	// next record of the same value.
-	err := l.db.Update(func(tx *bolt.Tx) error {
+	fn := func(tx *bolt.Tx) error {
 		b := tx.Bucket(bLog).Bucket([]byte(cond))
 		if err := b.Put(key(t), v); err != nil {
 			return err
@@ -165,12 +178,30 @@ func (l *Log) record(cond string, val byte, t time.Time) error {
 			}
 		}
 		return nil
-	})
-	if err != nil {
+	}
+	// last changes only once the change is stored: a failed write is tried again by the
+	// next record of the same value.
+	stored := func() {
+		l.last[cond], l.lastAt[cond] = val, t
+		l.gen.Add(1)
+	}
+	if l.join != nil && l.join(fn, func(err error) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if p, ok := l.pending[cond]; ok && p.at.Equal(t) {
+			delete(l.pending, cond)
+		}
+		if err == nil {
+			stored()
+		}
+	}) {
+		l.pending[cond] = change{t, val}
+		return nil
+	}
+	if err := l.db.Update(fn); err != nil {
 		return fmt.Errorf("kpi log: %w", err)
 	}
-	l.last[cond], l.lastAt[cond] = val, t
-	l.gen.Add(1)
+	stored()
 	return nil
 }
 

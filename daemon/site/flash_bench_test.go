@@ -124,6 +124,22 @@ func BenchmarkEventWrites(b *testing.B) {
 			s.resolve(key, nil, time.Now())
 		})
 	})
+	b.Run("incidents-one-poll", func(b *testing.B) { // two opened by one poll result, then two resolved by one: four events
+		measure(b, 4, func(i int) {
+			moment := func(f func(key string)) {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				s.batch.begin()
+				f(fmt.Sprintf("poll-%d-%d-a", b.N, i))
+				f(fmt.Sprintf("poll-%d-%d-b", b.N, i))
+				s.batch.end()
+			}
+			moment(func(key string) {
+				s.raise(incident.Raise{Key: key, Rule: "bench", Device: "door", Severity: "warning", Source: "rule", Summary: "bench"}, time.Now())
+			})
+			moment(func(key string) { s.resolve(key, nil, time.Now()) })
+		})
+	})
 	b.Run("relay", func(b *testing.B) { // an operator override, saved
 		measure(b, 1, func(i int) {
 			if err := s.SetRelay("genset", []string{"on", "off"}[i%2], "bench"); err != nil {

@@ -3,6 +3,8 @@ package site
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,7 +12,12 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/daemon/failover"
+	"github.com/rackwatch/rackwatch/daemon/incident"
+	"github.com/rackwatch/rackwatch/daemon/poll"
 	"github.com/rackwatch/rackwatch/internal/testpeer"
+	"github.com/rackwatch/rackwatch/sensors"
+	"github.com/rackwatch/rackwatch/sensors/sim"
 )
 
 // commits is how many write transactions db has committed: bbolt's txid rises by one with
@@ -125,4 +132,125 @@ failover:
 			t.Fatalf("a start on an existing database committed %d times, want %d", atReady-before, want)
 		}
 	}
+}
+
+// TestOneMomentOneCommit: what one poll result sets off is committed together. A UPS going on
+// battery raises the rule's incident, saves the power policy's state, logs the mains KPI and
+// raises the policy's incident, all before the generator relay is switched: one commit. Mains
+// coming back resolves the rule's incident at once and the policy's once recover_for has
+// passed: one commit each. The incidents are still handed on only once stored.
+func TestOneMomentOneCommit(t *testing.T) {
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`site: moment
+node: rack1
+data_dir: %s
+devices:
+  - {id: ups1, driver: sim.ups, poll: 2s}
+  - {id: genset, driver: sim.relay, safe_state: "off"}
+rules:
+  - {name: ups1-on-battery, device: ups1, metric: ups.status, status_has: OB, severity: critical}
+failover:
+  power: {ups: [ups1], generator_relay: genset, recover_for: 10s, confirm_polls: 1}
+`, t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s, err := open(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return at }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	// As with an uplink: the event is queued in the incident's own transaction, and handed
+	// on once that has committed.
+	var published []string
+	s.inc.SetStager(func(tx *bolt.Tx, e incident.Event) (func(), error) {
+		return func() {
+			if _, err := s.inc.Get(e.Incident.ID); err != nil {
+				t.Errorf("%s %s handed on before it was stored: %v", e.Event, e.Incident.Key, err)
+			}
+			published = append(published, e.Event+" "+e.Incident.Key)
+		}, nil
+	})
+	for _, spec := range cfg.Devices {
+		if spec.ID == "genset" {
+			s.devs[spec.ID] = sim.Relay{Device: sim.New("sim.relay", spec, func() time.Time { return at })}
+		}
+	}
+	s.relays = newRelays(s)
+	s.policies = newPolicies(s)
+	s.policies.runCommands = false
+	s.policies.onAction = func(a failover.Action) {
+		// The state that decided a relay is on disk before the relay moves.
+		var snap failover.PowerSnapshot
+		if a.Kind == failover.Relay && (!newSaved(s.db, nil).load(keyPower, &snap) || snap.State == failover.Normal) {
+			t.Errorf("relay %s switched with the power policy's state on disk %q", a.Relay, snap.State)
+		}
+	}
+	ups := func(status string) int {
+		at = at.Add(2 * time.Second)
+		c := commits(s.db)
+		s.ingest(poll.Result{Device: "ups1", State: "ok", At: at, Readings: []sensors.Reading{
+			sensors.Text("ups1", "ups.status", status, at), sensors.Num("ups1", "battery.runtime", 1800, "s", at)}})
+		return commits(s.db) - c
+	}
+	for range 3 {
+		ups("OL")
+	}
+	n := ups("OB DISCHRG")
+	t.Logf("on battery: %d commits, published %q", n, published)
+	if n != 1 {
+		t.Errorf("going on battery took %d commits, want 1", n)
+	}
+	if st, _ := s.policies.power.State(); !s.inc.IsOpen("ups1-on-battery") || st == failover.Normal {
+		t.Fatalf("open incidents %+v, power policy %s: want the rule's incident and the policy on battery", s.inc.OpenIncidents(), st)
+	}
+	n = 0
+	for range 10 { // mains back, held for recover_for
+		n += ups("OL")
+	}
+	t.Logf("mains back: %d commits", n)
+	if n > 2 {
+		t.Errorf("mains back took %d commits, want at most 2 (the rule's incident, then the policy's)", n)
+	}
+	if len(s.inc.OpenIncidents()) != 0 {
+		t.Fatalf("open incidents %+v after mains came back", s.inc.OpenIncidents())
+	}
+	t.Logf("published %q", published)
+}
+
+// TestAckedDeletesRide: the delete of an incident message the broker acknowledged rides in
+// the next commit that happens anyway (the next incident's), not in one of its own.
+func TestAckedDeletesRide(t *testing.T) {
+	m := testpeer.StartMosquitto(t)
+	s := startBenchSite(t, benchSiteYAML(t, m.URL, ", telemetry_interval: 24h"))
+	testpeer.Eventually(t, 60*time.Second, "the uplink connected", func() bool { return s.sh.uplink().Status().Connected })
+	drained(t, s)
+	queued := func() (n int) {
+		s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket([]byte("uplink.incidents")).Stats().KeyN; return nil })
+		return n
+	}
+	raise := func(key string) int { // as a poll result does, in the site's batch
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		c := commits(s.db)
+		s.batch.begin()
+		s.raise(incident.Raise{Key: key, Rule: "ride", Device: "door", Severity: "warning", Source: "rule", Summary: "ride"}, time.Now())
+		s.batch.end()
+		return commits(s.db) - c
+	}
+	for try := range 3 {
+		raise(fmt.Sprintf("first-%d", try))
+		testpeer.Eventually(t, 60*time.Second, "the broker acknowledged the first", func() bool { return s.sh.uplink().Status().Queued == 0 })
+		if queued() != 1 {
+			continue // its delete was committed on its own (deleteDelay passed): too slow a machine, again
+		}
+		if n := raise(fmt.Sprintf("second-%d", try)); n != 1 {
+			t.Fatalf("the second incident took %d commits, want 1", n)
+		}
+		if n := queued(); n != 1 {
+			t.Fatalf("%d incident messages in the queue after the second was stored, want 1 (the first's delete rode along)", n)
+		}
+		return
+	}
+	t.Fatal("the first incident's delete never waited for the second")
 }

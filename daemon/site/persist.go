@@ -17,15 +17,16 @@ import (
 // one bbolt bucket, one key each, and writes a piece only when its encoding changed: the
 // callers may save on every poll, and a quiet site still writes nothing.
 type saved struct {
-	db   *bolt.DB
-	last map[string][]byte
+	db    *bolt.DB
+	batch *batch
+	last  map[string][]byte
 }
 
 var bSaved = []byte("saved-state")
 
 // newSaved reads nothing and writes nothing: the bucket is made by the first save.
-func newSaved(db *bolt.DB) *saved {
-	return &saved{db: db, last: map[string][]byte{}}
+func newSaved(db *bolt.DB, b *batch) *saved {
+	return &saved{db: db, batch: b, last: map[string][]byte{}}
 }
 
 // load reads key into v; false when nothing (readable) was saved.
@@ -45,7 +46,8 @@ func (sv *saved) load(key string, v any) bool {
 }
 
 // save writes v under key if it differs from what was saved last; the write is committed
-// (fsync) before save returns, so what the caller does next is on disk first.
+// (fsync) before save returns, or with the open batch (whose flush comes before anything
+// that must follow it on disk).
 func (sv *saved) save(key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -66,17 +68,16 @@ func (sv *saved) save(key string, v any) error {
 		sv.last[key] = b
 		return nil
 	}
-	err = sv.db.Update(func(tx *bolt.Tx) error {
+	err = sv.batch.write(func(tx *bolt.Tx) error {
 		bk, err := tx.CreateBucketIfNotExists(bSaved)
 		if err != nil {
 			return err
 		}
 		return bk.Put([]byte(key), b)
-	})
+	}, func() { sv.last[key] = b })
 	if err != nil {
 		return fmt.Errorf("save %s: %w", key, err)
 	}
-	sv.last[key] = b
 	return nil
 }
 

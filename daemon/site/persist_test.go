@@ -32,7 +32,7 @@ func TestSavedWritesOnlyChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	sv := newSaved(db)
+	sv := newSaved(db, newBatch(db, slog.Default()))
 	type st struct{ State string }
 	writes := func() int64 { st := db.Stats(); return st.TxStats.GetWrite() }
 	if err := sv.save("k", st{"normal"}); err != nil {
@@ -50,7 +50,7 @@ func TestSavedWritesOnlyChanges(t *testing.T) {
 		t.Fatal("a changed state was not written")
 	}
 	var got st
-	if !newSaved(db).load("k", &got) || got.State != "shutdown" {
+	if !newSaved(db, newBatch(db, slog.Default())).load("k", &got) || got.State != "shutdown" {
 		t.Fatalf("loaded %+v", got)
 	}
 }
@@ -208,7 +208,7 @@ func TestTrapRepeatsWriteRarely(t *testing.T) {
 	defer db.Close()
 	tr := traps.New(traps.Config{Devices: map[string]string{"ups2": "127.0.0.5:161"}, Rate: 100, Burst: 100, MaxOpen: 20,
 		ResolveAfter: 16 * time.Minute})
-	s := &Site{cfg: &config.Config{Traps: config.Traps{ResolveAfter: 16 * time.Minute}}, saved: newSaved(db),
+	s := &Site{cfg: &config.Config{Traps: config.Traps{ResolveAfter: 16 * time.Minute}}, saved: newSaved(db, newBatch(db, slog.Default())),
 		traps: &trapState{tracker: tr, saved: map[string]time.Time{}}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	writes := func() int64 { st := db.Stats(); return st.TxStats.GetWrite() }
 	from := netip.MustParseAddr("127.0.0.5")
@@ -274,7 +274,7 @@ failover:
 		}
 		commands++
 		var snap failover.PowerSnapshot
-		if !newSaved(s.db).load(keyPower, &snap) || !snap.Ran || snap.State != failover.Shutdown {
+		if !newSaved(s.db, newBatch(s.db, slog.Default())).load(keyPower, &snap) || !snap.Ran || snap.State != failover.Shutdown {
 			t.Errorf("the command is carried out before the saved state says so: %+v", snap)
 		}
 	}
@@ -338,7 +338,7 @@ failover:
 		t.Fatalf("%d commits for ten minutes on battery, want about one a minute", n)
 	}
 	var snap failover.PowerSnapshot
-	if !newSaved(s.db).load(keyPower, &snap) || !snap.UPS["ups1"].OB {
+	if !newSaved(s.db, newBatch(s.db, slog.Default())).load(keyPower, &snap) || !snap.UPS["ups1"].OB {
 		t.Fatalf("saved power policy %+v, want ups1 on battery", snap)
 	}
 	if u := snap.UPS["ups1"]; u.ChgAt.Before(at.Add(-dischargeSaveEvery)) || u.Rate <= 0 {

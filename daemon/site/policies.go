@@ -160,6 +160,11 @@ func (p *policies) acked(key string, now time.Time) {
 func (p *policies) apply(acts []failover.Action) {
 	s := p.s
 	for _, a := range acts {
+		switch a.Kind {
+		case failover.Relay, failover.FSD, failover.Command:
+			// The state that decided it, and what came before, on disk first.
+			s.batch.flush()
+		}
 		if p.onAction != nil {
 			p.onAction(a)
 		}

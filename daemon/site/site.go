@@ -86,6 +86,7 @@ type Site struct {
 	metrics  *metrics
 	kpis     *kpi.Log
 	saved    *saved // policy and trap state that must survive a restart
+	batch    *batch // the writes of one poll result or tick, committed together
 
 	traps   *trapState
 	web     *web.Server
@@ -280,7 +281,16 @@ func (s *Site) loadState() error {
 	if s.kpis, err = kpi.Open(s.db); err != nil {
 		return err
 	}
-	s.saved = newSaved(s.db)
+	s.batch = newBatch(s.db, s.log)
+	s.batch.rider = func() (func(*bolt.Tx) error, func(error)) {
+		if up := s.sh.uplink(); up != nil {
+			return up.AckedTx(s.db)
+		}
+		return nil, nil
+	}
+	s.inc.SetJoiner(s.batch.join)
+	s.kpis.SetJoiner(s.batch.join)
+	s.saved = newSaved(s.db, s.batch)
 	s.rules = rules.New(cfg.Rules)
 	for key, sev := range s.inc.OpenKeys() {
 		s.rules.Seed(key, rules.ParseLevel(sev))
@@ -456,9 +466,11 @@ func (s *Site) housekeeping(ctx context.Context) {
 		now := s.now()
 		s.mu.Lock()
 		if !s.retired {
+			s.batch.begin()
 			s.inc.Tick(now)
 			s.policies.tick(now)
 			s.trapsTick(now)
+			s.batch.end()
 		}
 		s.mu.Unlock()
 	}
@@ -547,6 +559,8 @@ func (s *Site) ingest(res poll.Result) {
 	if s.retired {
 		return
 	}
+	s.batch.begin()
+	defer s.batch.end()
 	s.lastRes[res.Device] = res.At
 	s.metrics.observe(res)
 	prevState := s.store.State(res.Device)

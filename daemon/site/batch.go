@@ -1,0 +1,131 @@
+package site
+
+import (
+	"log/slog"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// batch gathers the database writes of one moment (one poll result taken in, one tick) into
+// one commit: a UPS going on battery raises the rule's incident, saves the power policy's
+// state, logs the mains KPI and raises the policy's incident, and each commit costs the flash
+// a meta page and the pages it touched, so four of them cost four times what one does. A
+// write's done runs once the commit holds it, in the order of the writes, so an incident is
+// still published only once stored; flush commits whatever waits, before anything that must
+// follow it on disk (a relay switched, FSD raised, the shutdown command run). Writes made
+// while no batch is open commit at once.
+type batch struct {
+	db  *bolt.DB
+	log *slog.Logger
+	// rider, when set, gives writes that may wait for someone else's commit (the deletes of
+	// acknowledged uplink messages): a commit that happens anyway carries them.
+	rider func() (fn func(*bolt.Tx) error, settle func(error))
+
+	mu    sync.Mutex
+	open  bool
+	fns   []func(*bolt.Tx) error
+	dones []func(error)
+}
+
+func newBatch(db *bolt.DB, log *slog.Logger) *batch { return &batch{db: db, log: log} }
+
+// begin opens the batch: later writes wait for flush.
+func (b *batch) begin() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.open = true
+	b.mu.Unlock()
+}
+
+// join takes fn into the open batch (an incident.Joiner); false when none is open.
+func (b *batch) join(fn func(*bolt.Tx) error, done func(error)) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.open {
+		return false
+	}
+	b.fns = append(b.fns, fn)
+	b.dones = append(b.dones, done)
+	return true
+}
+
+// write commits fn with the open batch, or at once when none is open; done (if set) runs
+// once it is committed. The error is fn's when it committed at once.
+func (b *batch) write(fn func(*bolt.Tx) error, done func()) error {
+	if b.join(fn, func(err error) {
+		if err == nil && done != nil {
+			done()
+		}
+	}) {
+		return nil
+	}
+	if err := b.db.Update(fn); err != nil {
+		return err
+	}
+	if done != nil {
+		done()
+	}
+	return nil
+}
+
+// end commits what waits and closes the batch.
+func (b *batch) end() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.open = false
+	b.mu.Unlock()
+	b.flush()
+}
+
+// flush commits what waits, in one transaction, and runs the dones. A write that fails does
+// not take the others down with it: they are then committed one by one, as they would have
+// been without a batch.
+func (b *batch) flush() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	fns, dones := b.fns, b.dones
+	b.fns, b.dones = nil, nil
+	b.mu.Unlock()
+	if len(fns) == 0 {
+		return
+	}
+	var settle func(error)
+	if b.rider != nil {
+		var fn func(*bolt.Tx) error
+		if fn, settle = b.rider(); fn != nil {
+			fns = append(fns[:len(fns):len(fns)], fn)
+		}
+	}
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		for _, fn := range fns {
+			if err := fn(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if settle != nil {
+		settle(err)
+		fns = fns[:len(fns)-1]
+	}
+	if err == nil {
+		for _, d := range dones {
+			d(nil)
+		}
+		return
+	}
+	for i, fn := range fns {
+		err := b.db.Update(fn)
+		if err != nil {
+			b.log.Error("database write failed", "err", err)
+		}
+		dones[i](err)
+	}
+}
