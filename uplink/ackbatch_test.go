@@ -39,3 +39,45 @@ func TestIncidentDeletesBatched(t *testing.T) {
 		t.Fatalf("%d acknowledged incidents still stored after stop", left)
 	}
 }
+
+// TestIncidentDeletesWait: the deletes of acknowledged incidents alone wait up to
+// incidentDeleteDelay for a commit to ride in; once a telemetry delete waits too, all of them
+// are due after deleteDelay.
+func TestIncidentDeletesWait(t *testing.T) {
+	db := tempDB(t)
+	u, err := New(db, testOptions("tcp://127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Incident(Incident{ID: "inc-1", Event: "opened", Severity: "warning"}); err != nil {
+		t.Fatal(err)
+	}
+	qs, err := u.readFrom(kindIncident, 0, 10)
+	if err != nil || len(qs) != 1 {
+		t.Fatalf("read %d incidents, err %v", len(qs), err)
+	}
+	u.ack(kindIncident, qs[0].seq, qs[0].size)
+	stored := func() int {
+		var n int
+		db.View(func(tx *bbolt.Tx) error { n = tx.Bucket(bucketNames[kindIncident]).Stats().KeyN; return nil })
+		return n
+	}
+	u.mu.Lock()
+	u.ackedAt = time.Now().Add(-2 * deleteDelay)
+	u.mu.Unlock()
+	if err := u.flushAcked(false); err != nil {
+		t.Fatal(err)
+	}
+	if n := stored(); n != 1 {
+		t.Fatalf("an incident's delete was committed on its own after %v (%d left), before incidentDeleteDelay", 2*deleteDelay, n)
+	}
+	u.mu.Lock()
+	u.acked[kindTelemetry] = append(u.acked[kindTelemetry], 999) // a telemetry delete (of nothing) waits too
+	u.mu.Unlock()
+	if err := u.flushAcked(false); err != nil {
+		t.Fatal(err)
+	}
+	if n := stored(); n != 0 {
+		t.Fatalf("with a telemetry delete waiting, %d incidents left after deleteDelay", n)
+	}
+}

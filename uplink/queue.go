@@ -21,15 +21,29 @@ import (
 // Flash wear: each enqueue is one bbolt commit (at least two 4 KiB pages with NoFreelistSync,
 // three without, whatever it carries). Deletes of acknowledged messages are not committed one
 // by one: they wait in memory and ride along with the next enqueue's commit, or are committed
-// in bulk when many piled up (a backlog drain), when they have waited deleteDelay, or, for an
-// incident, at once. A crash before that commit only means those messages are sent once
+// in bulk when many piled up (a backlog drain), or when they have waited deleteDelay (30 s;
+// 10 min when only incidents' deletes wait). A crash before that commit only means those messages are sent once
 // more: at-least-once, consumers dedupe by seq.
 var bucketNames = [2][]byte{[]byte("uplink.incidents"), []byte("uplink.telemetry")}
 
 const (
 	deleteBatch = 16384
 	deleteDelay = 30 * time.Second
+	// incidentDeleteDelay is how long the deletes of acknowledged incidents may wait for a
+	// commit to ride in (the site's next one, usually the next incident's) when no telemetry
+	// delete waits: an incident every few minutes would otherwise cost two commits, its own
+	// and its delete's. A crash in that window sends those incidents once more.
+	incidentDeleteDelay = 10 * time.Minute
 )
+
+// deleteWait is how long the acknowledged messages waiting now may wait for their delete.
+// Callers hold mu.
+func (u *Uplink) deleteWait() time.Duration {
+	if len(u.acked[kindTelemetry]) > 0 {
+		return deleteDelay
+	}
+	return incidentDeleteDelay
+}
 
 func seqKey(seq uint64) []byte {
 	var k [8]byte
@@ -272,19 +286,19 @@ func (u *Uplink) toDelete(kind int, seqs []uint64, size int64) {
 }
 
 // flushAckedLoop commits the deletes of acknowledged messages (flushAcked) until ctx ends. It
-// sleeps until a delete is due: deleteDelay after the first waits, or at once when
+// sleeps until a delete is due: deleteWait after the first waits, or at once when
 // flushAcked would not let one wait; while nothing waits it does not wake at all.
 func (u *Uplink) flushAckedLoop(ctx context.Context) {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
 		u.mu.Lock()
-		n, at := len(u.acked[0])+len(u.acked[1]), u.ackedAt
+		n, at, wait := len(u.acked[0])+len(u.acked[1]), u.ackedAt, u.deleteWait()
 		u.mu.Unlock()
 		var due <-chan time.Time
 		if n > 0 {
 			// At least a second: a delete that keeps failing is retried, not spun on.
-			t.Reset(max(deleteDelay-time.Since(at), time.Second))
+			t.Reset(max(wait-time.Since(at), time.Second))
 			due = t.C
 		}
 		select {
@@ -300,14 +314,14 @@ func (u *Uplink) flushAckedLoop(ctx context.Context) {
 }
 
 // flushAcked commits the deletes of acknowledged messages when force is set, when many are
-// waiting, or when the oldest has waited deleteDelay. Incidents wait too: the events of one
-// outage come within seconds of each other, and their deletes then cost one commit, not one
-// each. A crash in that window sends those incidents again with their own seq (QoS 1 is at
+// waiting, or when the oldest has waited deleteWait. Incidents wait too, longer: the events
+// of one outage come within seconds of each other, the next outage's commits carry the
+// deletes of the last one's, and a delete costs no commit of its own. A crash in that window sends those incidents again with their own seq (QoS 1 is at
 // least once; a consumer drops a seq it has seen), never loses one.
 func (u *Uplink) flushAcked(force bool) error {
 	u.mu.Lock()
 	n := len(u.acked[0]) + len(u.acked[1])
-	if n == 0 || !force && n < deleteBatch && time.Since(u.ackedAt) < deleteDelay {
+	if n == 0 || !force && n < deleteBatch && time.Since(u.ackedAt) < u.deleteWait() {
 		u.mu.Unlock()
 		return nil
 	}
