@@ -3,8 +3,6 @@ package site
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -140,9 +138,9 @@ failover:
 // coming back resolves the rule's incident at once and the policy's once recover_for has
 // passed: one commit each. The incidents are still handed on only once stored.
 func TestOneMomentOneCommit(t *testing.T) {
-	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`site: moment
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s := openClocked(t, `site: moment
 node: rack1
-data_dir: %s
 devices:
   - {id: ups1, driver: sim.ups, poll: 2s}
   - {id: genset, driver: sim.relay, safe_state: "off"}
@@ -150,15 +148,7 @@ rules:
   - {name: ups1-on-battery, device: ups1, metric: ups.status, status_has: OB, severity: critical}
 failover:
   power: {ups: [ups1], generator_relay: genset, recover_for: 10s, confirm_polls: 1}
-`, t.TempDir())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	s, err := open(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return at }})
-	if err != nil {
-		t.Fatal(err)
-	}
+`, func() time.Time { return at })
 	defer s.close()
 	// As with an uplink: the event is queued in the incident's own transaction, and handed
 	// on once that has committed.
@@ -171,7 +161,7 @@ failover:
 			published = append(published, e.Event+" "+e.Incident.Key)
 		}, nil
 	})
-	for _, spec := range cfg.Devices {
+	for _, spec := range s.cfg.Devices {
 		if spec.ID == "genset" {
 			s.devs[spec.ID] = sim.Relay{Device: sim.New("sim.relay", spec, func() time.Time { return at })}
 		}

@@ -293,22 +293,14 @@ failover:
 // ten minutes costs a commit when it goes on battery and then about one a minute for its
 // discharge, not one per poll; what is saved still lets a restart extrapolate the runtime.
 func TestOutageWritesRarely(t *testing.T) {
-	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`site: e2e
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s := openClocked(t, `site: e2e
 node: rack1
-data_dir: %s
 devices:
   - {id: ups1, driver: sim.ups, poll: 2s}
 failover:
   power: {ups: [ups1], shutdown_runtime_below: 10s}
-`, t.TempDir())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	s, err := open(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return at }})
-	if err != nil {
-		t.Fatal(err)
-	}
+`, func() time.Time { return at })
 	defer s.close()
 	s.relays = newRelays(s)
 	s.policies = newPolicies(s)
@@ -344,4 +336,19 @@ failover:
 	if u := snap.UPS["ups1"]; u.ChgAt.Before(at.Add(-dischargeSaveEvery)) || u.Rate <= 0 {
 		t.Fatalf("saved discharge %+v at %v: older than %v or no rate", u, at, dischargeSaveEvery)
 	}
+}
+
+// openClocked opens the site of config body (data_dir is added: a temp dir) with now as its
+// clock and a silent log, for tests that drive it by hand.
+func openClocked(t *testing.T, body string, now func() time.Time) *Site {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf("data_dir: %s\n%s", t.TempDir(), body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := open(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
