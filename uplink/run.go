@@ -114,7 +114,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 			break
 		}
 		if served {
-			if !sleep(ctx, pause) {
+			if !mqttconn.Wait(ctx, pause) {
 				return nil
 			}
 			continue
@@ -122,7 +122,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 		d := mqttconn.Backoff(u.opts.BackoffBase, u.opts.BackoffMax, attempt)
 		attempt++
 		u.log.Info("no broker reachable, waiting", "delay", d.Round(time.Millisecond))
-		if !sleep(ctx, d) {
+		if !mqttconn.Wait(ctx, d) {
 			return nil
 		}
 	}
@@ -155,17 +155,6 @@ func (u *Uplink) flusher(ctx context.Context) {
 		if err := u.holdDue(); err != nil {
 			u.log.Error("commit held telemetry", "err", err)
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

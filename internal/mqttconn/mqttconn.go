@@ -49,6 +49,18 @@ func Backoff(base, max time.Duration, attempt int) time.Duration {
 	return rand.N(window) + time.Millisecond
 }
 
+// Wait waits d (a backoff's delay) or until ctx ends; false if ctx ended first.
+func Wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // Connect connects c and waits for the broker's CONNACK, or for ctx to end: then a
 // connection made meanwhile is closed and ctx.Err() returned as it is. The dial follows ctx
 // (the client's dialer); CONNACK is bounded by the client's ConnectTimeout.

@@ -274,7 +274,7 @@ func (n *Node) Run(ctx context.Context) error {
 				if time.Since(began) > 10*time.Second {
 					attempt = 0
 				}
-				if !sleep(ctx, mqttconn.Backoff(n.opts.BackoffBase, n.opts.BackoffMax, attempt)) {
+				if !mqttconn.Wait(ctx, mqttconn.Backoff(n.opts.BackoffBase, n.opts.BackoffMax, attempt)) {
 					return nil
 				}
 				attempt++
@@ -287,7 +287,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		idx = (idx + 1) % len(n.opts.Brokers)
 		if idx == 0 {
-			if !sleep(ctx, mqttconn.Backoff(n.opts.BackoffBase, n.opts.BackoffMax, attempt)) {
+			if !mqttconn.Wait(ctx, mqttconn.Backoff(n.opts.BackoffBase, n.opts.BackoffMax, attempt)) {
 				return nil
 			}
 			attempt++
@@ -584,15 +584,4 @@ func truncate(b []byte, max int) string {
 		return string(b[:max]) + "…"
 	}
 	return string(b)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
