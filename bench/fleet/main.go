@@ -299,6 +299,26 @@ func (w *watcher) telemetryCount() int {
 	return n
 }
 
+// onlineAndRate waits up to limit for the n sites' online, says when the last came, then
+// counts the messages delivered (by via) to the subscriber over measure.
+func onlineAndRate(w *watcher, n int, start time.Time, limit, measure time.Duration, via string) error {
+	ok := waitFor(limit, func() bool { return len(w.onlineTimes()) >= n })
+	ons := w.onlineTimes()
+	if !ok {
+		return fmt.Errorf("only %d of %d sites online after %v", len(ons), n, limit)
+	}
+	allOnline := ons[len(ons)-1].Sub(start)
+	fmt.Printf("all online:        %.2f s after the first Run (%s)\n", allOnline.Seconds(), spread(ons, start))
+	fmt.Printf("all_online_s=%.3f\n", allOnline.Seconds())
+
+	m0, t0 := w.messages.Load(), time.Now()
+	time.Sleep(measure)
+	rate := float64(w.messages.Load()-m0) / time.Since(t0).Seconds()
+	fmt.Printf("messages/s:        %.0f delivered by %s to one subscriber over %v (%.1f per site per s)\n", rate, via, measure, rate/float64(n))
+	fmt.Printf("msgs_per_s=%.1f\n", rate)
+	return nil
+}
+
 func waitFor(within time.Duration, cond func() bool) bool {
 	for deadline := time.Now().Add(within); !cond(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -352,20 +372,9 @@ func run(n int, telemetry, measure, down time.Duration) error {
 	}
 	defer f.stop()
 
-	ok := waitFor(60*time.Second, func() bool { return len(w.onlineTimes()) >= n })
-	ons := w.onlineTimes()
-	if !ok {
-		return fmt.Errorf("only %d of %d sites online after 60 s", len(ons), n)
+	if err := onlineAndRate(w, n, start, 60*time.Second, measure, "the broker"); err != nil {
+		return err
 	}
-	allOnline := ons[len(ons)-1].Sub(start)
-	fmt.Printf("all online:        %.2f s after the first Run (%s)\n", allOnline.Seconds(), spread(ons, start))
-	fmt.Printf("all_online_s=%.3f\n", allOnline.Seconds())
-
-	m0, t0 := w.messages.Load(), time.Now()
-	time.Sleep(measure)
-	rate := float64(w.messages.Load()-m0) / time.Since(t0).Seconds()
-	fmt.Printf("messages/s:        %.0f delivered by the broker to one subscriber over %v (%.1f per site per s)\n", rate, measure, rate/float64(n))
-	fmt.Printf("msgs_per_s=%.1f\n", rate)
 
 	// Broker restart: the sites queue on disk while it is down, then reconnect on their own.
 	before := w.telemetryCount()
@@ -377,8 +386,8 @@ func run(n int, telemetry, measure, down time.Duration) error {
 	if err := b.start(); err != nil {
 		return err
 	}
-	ok = waitFor(5*time.Minute, func() bool { return len(w.onlineTimes()) >= n })
-	ons = w.onlineTimes()
+	ok := waitFor(5*time.Minute, func() bool { return len(w.onlineTimes()) >= n })
+	ons := w.onlineTimes()
 	fmt.Printf("broker restart:    down %.1f s; %d of %d sites back online: %s after it came back\n",
 		restartAt.Sub(stoppedAt).Seconds(), len(ons), n, spread(ons, restartAt))
 	if !ok {

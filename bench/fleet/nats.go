@@ -322,20 +322,9 @@ func runNATS(n int, telemetry, measure, down time.Duration) error {
 	}
 	defer f.stop()
 
-	ok := waitFor(2*time.Minute, func() bool { return len(w.onlineTimes()) >= n })
-	ons := w.onlineTimes()
-	if !ok {
-		return fmt.Errorf("only %d of %d sites online after 2 min", len(ons), n)
+	if err := onlineAndRate(w, n, start, 2*time.Minute, measure, "the cluster"); err != nil {
+		return err
 	}
-	allOnline := ons[len(ons)-1].Sub(start)
-	fmt.Printf("all online:        %.2f s after the first Run (%s)\n", allOnline.Seconds(), spread(ons, start))
-	fmt.Printf("all_online_s=%.3f\n", allOnline.Seconds())
-
-	m0, t0 := w.messages.Load(), time.Now()
-	time.Sleep(measure)
-	rate := float64(w.messages.Load()-m0) / time.Since(t0).Seconds()
-	fmt.Printf("messages/s:        %.0f delivered by the cluster to one subscriber over %v (%.1f per site per s)\n", rate, measure, rate/float64(n))
-	fmt.Printf("msgs_per_s=%.1f\n", rate)
 
 	var per []string
 	for _, nd := range nodes {
@@ -373,12 +362,12 @@ func runNATS(n int, telemetry, measure, down time.Duration) error {
 	killAt := time.Now()
 	w.reset(killAt)
 	nodes[0].kill()
-	ok = waitFor(2*time.Minute, func() bool { return len(w.onlineTimes()) >= affected })
+	ok := waitFor(2*time.Minute, func() bool { return len(w.onlineTimes()) >= affected })
 	if !ok {
 		return fmt.Errorf("only %d sites back after 2 min, %d were on %s", len(w.onlineTimes()), affected, nodes[0].name)
 	}
 	settle()
-	ons = w.onlineTimes()
+	ons := w.onlineTimes()
 	fmt.Printf("node killed:       %s (SIGKILL) held %d sites; %d sites came online again (on any node): %s after the kill\n",
 		nodes[0].name, affected, len(ons), spread(ons, killAt))
 	fmt.Printf("clients per node:  %s\n", perNode())
