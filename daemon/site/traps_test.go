@@ -74,6 +74,10 @@ devices:
 	testpeer.Eventually(t, 30*time.Second, "the v1 trap's incident", func() bool {
 		return len(sub.Matching("/incidents", `"event":"opened"`, `"rule":"snmp-trap"`)) == 2
 	})
+	// Its resolution by ups2's next poll too: it must not land in the window checked below.
+	testpeer.Eventually(t, 30*time.Second, "the v1 trap's incident resolved by the poll", func() bool {
+		return len(sub.Matching("/incidents", `"event":"resolved"`, `"rule":"snmp-trap"`)) == 2
+	})
 	// A wrong community is rejected, garbage is malformed: counters move, nothing else.
 	before := len(sub.Matching("/incidents"))
 	send("-v", "2c", "-c", "wrong", addr, "", "1.3.6.1.2.1.33.2.1")
