@@ -3,6 +3,7 @@ package site
 import (
 	"log/slog"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -15,9 +16,22 @@ import (
 // still published only once stored; flush commits whatever waits, before anything that must
 // follow it on disk (a relay switched, FSD raised, the shutdown command run). Writes made
 // while no batch is open commit at once.
+//
+// Devices polled at the same interval finish together: three inlets crossing their threshold
+// in the same second were three commits. So a moment whose end finds others already waiting
+// for their turn (more) leaves its writes to them, and a poll result's moment waits a little
+// for the results that follow (end's wait); linger caps both, then later (the site's, under
+// its ingest lock) commits. A moment that may not wait (an edge a device pushed, a tick)
+// commits at once, with whatever waits: an alarm's path holds no wait. A write from outside
+// any moment while some wait (an operator's acknowledgement) joins them and has the commit
+// brought forward to now.
 type batch struct {
 	db  *bolt.DB
 	log *slog.Logger
+	// linger is the longest a moment's writes wait for the moments that follow (0: never).
+	linger time.Duration
+	more   func() bool
+	later  func()
 	// rider, when set, gives writes that may wait for someone else's commit (the deletes of
 	// acknowledged uplink messages): a commit that happens anyway carries them.
 	rider func() (fn func(*bolt.Tx) error, settle func(error))
@@ -26,6 +40,7 @@ type batch struct {
 	open  bool
 	fns   []func(*bolt.Tx) error
 	dones []func(error)
+	timer *time.Timer // the lingering commit, when one waits
 }
 
 func newBatch(db *bolt.DB, log *slog.Logger) *batch { return &batch{db: db, log: log} }
@@ -40,15 +55,21 @@ func (b *batch) begin() {
 	b.mu.Unlock()
 }
 
-// join takes fn into the open batch (an incident.Joiner); false when none is open.
+// join takes fn into the open batch (an incident.Joiner), or into the writes that linger,
+// whose commit it then brings forward to now; false when neither.
 func (b *batch) join(fn func(*bolt.Tx) error, done func(error)) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.open {
+	if !b.open && b.timer == nil {
 		return false
 	}
 	b.fns = append(b.fns, fn)
 	b.dones = append(b.dones, done)
+	if !b.open {
+		// The caller may hold locks the dones take (the incident manager's): the timer's
+		// goroutine commits, not this one.
+		b.timer.Reset(0)
+	}
 	return true
 }
 
@@ -71,15 +92,26 @@ func (b *batch) write(fn func(*bolt.Tx) error, done func()) error {
 	return nil
 }
 
-// end commits what waits and closes the batch.
-func (b *batch) end() {
+// end closes the batch and commits what waits, unless other moments wait behind it or the
+// moment may wait up to wait for those that follow (a poll result: see pollLinger).
+func (b *batch) end(wait time.Duration) {
 	if b == nil {
 		return
 	}
 	b.mu.Lock()
 	b.open = false
+	d := min(wait, b.linger)
+	if b.linger > 0 && b.more() {
+		d = b.linger
+	}
+	later := d > 0 && len(b.fns) > 0
+	if later && b.timer == nil {
+		b.timer = time.AfterFunc(d, b.later)
+	}
 	b.mu.Unlock()
-	b.flush()
+	if !later {
+		b.flush()
+	}
 }
 
 // flush commits what waits, in one transaction, and runs the dones. A write that fails does
@@ -92,6 +124,10 @@ func (b *batch) flush() {
 	b.mu.Lock()
 	fns, dones := b.fns, b.dones
 	b.fns, b.dones = nil, nil
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
 	b.mu.Unlock()
 	if len(fns) == 0 {
 		return

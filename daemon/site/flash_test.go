@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,7 +227,8 @@ func TestAckedDeletesRide(t *testing.T) {
 		c := commits(s.db)
 		s.batch.begin()
 		s.raise(incident.Raise{Key: key, Rule: "ride", Device: "door", Severity: "warning", Source: "rule", Summary: "ride"}, time.Now())
-		s.batch.end()
+		s.batch.end(0)
+		s.batch.flush() // rather than wait for the linger
 		return commits(s.db) - c
 	}
 	for try := range 3 {
@@ -243,4 +246,151 @@ func TestAckedDeletesRide(t *testing.T) {
 		return
 	}
 	t.Fatal("the first incident's delete never waited for the second")
+}
+
+// TestMomentsLinger: on a running site a moment that ends while others wait for their turn
+// (three inlets crossing their threshold on polls that end together) leaves its writes to
+// them, and the three commit once; a moment that ends alone commits at once (an alarm's path
+// waits for nothing); an operator's acknowledgement brings a waiting commit forward and is on
+// disk when Ack returns; a reload commits what waits before the next site reads the database.
+func TestMomentsLinger(t *testing.T) {
+	m := testpeer.StartMosquitto(t)
+	// No poll and no tick comes during the test: the moments are the test's.
+	s := startBenchSite(t, fmt.Sprintf(`site: linger
+node: rack1
+data_dir: %s
+web: {listen: "127.0.0.1:0"}
+mqtt: {brokers: ["%s"], telemetry_interval: 24h}
+devices:
+  - {id: door, driver: sim.contact, poll: 1h, values: {contact: 0}}
+`, t.TempDir(), m.URL))
+	testpeer.Eventually(t, 60*time.Second, "the uplink connected", func() bool { return s.sh.uplink().Status().Connected })
+	drained(t, s)
+	moment := func(key string) { // as ingest takes a poll result
+		s.lockMoment()
+		defer s.mu.Unlock()
+		s.batch.begin()
+		s.raise(incident.Raise{Key: key, Rule: "linger", Device: "door", Severity: "warning", Source: "rule", Summary: key}, time.Now())
+		s.batch.end(0)
+	}
+	stored := func(key, with string) (ok bool) {
+		s.db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket([]byte("incidents")).ForEach(func(k, v []byte) error {
+				ok = ok || strings.Contains(string(v), `"key":"`+key+`"`) && strings.Contains(string(v), with)
+				return nil
+			})
+		})
+		return ok
+	}
+	// The linger is longer than the test: only the moments themselves commit.
+	s.mu.Lock()
+	s.batch.linger = time.Hour
+	s.mu.Unlock()
+
+	// Alone: committed when the moment ends.
+	c := commits(s.db)
+	moment("door-open")
+	if !stored("door-open", "") || commits(s.db) != c+1 {
+		t.Fatalf("a moment that ended alone is not committed (%d commits)", commits(s.db)-c)
+	}
+
+	// A poll result's moment waits a little for the results that follow; an edge a device
+	// pushed commits at once, with what waits.
+	c = commits(s.db)
+	result := func(key string, pushed bool) {
+		s.lockMoment()
+		defer s.mu.Unlock()
+		s.batch.begin()
+		s.raise(incident.Raise{Key: key, Rule: "linger", Device: "door", Severity: "warning", Source: "rule", Summary: key}, time.Now())
+		s.batch.end(pollLinger(poll.Result{Device: "door", Pushed: pushed}))
+	}
+	polled := func(key string) { result(key, false) }
+	polled("inlet-d")
+	if stored("inlet-d", "") {
+		t.Fatal("a poll result's moment committed at once")
+	}
+	result("door-forced", true)
+	if !stored("inlet-d", "") || !stored("door-forced", "") || commits(s.db) != c+1 {
+		t.Fatalf("a pushed edge after a waiting poll result: %d commits, want both in 1", commits(s.db)-c)
+	}
+	polled("inlet-e")
+	testpeer.Eventually(t, 10*time.Second, "a poll result's moment committed after its wait", func() bool { return stored("inlet-e", "") })
+
+	// Three at once: the first holds the lock while the others queue.
+	c = commits(s.db)
+	s.mu.Lock()
+	var wg sync.WaitGroup
+	for _, k := range []string{"inlet-a", "inlet-b", "inlet-c"} {
+		wg.Go(func() { moment(k) })
+	}
+	testpeer.Eventually(t, 10*time.Second, "three moments queued", func() bool { return s.waiting.Load() == 3 })
+	s.mu.Unlock()
+	wg.Wait()
+	if !stored("inlet-a", "") || !stored("inlet-b", "") || !stored("inlet-c", "") {
+		t.Fatal("the three incidents are not all stored once the last moment ended")
+	}
+	if n := commits(s.db) - c; n != 1 {
+		t.Errorf("three moments in a row took %d commits, want 1", n)
+	}
+
+	idOf := func(key string) string {
+		for _, in := range s.inc.OpenIncidents() {
+			if in.Key == key {
+				return in.ID
+			}
+		}
+		t.Fatalf("%s is not open", key)
+		return ""
+	}
+	waiting := func(key string) { // a moment that ended with another queued, which went away
+		s.waiting.Add(1)
+		moment(key)
+		s.waiting.Add(-1)
+		if stored(key, "") {
+			t.Fatalf("%s committed although a moment was queued behind it", key)
+		}
+	}
+	// An acknowledgement commits what waits, and itself, before it returns.
+	waiting("smoke")
+	if err := s.Ack(idOf("inlet-a"), "op"); err != nil {
+		t.Fatal(err)
+	}
+	if !stored("smoke", "") || !stored("inlet-a", `"acknowledged_by":"op"`) {
+		t.Error("the waiting incident or the acknowledgement is not on disk when Ack returned")
+	}
+
+	// A write from outside any moment and outside the site's lock (the incident manager's
+	// own) joins what waits and has it committed now, by the timer's goroutine.
+	waiting("leak")
+	if _, err := s.inc.Ack(idOf("inlet-b"), "op", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.Eventually(t, 10*time.Second, "an outside write brought the commit forward", func() bool {
+		return stored("leak", "") && stored("inlet-b", `"acknowledged_by":"op"`)
+	})
+
+	// A reload: the next site reads its incidents from the database, waiting ones included.
+	waiting("water")
+	if err := s.sh.reload(context.Background(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if next := s.sh.current(); next == s || !next.inc.IsOpen("water") {
+		t.Errorf("after the reload the site has %d open incidents, and water is not among them", len(next.inc.OpenIncidents()))
+	}
+
+	// The linger's cap: what waits commits on its own.
+	next := s.sh.current()
+	next.mu.Lock()
+	next.batch.linger = 50 * time.Millisecond
+	next.mu.Unlock()
+	next.waiting.Add(1)
+	func() {
+		next.lockMoment()
+		defer next.mu.Unlock()
+		next.batch.begin()
+		next.raise(incident.Raise{Key: "fire", Rule: "linger", Device: "door", Severity: "warning", Source: "rule", Summary: "fire"}, time.Now())
+		next.batch.end(0)
+	}()
+	next.waiting.Add(-1)
+	testpeer.Eventually(t, 10*time.Second, "the capped wait committed", func() bool { return stored("fire", "") })
 }

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -75,8 +76,9 @@ type Site struct {
 	failed map[string]error
 	stage  *staged
 
-	mu       sync.Mutex // serialises ingest: rules, policies and relays see one reading at a time
-	retired  bool       // a reload replaced this site: it changes nothing any more
+	mu       sync.Mutex   // serialises ingest: rules, policies and relays see one reading at a time
+	waiting  atomic.Int32 // moments waiting for mu (lockMoment)
+	retired  bool         // a reload replaced this site: it changes nothing any more
 	rules    *rules.Engine
 	changes  []rules.Change
 	fsd      map[string]bool // UPS ids with a forced shutdown ordered
@@ -180,6 +182,13 @@ func build(cfg *config.Config, opt Options, sh *shared, strict bool) (s *Site, e
 	}
 	if err := s.loadState(); err != nil {
 		return s, err
+	}
+	s.batch.linger = commitLinger
+	s.batch.more = func() bool { return s.waiting.Load() > 0 }
+	s.batch.later = func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.batch.flush()
 	}
 	if sh.alive != nil {
 		s.markDown(*sh.alive)
@@ -412,6 +421,29 @@ func (s *Site) goServe(ctx context.Context, what, addr string, serve func(contex
 // state from the database). Called with s.mu held.
 func (s *Site) retireLocked() { s.retired = true }
 
+// commitLinger caps how long a moment's writes wait for the moments that follow (batch):
+// polls of the same interval end within milliseconds of each other, and what they write then
+// costs the flash one commit rather than one each. A relay, FSD or the shutdown command waits
+// for nothing but the commit of what decided it.
+const commitLinger = 100 * time.Millisecond
+
+// pollLinger is how long a poll result's writes wait for the results that follow: a small
+// part of any poll interval. An edge a device pushed (a contact's alarm) waits for nothing.
+func pollLinger(res poll.Result) time.Duration {
+	if res.Pushed {
+		return 0
+	}
+	return 50 * time.Millisecond
+}
+
+// lockMoment takes the ingest lock for a moment (a poll result, a tick), counted in waiting
+// while it waits: a moment ending meanwhile leaves its commit to the ones queued.
+func (s *Site) lockMoment() {
+	s.waiting.Add(1)
+	s.mu.Lock()
+	s.waiting.Add(-1)
+}
+
 // halt stops the site's goroutines and waits for them. The uplink, the devices and the
 // sockets it shares stay.
 func (s *Site) halt() {
@@ -419,6 +451,10 @@ func (s *Site) halt() {
 		s.cancel()
 	}
 	s.wg.Wait()
+	// What lingers commits now: the next site reads its state from the database.
+	s.mu.Lock()
+	s.batch.flush()
+	s.mu.Unlock()
 	if s.notify != nil {
 		s.notify.Wait()
 	}
@@ -464,13 +500,13 @@ func (s *Site) housekeeping(ctx context.Context) {
 	}
 	tick := func() {
 		now := s.now()
-		s.mu.Lock()
+		s.lockMoment()
 		if !s.retired {
 			s.batch.begin()
 			s.inc.Tick(now)
 			s.policies.tick(now)
 			s.trapsTick(now)
-			s.batch.end()
+			s.batch.end(0)
 		}
 		s.mu.Unlock()
 	}
@@ -554,13 +590,13 @@ func (s *Site) telemetry() {
 
 // ingest takes one poll result through the store, the rules and the policies.
 func (s *Site) ingest(res poll.Result) {
-	s.mu.Lock()
+	s.lockMoment()
 	defer s.mu.Unlock()
 	if s.retired {
 		return
 	}
 	s.batch.begin()
-	defer s.batch.end()
+	defer s.batch.end(pollLinger(res))
 	s.lastRes[res.Device] = res.At
 	s.metrics.observe(res)
 	prevState := s.store.State(res.Device)
@@ -721,6 +757,7 @@ func (s *Site) Ack(id, by string) error {
 	if s.retired {
 		return errReloading
 	}
+	s.batch.flush() // what lingers first: the acknowledgement then commits before Ack returns
 	e, err := s.inc.Ack(id, by, s.now())
 	if err != nil {
 		return err

@@ -195,6 +195,7 @@ func (sv *Supervisor) reloadLocked(by string) (err error) {
 	// is being replaced.
 	sh.trapMu.Lock()
 	old.mu.Lock()
+	old.batch.flush() // what lingers: the next site reads the database
 	next, err := build(cfg, sv.opt, sh, true)
 	if err != nil {
 		old.mu.Unlock()
