@@ -192,7 +192,7 @@ func New(db *bolt.DB, opt Options) (*Manager, error) {
 	}
 	m := &Manager{db: db, opt: opt, open: map[string]*Incident{}, opens: map[string][]time.Time{},
 		recent: map[string][]time.Time{}, storms: map[string]*storm{}}
-	if err := createBuckets(db, bIncidents, bOutbox, bMeta); err != nil {
+	if err := createBuckets(db, bIncidents, bRecent, bOutbox, bMeta); err != nil {
 		return nil, fmt.Errorf("incident store: %w", err)
 	}
 	m.nextID = 1
@@ -200,11 +200,11 @@ func New(db *bolt.DB, opt Options) (*Manager, error) {
 		if v := tx.Bucket(bMeta).Get(kNextID); len(v) == 8 {
 			m.nextID = binary.BigEndian.Uint64(v)
 		}
-		return tx.Bucket(bIncidents).ForEach(func(k, v []byte) error {
+		eachIncident(tx, func(k, v []byte) bool {
 			var in Incident
 			if err := json.Unmarshal(v, &in); err != nil {
 				opt.Log.Error("incident store: unreadable record skipped", "key", string(k), "err", err)
-				return nil
+				return true
 			}
 			if in.IsOpen() {
 				c := in
@@ -219,8 +219,9 @@ func New(db *bolt.DB, opt Options) (*Manager, error) {
 					m.storms[in.Key] = &storm{suppressed: int(n), last: last}
 				}
 			}
-			return nil
+			return true
 		})
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("incident store: %w", err)
@@ -389,7 +390,7 @@ func (m *Manager) commit(in *Incident, event, by string, now time.Time) (Event, 
 		if err := putNextID(tx, next); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bIncidents).Put(idKey(in.ID), b); err != nil {
+		if err := putIncident(tx, idKey(in.ID), b); err != nil {
 			return err
 		}
 		if audit != nil {
@@ -594,7 +595,7 @@ func (m *Manager) save(in *Incident) error {
 		return err
 	}
 	key := idKey(in.ID)
-	return m.write(func(tx *bolt.Tx) error { return tx.Bucket(bIncidents).Put(key, b) }, func() { m.changes.Add(1) })
+	return m.write(func(tx *bolt.Tx) error { return putIncident(tx, key, b) }, func() { m.changes.Add(1) })
 }
 
 // Resolve closes the open incident on key, if any. A key that flapped more than FlapCount
@@ -688,10 +689,10 @@ func (m *Manager) prune(now time.Time) {
 	cutoff := now.Add(-m.opt.Retention)
 	var del, warnings, criticals [][]byte // warnings and criticals: resolved and kept, oldest first
 	m.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bIncidents).ForEach(func(k, v []byte) error {
+		eachIncident(tx, func(k, v []byte) bool {
 			var in Incident
 			if json.Unmarshal(v, &in) != nil || in.IsOpen() {
-				return nil
+				return true
 			}
 			k = append([]byte(nil), k...)
 			switch {
@@ -702,8 +703,9 @@ func (m *Manager) prune(now time.Time) {
 			default:
 				warnings = append(warnings, k)
 			}
-			return nil
+			return true
 		})
+		return nil
 	})
 	if over := len(warnings) + len(criticals) - m.opt.MaxResolved; m.opt.MaxResolved > 0 && over > 0 {
 		del = append(del, append(warnings, criticals...)[:over]...)
@@ -712,9 +714,8 @@ func (m *Manager) prune(now time.Time) {
 		return
 	}
 	err := m.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bIncidents)
 		for _, k := range del {
-			if err := b.Delete(k); err != nil {
+			if err := deleteIncident(tx, k); err != nil {
 				return err
 			}
 		}
@@ -793,8 +794,7 @@ func (m *Manager) All(limit int) []Incident {
 	reserve := limit / 4
 	critical := []byte(`"severity":"critical"`)
 	m.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bIncidents).Cursor()
-		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+		eachNewest(tx, func(k, v []byte) bool {
 			isCrit := bytes.Contains(v, critical)
 			var to *[]rec
 			switch {
@@ -805,16 +805,14 @@ func (m *Manager) All(limit int) []Incident {
 			case len(spill) < reserve:
 				to = &spill
 			default:
-				continue
+				return true
 			}
 			var in Incident
 			if json.Unmarshal(v, &in) == nil {
 				*to = append(*to, rec{string(k), in})
 			}
-			if limit > 0 && len(crits) >= reserve {
-				break
-			}
-		}
+			return limit <= 0 || len(crits) < reserve
+		})
 		return nil
 	})
 	if room := limit - len(main) - len(crits); limit > 0 && len(spill) > room {
@@ -833,7 +831,7 @@ func (m *Manager) All(limit int) []Incident {
 func (m *Manager) Get(id string) (Incident, error) {
 	var in Incident
 	err := m.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bIncidents).Get(idKey(id))
+		v := getIncident(tx, idKey(id))
 		if v == nil {
 			return ErrNotFound
 		}

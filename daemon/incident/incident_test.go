@@ -276,7 +276,7 @@ func TestStagerOneCommit(t *testing.T) {
 			return nil, errors.New("queue bucket gone")
 		}
 		// The incident record is visible in the same transaction.
-		if tx.Bucket(bIncidents).Get(idKey(e.Incident.ID)) == nil {
+		if getIncident(tx, idKey(e.Incident.ID)) == nil {
 			t.Errorf("incident %s not in the staging transaction", e.Incident.ID)
 		}
 		staged = append(staged, e.Incident.ID+" "+e.Event)

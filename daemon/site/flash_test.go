@@ -275,10 +275,13 @@ devices:
 	}
 	stored := func(key, with string) (ok bool) {
 		s.db.View(func(tx *bolt.Tx) error {
-			return tx.Bucket([]byte("incidents")).ForEach(func(k, v []byte) error {
-				ok = ok || strings.Contains(string(v), `"key":"`+key+`"`) && strings.Contains(string(v), with)
-				return nil
-			})
+			for _, name := range []string{"incidents", "incidents-recent"} {
+				tx.Bucket([]byte(name)).ForEach(func(k, v []byte) error {
+					ok = ok || strings.Contains(string(v), `"key":"`+key+`"`) && strings.Contains(string(v), with)
+					return nil
+				})
+			}
+			return nil
 		})
 		return ok
 	}
