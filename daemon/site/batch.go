@@ -18,20 +18,21 @@ import (
 // while no batch is open commit at once.
 //
 // Devices polled at the same interval finish together: three inlets crossing their threshold
-// in the same second were three commits. So a moment whose end finds others already waiting
-// for their turn (more) leaves its writes to them, and a poll result's moment waits a little
-// for the results that follow (end's wait); linger caps both, then later (the site's, under
-// its ingest lock) commits. A moment that may not wait (an edge a device pushed, a tick)
-// commits at once, with whatever waits: an alarm's path holds no wait. A write from outside
-// any moment while some wait (an operator's acknowledgement) joins them and has the commit
+// in the same second were three commits. So a poll result's moment waits a little for the
+// results that follow (wait), and up to queued when others already queue for their turn
+// (more); the earliest deadline of what waits holds, then later (the site's, under its
+// ingest lock) commits. A moment that may not wait (an edge a device pushed, a tick) commits
+// at once, with whatever waits: an alarm's path holds no wait. A write from outside any
+// moment while some wait (an operator's acknowledgement) joins them and has the commit
 // brought forward to now.
 type batch struct {
 	db  *bolt.DB
 	log *slog.Logger
-	// linger is the longest a moment's writes wait for the moments that follow (0: never).
-	linger time.Duration
-	more   func() bool
-	later  func()
+	// wait is how long a moment that may wait (a poll result's) leaves its writes for the
+	// moments that follow, queued how long when others already queue (0: commit at end).
+	wait, queued time.Duration
+	more         func() bool
+	later        func()
 	// rider, when set, gives writes that may wait for someone else's commit (the deletes of
 	// acknowledged uplink messages): a commit that happens anyway carries them.
 	rider func() (fn func(*bolt.Tx) error, settle func(error))
@@ -41,6 +42,7 @@ type batch struct {
 	fns   []func(*bolt.Tx) error
 	dones []func(error)
 	timer *time.Timer // the lingering commit, when one waits
+	due   time.Time   // when it runs
 }
 
 func newBatch(db *bolt.DB, log *slog.Logger) *batch { return &batch{db: db, log: log} }
@@ -69,6 +71,7 @@ func (b *batch) join(fn func(*bolt.Tx) error, done func(error)) bool {
 		// The caller may hold locks the dones take (the incident manager's): the timer's
 		// goroutine commits, not this one.
 		b.timer.Reset(0)
+		b.due = time.Now()
 	}
 	return true
 }
@@ -92,21 +95,27 @@ func (b *batch) write(fn func(*bolt.Tx) error, done func()) error {
 	return nil
 }
 
-// end closes the batch and commits what waits, unless other moments wait behind it or the
-// moment may wait up to wait for those that follow (a poll result: see pollLinger).
-func (b *batch) end(wait time.Duration) {
+// end closes the batch and commits what waits, unless the moment may wait for the moments
+// that follow (a poll result's).
+func (b *batch) end(mayWait bool) {
 	if b == nil {
 		return
 	}
 	b.mu.Lock()
 	b.open = false
-	d := min(wait, b.linger)
-	if b.linger > 0 && b.more() {
-		d = b.linger
+	var d time.Duration
+	if mayWait {
+		d = b.wait
+		if d > 0 && b.more() {
+			d = max(d, b.queued)
+		}
 	}
 	later := d > 0 && len(b.fns) > 0
-	if later && b.timer == nil {
-		b.timer = time.AfterFunc(d, b.later)
+	if due := time.Now().Add(d); later && b.timer == nil {
+		b.timer, b.due = time.AfterFunc(d, b.later), due
+	} else if later && due.Before(b.due) {
+		b.timer.Reset(d)
+		b.due = due
 	}
 	b.mu.Unlock()
 	if !later {

@@ -140,7 +140,7 @@ func BenchmarkEventWrites(b *testing.B) {
 				s.batch.begin()
 				f(fmt.Sprintf("poll-%d-%d-a", b.N, i))
 				f(fmt.Sprintf("poll-%d-%d-b", b.N, i))
-				s.batch.end(0)
+				s.batch.end(false)
 			}
 			moment(func(key string) {
 				s.raise(incident.Raise{Key: key, Rule: "bench", Device: "door", Severity: "warning", Source: "rule", Summary: "bench"}, time.Now())

@@ -227,7 +227,7 @@ func TestAckedDeletesRide(t *testing.T) {
 		c := commits(s.db)
 		s.batch.begin()
 		s.raise(incident.Raise{Key: key, Rule: "ride", Device: "door", Severity: "warning", Source: "rule", Summary: "ride"}, time.Now())
-		s.batch.end(0)
+		s.batch.end(false)
 		s.batch.flush() // rather than wait for the linger
 		return commits(s.db) - c
 	}
@@ -248,11 +248,11 @@ func TestAckedDeletesRide(t *testing.T) {
 	t.Fatal("the first incident's delete never waited for the second")
 }
 
-// TestMomentsLinger: on a running site a moment that ends while others wait for their turn
-// (three inlets crossing their threshold on polls that end together) leaves its writes to
-// them, and the three commit once; a moment that ends alone commits at once (an alarm's path
-// waits for nothing); an operator's acknowledgement brings a waiting commit forward and is on
-// disk when Ack returns; a reload commits what waits before the next site reads the database.
+// TestMomentsLinger: on a running site a poll result's writes wait for the results that
+// follow (three inlets crossing their threshold on polls that end together commit once); an
+// edge a device pushed commits at once, with whatever waits (an alarm's path waits for
+// nothing); an operator's acknowledgement brings a waiting commit forward and is on disk when
+// Ack returns; a reload commits what waits before the next site reads the database.
 func TestMomentsLinger(t *testing.T) {
 	m := testpeer.StartMosquitto(t)
 	// No poll and no tick comes during the test: the moments are the test's.
@@ -263,16 +263,19 @@ web: {listen: "127.0.0.1:0"}
 mqtt: {brokers: ["%s"], telemetry_interval: 24h}
 devices:
   - {id: door, driver: sim.contact, poll: 1h, values: {contact: 0}}
+rules:
+  - {name: door-open, device: door, metric: contact, equals: 1}
 `, t.TempDir(), m.URL))
 	testpeer.Eventually(t, 60*time.Second, "the uplink connected", func() bool { return s.sh.uplink().Status().Connected })
 	drained(t, s)
-	moment := func(key string) { // as ingest takes a poll result
+	result := func(s *Site, key string, pushed bool) { // as ingest takes one
 		s.lockMoment()
 		defer s.mu.Unlock()
 		s.batch.begin()
 		s.raise(incident.Raise{Key: key, Rule: "linger", Device: "door", Severity: "warning", Source: "rule", Summary: key}, time.Now())
-		s.batch.end(0)
+		s.batch.end(!pushed)
 	}
+	polled := func(key string) { result(s, key, false) }
 	stored := func(key, with string) (ok bool) {
 		s.db.View(func(tx *bolt.Tx) error {
 			for _, name := range []string{"incidents", "incidents-recent"} {
@@ -285,56 +288,58 @@ devices:
 		})
 		return ok
 	}
-	// The linger is longer than the test: only the moments themselves commit.
-	s.mu.Lock()
-	s.batch.linger = time.Hour
-	s.mu.Unlock()
+	waits := func(d, queued time.Duration) {
+		s.mu.Lock()
+		s.batch.wait, s.batch.queued = d, queued
+		s.mu.Unlock()
+	}
+	// Waits longer than the test: only the moments themselves commit.
+	waits(time.Hour, time.Hour)
 
-	// Alone: committed when the moment ends.
+	// Through ingest: a contact's edge is on disk when ingest returns, a poll result's not.
+	door := func(v float64, pushed bool) {
+		now := time.Now()
+		s.ingest(poll.Result{Device: "door", State: "ok", At: now, Pushed: pushed, Readings: []sensors.Reading{sensors.Num("door", "contact", v, "", now)}})
+	}
+	door(1, true)
+	if !stored("door-open", "") {
+		t.Fatal("the incident of a pushed edge is not on disk when ingest returned")
+	}
+	door(0, false)
+	if stored("door-open", `"resolved_at"`) {
+		t.Fatal("a poll result's resolution committed at once")
+	}
+
+	// A pushed edge: committed when its moment ends, with the poll result that waits.
 	c := commits(s.db)
-	moment("door-open")
-	if !stored("door-open", "") || commits(s.db) != c+1 {
-		t.Fatalf("a moment that ended alone is not committed (%d commits)", commits(s.db)-c)
-	}
-
-	// A poll result's moment waits a little for the results that follow; an edge a device
-	// pushed commits at once, with what waits.
-	c = commits(s.db)
-	result := func(key string, pushed bool) {
-		s.lockMoment()
-		defer s.mu.Unlock()
-		s.batch.begin()
-		s.raise(incident.Raise{Key: key, Rule: "linger", Device: "door", Severity: "warning", Source: "rule", Summary: key}, time.Now())
-		s.batch.end(pollLinger(poll.Result{Device: "door", Pushed: pushed}))
-	}
-	polled := func(key string) { result(key, false) }
 	polled("inlet-d")
 	if stored("inlet-d", "") {
 		t.Fatal("a poll result's moment committed at once")
 	}
-	result("door-forced", true)
-	if !stored("inlet-d", "") || !stored("door-forced", "") || commits(s.db) != c+1 {
+	result(s, "door-forced", true)
+	if !stored("inlet-d", "") || !stored("door-forced", "") || !stored("door-open", `"resolved_at"`) || commits(s.db) != c+1 {
 		t.Fatalf("a pushed edge after a waiting poll result: %d commits, want both in 1", commits(s.db)-c)
 	}
-	polled("inlet-e")
-	testpeer.Eventually(t, 10*time.Second, "a poll result's moment committed after its wait", func() bool { return stored("inlet-e", "") })
 
-	// Three at once: the first holds the lock while the others queue.
+	// Three at once, the first holding the lock while the others queue: one commit, when
+	// the wait is over.
+	waits(300*time.Millisecond, time.Hour)
 	c = commits(s.db)
 	s.mu.Lock()
 	var wg sync.WaitGroup
 	for _, k := range []string{"inlet-a", "inlet-b", "inlet-c"} {
-		wg.Go(func() { moment(k) })
+		wg.Go(func() { polled(k) })
 	}
 	testpeer.Eventually(t, 10*time.Second, "three moments queued", func() bool { return s.waiting.Load() == 3 })
 	s.mu.Unlock()
 	wg.Wait()
-	if !stored("inlet-a", "") || !stored("inlet-b", "") || !stored("inlet-c", "") {
-		t.Fatal("the three incidents are not all stored once the last moment ended")
-	}
+	testpeer.Eventually(t, 10*time.Second, "the three incidents stored", func() bool {
+		return stored("inlet-a", "") && stored("inlet-b", "") && stored("inlet-c", "")
+	})
 	if n := commits(s.db) - c; n != 1 {
 		t.Errorf("three moments in a row took %d commits, want 1", n)
 	}
+	waits(time.Hour, time.Hour)
 
 	idOf := func(key string) string {
 		for _, in := range s.inc.OpenIncidents() {
@@ -345,12 +350,10 @@ devices:
 		t.Fatalf("%s is not open", key)
 		return ""
 	}
-	waiting := func(key string) { // a moment that ended with another queued, which went away
-		s.waiting.Add(1)
-		moment(key)
-		s.waiting.Add(-1)
+	waiting := func(key string) {
+		polled(key)
 		if stored(key, "") {
-			t.Fatalf("%s committed although a moment was queued behind it", key)
+			t.Fatalf("%s committed at once", key)
 		}
 	}
 	// An acknowledgement commits what waits, and itself, before it returns.
@@ -377,23 +380,27 @@ devices:
 	if err := s.sh.reload(context.Background(), "test"); err != nil {
 		t.Fatal(err)
 	}
-	if next := s.sh.current(); next == s || !next.inc.IsOpen("water") {
-		t.Errorf("after the reload the site has %d open incidents, and water is not among them", len(next.inc.OpenIncidents()))
+	next := s.sh.current()
+	if next == s || !next.inc.IsOpen("water") {
+		t.Fatalf("after the reload the site has %d open incidents, and water is not among them", len(next.inc.OpenIncidents()))
 	}
 
-	// The linger's cap: what waits commits on its own.
-	next := s.sh.current()
+	// With others queued a poll result waits the longer queued wait, not its own.
 	next.mu.Lock()
-	next.batch.linger = 50 * time.Millisecond
+	next.batch.wait, next.batch.queued = time.Millisecond, time.Hour
 	next.mu.Unlock()
 	next.waiting.Add(1)
-	func() {
-		next.lockMoment()
-		defer next.mu.Unlock()
-		next.batch.begin()
-		next.raise(incident.Raise{Key: "fire", Rule: "linger", Device: "door", Severity: "warning", Source: "rule", Summary: "fire"}, time.Now())
-		next.batch.end(0)
-	}()
+	result(next, "fire", false)
 	next.waiting.Add(-1)
-	testpeer.Eventually(t, 10*time.Second, "the capped wait committed", func() bool { return stored("fire", "") })
+	time.Sleep(200 * time.Millisecond)
+	if stored("fire", "") {
+		t.Error("a poll result that ended with others queued committed after its own wait")
+	}
+	next.mu.Lock()
+	next.batch.flush()
+	next.batch.wait = 50 * time.Millisecond
+	next.mu.Unlock()
+	// Alone, it commits once its own wait is over.
+	result(next, "heat", false)
+	testpeer.Eventually(t, 10*time.Second, "the poll result's wait committed", func() bool { return stored("heat", "") })
 }

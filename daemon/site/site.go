@@ -183,7 +183,7 @@ func build(cfg *config.Config, opt Options, sh *shared, strict bool) (s *Site, e
 	if err := s.loadState(); err != nil {
 		return s, err
 	}
-	s.batch.linger = commitLinger
+	s.batch.wait, s.batch.queued = pollWait, queuedWait
 	s.batch.more = func() bool { return s.waiting.Load() > 0 }
 	s.batch.later = func() {
 		s.mu.Lock()
@@ -421,23 +421,19 @@ func (s *Site) goServe(ctx context.Context, what, addr string, serve func(contex
 // state from the database). Called with s.mu held.
 func (s *Site) retireLocked() { s.retired = true }
 
-// commitLinger caps how long a moment's writes wait for the moments that follow (batch):
-// polls of the same interval end within milliseconds of each other, and what they write then
-// costs the flash one commit rather than one each. A relay, FSD or the shutdown command waits
-// for nothing but the commit of what decided it.
-const commitLinger = 100 * time.Millisecond
-
-// pollLinger is how long a poll result's writes wait for the results that follow: a small
-// part of any poll interval. An edge a device pushed (a contact's alarm) waits for nothing.
-func pollLinger(res poll.Result) time.Duration {
-	if res.Pushed {
-		return 0
-	}
-	return 50 * time.Millisecond
-}
+// A poll result's writes wait pollWait for the results that follow, queuedWait when others
+// already queue for the ingest lock (batch): polls of the same interval end within
+// milliseconds of each other, and what they write then costs the flash one commit rather than
+// one each, at the price of a small part of any poll interval before their incidents are
+// handed on. An edge a device pushed (a contact's alarm) and a tick wait for nothing, and a
+// relay, FSD or the shutdown command for nothing but the commit of what decided it.
+const (
+	pollWait   = 50 * time.Millisecond
+	queuedWait = 100 * time.Millisecond
+)
 
 // lockMoment takes the ingest lock for a moment (a poll result, a tick), counted in waiting
-// while it waits: a moment ending meanwhile leaves its commit to the ones queued.
+// while it waits (batch.more).
 func (s *Site) lockMoment() {
 	s.waiting.Add(1)
 	s.mu.Lock()
@@ -506,7 +502,7 @@ func (s *Site) housekeeping(ctx context.Context) {
 			s.inc.Tick(now)
 			s.policies.tick(now)
 			s.trapsTick(now)
-			s.batch.end(0)
+			s.batch.end(false)
 		}
 		s.mu.Unlock()
 	}
@@ -596,7 +592,7 @@ func (s *Site) ingest(res poll.Result) {
 		return
 	}
 	s.batch.begin()
-	defer s.batch.end(pollLinger(res))
+	defer s.batch.end(!res.Pushed) // a poll result may wait for the results that follow
 	s.lastRes[res.Device] = res.At
 	s.metrics.observe(res)
 	prevState := s.store.State(res.Device)
