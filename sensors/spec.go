@@ -139,8 +139,15 @@ func takenByAny(key string) bool {
 
 // Unmerge returns mapping n (or the mapping alias n points at) with its merge keys
 // (<<: *base) replaced by the pairs they bring that n does not set itself: the keys a device
-// is given, as the config checker and the split into common and driver keys see them.
+// is given, as the config checker and the split into common and driver keys see them. A
+// mapping that merges itself (&u {<<: *u}) brings nothing the second time, and each mapping
+// is unmerged once however often it is merged.
 func Unmerge(n *yaml.Node) *yaml.Node {
+	return unmerge(n, map[*yaml.Node]*yaml.Node{})
+}
+
+// unmerge is Unmerge with done: the mappings unmerged so far (nil while one is under way).
+func unmerge(n *yaml.Node, done map[*yaml.Node]*yaml.Node) *yaml.Node {
 	for n != nil && n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
@@ -156,6 +163,13 @@ func Unmerge(n *yaml.Node) *yaml.Node {
 	if !has {
 		return n
 	}
+	if u, ok := done[n]; ok {
+		if u == nil { // n merges itself
+			return &yaml.Node{Kind: yaml.MappingNode}
+		}
+		return u
+	}
+	done[n] = nil
 	out := *n
 	out.Content = nil
 	set := map[string]bool{}
@@ -181,7 +195,7 @@ func Unmerge(n *yaml.Node) *yaml.Node {
 			if src.Kind != yaml.MappingNode {
 				continue
 			}
-			src = Unmerge(src)
+			src = unmerge(src, done)
 			merged = append(merged, src.Content...)
 		}
 	}
@@ -192,6 +206,7 @@ func Unmerge(n *yaml.Node) *yaml.Node {
 			out.Content = append(out.Content, merged[i], merged[i+1])
 		}
 	}
+	done[n] = &out
 	return &out
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -118,9 +119,35 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("devices: {x: 1}\nrules: [1, 2]\nfailover: {power: {ups: 3}}\n"))
 	f.Add([]byte("- a\n- b\n"))
 	f.Add([]byte("site: a\nnode: b\ndevices:\n  - &u {id: u, driver: sim.relay, pin: GPIO1}\n  - {<<: [*u, {poll: 1s}], id: v, script: [{at: 1s}]}\n"))
+	f.Add([]byte("site: a\nnode: b\ndevices:\n  - &u {<<: [*u, {poll: 1s}], id: v, script: [{at: 1s}]}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		Parse("f.yaml", b) // must not panic
 	})
+}
+
+// TestMergeCycles: a device that merges itself gets nothing from it the second time, where it
+// was a stack overflow (found by FuzzParse in make bench), and thirty devices each merging the
+// one before twice are read at once, not in 2^30 steps.
+func TestMergeCycles(t *testing.T) {
+	if _, err := Parse("c.yaml", []byte("site: a\nnode: b\ndevices:\n  - &u {<<: [*u, {poll: 1s}], id: v, script: [{at: 1s}]}\n")); err == nil || !strings.Contains(err.Error(), "driver is required") {
+		t.Errorf("a device that merges only itself and a poll: %v, want its missing driver", err)
+	}
+	cfg, err := Parse("c.yaml", []byte("site: a\nnode: b\ndevices:\n  - &u {<<: [*u, *u, {<<: [*u, *u]}, {poll: 3s}], id: v, driver: sim.ups}\n"))
+	if err != nil || cfg.Devices[0].Poll != 3*time.Second {
+		t.Errorf("a device that merges itself: %+v, %v", cfg, err)
+	}
+	var b strings.Builder
+	b.WriteString("site: a\nnode: b\ndevices:\n  - &d0 {id: d0, driver: sim.ups, poll: 2s}\n")
+	for i := 1; i <= 30; i++ {
+		fmt.Fprintf(&b, "  - &d%d {<<: [*d%d, *d%d], id: d%d}\n", i, i-1, i-1, i)
+	}
+	cfg, err = Parse("deep.yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Devices[30]; d.Driver != "sim.ups" || d.Poll != 2*time.Second {
+		t.Errorf("d30 = %+v, want the sim.ups of d0 with its poll", d)
+	}
 }
 
 // TestDeviceMergeKeys: a device built from an anchor (<<: *base) gets the common keys and the
