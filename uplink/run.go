@@ -314,6 +314,23 @@ func (u *Uplink) readNext(after [2]uint64, max, maxBytes int) (qs []queued, more
 	return qs, more, err
 }
 
+// overtake puts incidents read just now (newer than any already read) ahead of the telemetry
+// waiting in ahead but behind the incidents that wait there too: a read-ahead chunk may have
+// brought older incidents in the same turn, and an incident's events must go out in seq order
+// (an "opened" overtaken by its "resolved" would leave the incident open at the other end).
+func overtake(ahead, inc []queued) []queued {
+	at := 0
+	for i, q := range ahead {
+		if q.kind == kindIncident {
+			at = i + 1
+		}
+	}
+	out := make([]queued, 0, len(ahead)+len(inc))
+	out = append(out, ahead[:at]...)
+	out = append(out, inc...)
+	return append(out, ahead[at:]...)
+}
+
 // maxInflightBytes bounds the payload bytes held in the window and in the read-ahead buffer,
 // so that a backlog of large messages (1,000 readings is about 130 KB) stays small in RAM.
 const maxInflightBytes = 4 << 20
@@ -470,8 +487,8 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 
 		// Fill the window from the read-ahead buffer, which a background read keeps filled
 		// a chunk at a time, so that the send path does no disk reads of its own. Incidents
-		// are looked up whenever something was enqueued and go to the front, so that a live
-		// incident overtakes an old telemetry backlog; each topic goes oldest first.
+		// are looked up whenever something was enqueued and go ahead of the telemetry (overtake), so
+		// that a live incident overtakes an old telemetry backlog; each topic goes oldest first.
 		if pre != nil && got == nil {
 			select {
 			case r := <-pre:
@@ -506,7 +523,7 @@ func (u *Uplink) serve(ctx context.Context, c *conn, idx int) error {
 			}
 			if len(inc) > 0 {
 				read[kindIncident] = inc[len(inc)-1].seq
-				ahead = append(inc, ahead...)
+				ahead = overtake(ahead, inc)
 			}
 		}
 		for len(ahead) > 0 && len(window) < u.opts.InFlight && inflightBytes < maxInflightBytes {
