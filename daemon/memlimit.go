@@ -10,8 +10,8 @@ import (
 )
 
 // Go's collector lets the heap grow to twice the live heap between collections (GOGC=100):
-// on a site of 1,000 devices that headroom was the largest part of the daemon's memory (issue
-// 9, docs/BENCHMARKS.md section 4). Unless GOMEMLIMIT is set, the daemon sets a soft limit on
+// on a site of 1,000 devices that headroom would be the largest part of the daemon's memory.
+// Unless GOMEMLIMIT is set, the daemon sets a soft limit on
 // the Go runtime's memory (heap, stacks, runtime structures; not the binary's mapped pages),
 // so the collector runs earlier instead of letting the heap double.
 //

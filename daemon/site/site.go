@@ -141,9 +141,9 @@ func openDB(dataDir string) (db *bolt.DB, alive time.Time, err error) {
 	dbPath := filepath.Join(dataDir, "rackwatch.db")
 	alive = lastAlive(dbPath)
 	// NoFreelistSync: a commit writes the pages it changed and the meta page, not also the
-	// freelist page (a third of what a small commit writes; flash wear, see docs/BENCHMARKS.md
-	// §6). bbolt rebuilds the freelist by scanning the file at open: 0.45 s for a full 256 MiB
-	// queue on the development machine.
+	// freelist page, which would be one more page of flash wear on every small commit. The
+	// price is paid once, at open: bbolt rebuilds the freelist by scanning the file, a time
+	// that grows with the queue on disk (well under a second for a full one).
 	_, statErr := os.Stat(dbPath)
 	opts := &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, OpenFile: openSmallPages}
 	if errors.Is(statErr, fs.ErrNotExist) {

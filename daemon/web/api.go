@@ -29,7 +29,7 @@ type Status struct {
 	Relays    []Relay             `json:"relays"`
 	NUT       NUTStatus           `json:"nut"`
 	// Rules are the configured rules, so the page can draw each metric against its
-	// thresholds. Added for the status page (issue 7); the site fills it from cfg.Rules.
+	// thresholds; the site fills it from cfg.Rules.
 	Rules []RuleView `json:"rules,omitempty"`
 	// Firmware is the running firmware and its last update (CONTRACT.md §8), as the site's
 	// updater reports it; nil: not reported.
