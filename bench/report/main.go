@@ -227,7 +227,32 @@ func (o *outputs) unchecked(files []string, checks []check) []string {
 type section struct {
 	title, command, notes string
 	checks                []check
-	raw                   []string // files whose text goes in verbatim
+	rows                  func() []string // rows of its own after the checks
+	raw                   []string        // files whose text goes in verbatim
+}
+
+// fuzzTarget is a line of scripts/fuzz.sh: "fuzz: target ./daemon/audit FuzzVerify: 15445 execs, ok".
+var fuzzTarget = regexp.MustCompile(`^fuzz: target (\S+) (\S+): (\d+) execs, (\w+)$`)
+
+// fuzzRows gives each fuzz target its row: a crasher or a target that did not run is missed.
+func fuzzRows(text string) []string {
+	var rows []string
+	for _, line := range strings.Split(text, "\n") {
+		g := fuzzTarget.FindStringSubmatch(strings.TrimSpace(line))
+		if g == nil {
+			continue
+		}
+		verdict := "met"
+		switch g[4] {
+		case "ok":
+		case "crasher":
+			verdict = "**missed**: crasher written to " + strings.TrimPrefix(g[1], "./") + "/testdata/fuzz/" + g[2]
+		default:
+			verdict = "**missed**: " + g[4] + " (fuzz.log has the output)"
+		}
+		rows = append(rows, fmt.Sprintf("| %s (%s) | %s inputs | no crasher | %s |", g[2], strings.TrimPrefix(g[1], "./"), g[3], cell(verdict)))
+	}
+	return rows
 }
 
 func main() {
@@ -363,8 +388,13 @@ func main() {
 				{"idle site: CPU per hour (s)", "storage", "BenchmarkStorageIdle", "cpu-s/hour", false, 0, "%.2f"},
 			}, raw: []string{"storage.txt"}},
 		{title: "10. Fuzzing", command: "FUZZTIME=" + text("fuzztime") + " make fuzz",
-			notes: "Every fuzz target of the module, one after the other (scripts/fuzz.sh); a crasher is kept under the package's testdata/fuzz/ and becomes a regression seed that `make test` runs.",
-			raw:   []string{"fuzz.txt"}},
+			notes: "Every fuzz target of the module, one after the other (scripts/fuzz.sh); a crasher is kept under the package's testdata/fuzz/ and becomes a regression seed that `make test` runs. Inputs is the count of the target's last progress line; a target whose newest interesting input is being minimized shows no progress meanwhile, so a count can stand still for a while without a hang.",
+			checks: []check{
+				{"targets run", "fuzz", "", "fuzz_targets", false, 0, "%.0f"},
+				{"targets that found a crasher", "fuzz", "", "fuzz_crashers", true, 0, "%.0f"},
+			},
+			rows: func() []string { return fuzzRows(text("fuzz.txt")) },
+			raw:  []string{"fuzz.txt"}},
 		{title: "11. Side by side with Telegraf", command: "RUNTIME_DIRECTORY=$(mktemp -d /dev/shm/rw.XXXX) RACKWATCH_BIN=bin/rackwatch " + text("sbs_args") + " ../shared/tools/side-by-side-telegraf.sh",
 			notes: "rackwatch (`make build`) and Telegraf 1.37 (a custom build with only the plugins used) on Telegraf's own job, one after the other, rounds alternating: one UPS-MIB agent (snmpsim serving a Riello NetMan 204 walk) polled every second and published every second to mosquitto. rackwatch runs the script's config: history and the status page on, the rule engine and policies running, but no rule and no NUT listener configured (the shared script writes that config). rackwatch gets `RUNTIME_DIRECTORY` on a tmpfs, as its systemd unit and the image give it, so its hold file of held telemetry is in memory, not next to the database. Peak RSS is VmHWM, CPU is utime+stime over the run; medians over the rounds. The machine is shared, so CPU seconds vary between runs; the two programs run in the same conditions, so the ratio is what to read.",
 			checks: []check{
@@ -397,6 +427,11 @@ func main() {
 		fmt.Fprintf(&b, "## %s\n\n`%s`\n\n%s\n\n| what | value | target | verdict |\n| --- | --- | --- | --- |\n", s.title, s.command, s.notes)
 		for _, c := range s.checks {
 			fmt.Fprintln(&b, c.row(r))
+		}
+		if s.rows != nil {
+			for _, row := range s.rows() {
+				fmt.Fprintln(&b, row)
+			}
 		}
 		for _, row := range r.unchecked(s.raw, s.checks) {
 			fmt.Fprintln(&b, row)

@@ -55,3 +55,36 @@ FAIL
 		t.Errorf("rows for the benchmarks no check names:\n%s", strings.Join(rows, "\n"))
 	}
 }
+
+// Every fuzz target gets a row with its verdict, and the count of targets with a crasher is
+// held to zero.
+func TestFuzzRows(t *testing.T) {
+	fuzz := `fuzz: target ./daemon/audit FuzzVerify: 15445 execs, ok
+fuzz: target ./daemon/config FuzzParse: 9590 execs, crasher
+fuzz: target ./daemon/web FuzzSafeNext: 0 execs, failed
+fuzz: crashers in ./daemon/config.FuzzParse ./daemon/web.FuzzSafeNext
+fuzz: 3 targets, 1m each, 2 with crashers, 180s
+fuzz_targets=3
+fuzz_crashers=2
+`
+	want := []string{
+		"| FuzzVerify (daemon/audit) | 15445 inputs | no crasher | met |",
+		"| FuzzParse (daemon/config) | 9590 inputs | no crasher | **missed**: crasher written to daemon/config/testdata/fuzz/FuzzParse |",
+		"| FuzzSafeNext (daemon/web) | 0 inputs | no crasher | **missed**: failed (fuzz.log has the output) |",
+	}
+	if got := fuzzRows(fuzz); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "fuzz.txt"), []byte(fuzz), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o, err := load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := check{"targets that found a crasher", "fuzz", "", "fuzz_crashers", true, 0, "%.0f"}
+	if got, want := c.row(o), "| targets that found a crasher | 2 | ≤ 0 | **missed** by 2 |"; got != want {
+		t.Errorf("row %s, want %s", got, want)
+	}
+}
