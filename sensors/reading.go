@@ -31,6 +31,16 @@ const (
 	Error Quality = "error" // the device answered, but this value could not be read
 )
 
+// DeviceState is what the poller makes of a device's recent polls (CONTRACT.md §3), as the
+// page, /api/v1/devices, the policies and NUT see it.
+type DeviceState string
+
+const (
+	DeviceOK    DeviceState = "ok"
+	DeviceError DeviceState = "error" // the last poll failed
+	DeviceStale DeviceState = "stale" // no good poll for three intervals
+)
+
 // Reading is one value of one metric of one device (CONTRACT.md §3).
 //
 // Most metrics are numbers and use Value. A few, like NUT's ups.status ("OL", "OB LB") or

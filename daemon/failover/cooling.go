@@ -81,7 +81,7 @@ func (c *Cooling) Covers(id string) bool { _, ok := c.sensors[id]; return ok }
 func (c *Cooling) Median() float64 { return c.median }
 
 // Observe takes one poll of a device.
-func (c *Cooling) Observe(id, devState string, rs []sensors.Reading, at time.Time) []Action {
+func (c *Cooling) Observe(id string, devState sensors.DeviceState, rs []sensors.Reading, at time.Time) []Action {
 	s, ok := c.sensors[id]
 	if !ok {
 		return nil
@@ -89,9 +89,9 @@ func (c *Cooling) Observe(id, devState string, rs []sensors.Reading, at time.Tim
 	v, good := num(rs, c.cfg.Metric)
 	s.seen = true
 	switch {
-	case devState == devOK && good:
+	case devState == sensors.DeviceOK && good:
 		s.value, s.at, s.ok = v, at, true
-	case devState != devOK:
+	case devState != sensors.DeviceOK:
 		s.ok = false
 	}
 	return c.decide(at)

@@ -45,13 +45,6 @@ type Action struct {
 	Reason   string    `json:"reason"`
 }
 
-// Device states as the poller reports them.
-const (
-	devOK    = "ok"
-	devError = "error"
-	devStale = "stale"
-)
-
 // hasFlag reports whether a NUT status has a flag, as a whole word.
 func hasFlag(status, flag string) bool { return rules.HasFlag(status, flag) }
 

@@ -20,26 +20,26 @@ type step struct {
 	at     time.Duration
 	op     string // poll, tick, ack, restart
 	dev    string
-	state  string // device state of a poll (ok, stale, error)
-	status string // ups.status of a UPS poll
+	state  sensors.DeviceState // of a poll
+	status string              // ups.status of a UPS poll
 	rt     float64
 	temp   float64
 }
 
 func ob(at time.Duration, status string) step {
-	return step{at: at, op: "poll", dev: "u1", state: devOK, status: status, rt: -1}
+	return step{at: at, op: "poll", dev: "u1", state: sensors.DeviceOK, status: status, rt: -1}
 }
 func obRT(at time.Duration, status string, rt float64) step {
-	return step{at: at, op: "poll", dev: "u1", state: devOK, status: status, rt: rt}
+	return step{at: at, op: "poll", dev: "u1", state: sensors.DeviceOK, status: status, rt: rt}
 }
 func silent(at time.Duration, dev string) step {
-	return step{at: at, op: "poll", dev: dev, state: devStale}
+	return step{at: at, op: "poll", dev: dev, state: sensors.DeviceStale}
 }
 func failed(at time.Duration, dev string) step {
-	return step{at: at, op: "poll", dev: dev, state: devError}
+	return step{at: at, op: "poll", dev: dev, state: sensors.DeviceError}
 }
 func temp(at time.Duration, dev string, v float64) step {
-	return step{at: at, op: "poll", dev: dev, state: devOK, temp: v}
+	return step{at: at, op: "poll", dev: dev, state: sensors.DeviceOK, temp: v}
 }
 func tick(at time.Duration) step    { return step{at: at, op: "tick"} }
 func ack(at time.Duration) step     { return step{at: at, op: "ack"} }
@@ -72,7 +72,7 @@ func onOff(on bool) string {
 }
 
 func upsReadings(s step, at time.Time) []sensors.Reading {
-	if s.state != devOK {
+	if s.state != sensors.DeviceOK {
 		return nil
 	}
 	rs := []sensors.Reading{sensors.Text(s.dev, "ups.status", s.status, at)}
@@ -170,8 +170,8 @@ func TestPowerTransitions(t *testing.T) {
 			want: acts(shutdownActs, []string{"state:recovered", "resolve:power:mains-lost", "fsd:off", "resolve:power:shutdown", "relay:gen:off", "state:normal"},
 				shutdownActs[:3], shutdownActs[3:]), state: Shutdown, fsd: true},
 		{name: "mains back needs every covered UPS", cfg: twoUPS,
-			steps: []step{{op: "poll", dev: "u2", state: devOK, status: "OL", rt: -1}, ob(0, "OB"), ob(5*s, "OB"),
-				ob(10*s, "OL"), ob(15*s, "OL"), {at: 20 * s, op: "poll", dev: "u2", state: devOK, status: "OB", rt: -1}, tick(2 * m)},
+			steps: []step{{op: "poll", dev: "u2", state: sensors.DeviceOK, status: "OL", rt: -1}, ob(0, "OB"), ob(5*s, "OB"),
+				ob(10*s, "OL"), ob(15*s, "OL"), {at: 20 * s, op: "poll", dev: "u2", state: sensors.DeviceOK, status: "OB", rt: -1}, tick(2 * m)},
 			want: onBatteryActs, state: OnBattery},
 
 		// Restarts: the snapshot brings the state back, the outputs come back as actions, and
@@ -256,11 +256,11 @@ func TestPowerTransitions(t *testing.T) {
 // does not change the snapshot, so a quiet site writes nothing.
 func TestPowerSnapshotQuiet(t *testing.T) {
 	p := NewPower(powerCfg, t0)
-	p.Observe("u1", devOK, upsReadings(obRT(0, "OL", 1800), t0), t0)
+	p.Observe("u1", sensors.DeviceOK, upsReadings(obRT(0, "OL", 1800), t0), t0)
 	first, _ := json.Marshal(p.Snapshot())
 	for i := 1; i < 50; i++ {
 		at := t0.Add(time.Duration(i) * 5 * time.Second)
-		p.Observe("u1", devOK, upsReadings(obRT(0, "OL CHRG", 1800-float64(i%7)), at), at)
+		p.Observe("u1", sensors.DeviceOK, upsReadings(obRT(0, "OL CHRG", 1800-float64(i%7)), at), at)
 		p.Tick(at)
 		if now, _ := json.Marshal(p.Snapshot()); string(now) != string(first) {
 			t.Fatalf("snapshot changed on a quiet poll:\n%s\n%s", first, now)
@@ -351,7 +351,7 @@ func TestCoolingTransitions(t *testing.T) {
 				switch st.op {
 				case "poll":
 					var rs []sensors.Reading
-					if st.state == devOK {
+					if st.state == sensors.DeviceOK {
 						rs = []sensors.Reading{sensors.Num(st.dev, "temperature", st.temp, "°C", at)}
 					}
 					as = c.Observe(st.dev, st.state, rs, at)

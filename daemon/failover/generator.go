@@ -29,10 +29,10 @@ type genView struct {
 
 // observeGenerator takes one poll of the generator controller. A poll that fails leaves the
 // engine unconfirmed: silence is not proof that it runs.
-func (p *Power) observeGenerator(devState string, rs []sensors.Reading, at time.Time) []Action {
+func (p *Power) observeGenerator(devState sensors.DeviceState, rs []sensors.Reading, at time.Time) []Action {
 	g := &p.gen
 	g.running, g.volts, g.state = false, 0, ""
-	if devState == devOK {
+	if devState == sensors.DeviceOK {
 		r, ok := num(rs, "engine.running")
 		g.running = ok && r == 1
 		for _, x := range rs {

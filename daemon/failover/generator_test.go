@@ -59,15 +59,15 @@ func TestGeneratorStartConfirmed(t *testing.T) {
 			var acts []Action
 			switch {
 			case e.ups != "":
-				acts = p.Observe("u1", devOK, []sensors.Reading{sensors.Text("u1", "ups.status", e.ups, at)}, at)
+				acts = p.Observe("u1", sensors.DeviceOK, []sensors.Reading{sensors.Text("u1", "ups.status", e.ups, at)}, at)
 			case e.gen == "tick":
 				acts = p.Tick(at)
 			case e.gen == "silent":
-				acts = p.Observe("g1", devStale, nil, at)
+				acts = p.Observe("g1", sensors.DeviceStale, nil, at)
 			case e.gen == "novolts":
-				acts = p.Observe("g1", devOK, genset(at, true, 0), at)
+				acts = p.Observe("g1", sensors.DeviceOK, genset(at, true, 0), at)
 			default:
-				acts = p.Observe("g1", devOK, genset(at, e.running, map[bool]float64{true: 230, false: 0}[e.running]), at)
+				acts = p.Observe("g1", sensors.DeviceOK, genset(at, e.running, map[bool]float64{true: 230, false: 0}[e.running]), at)
 			}
 			for _, a := range acts {
 				if a.Key == KeyGenStart {
@@ -90,7 +90,7 @@ func TestGeneratorStartResolvedOnRelease(t *testing.T) {
 	p := NewPower(cfg, t0)
 	var got []string
 	obs := func(at time.Duration, st string) {
-		for _, a := range p.Observe("u1", devOK, []sensors.Reading{sensors.Text("u1", "ups.status", st, t0.Add(at))}, t0.Add(at)) {
+		for _, a := range p.Observe("u1", sensors.DeviceOK, []sensors.Reading{sensors.Text("u1", "ups.status", st, t0.Add(at))}, t0.Add(at)) {
 			if a.Key == KeyGenStart || a.Kind == Relay {
 				got = append(got, show(a))
 			}

@@ -60,7 +60,7 @@ type Power struct {
 
 type upsView struct {
 	id       string
-	state    string // device state
+	state    sensors.DeviceState
 	status   string // last good ups.status
 	statusAt time.Time
 	ob, ol   int       // consecutive good polls with OB / without OB
@@ -78,7 +78,7 @@ type upsView struct {
 func NewPower(cfg config.Power, now time.Time) *Power {
 	p := &Power{cfg: cfg, ups: map[string]*upsView{}, state: Normal, since: now}
 	for _, id := range cfg.UPS {
-		p.ups[id] = &upsView{id: id, state: devStale, rate: 1}
+		p.ups[id] = &upsView{id: id, state: sensors.DeviceStale, rate: 1}
 		p.order = append(p.order, id)
 	}
 	if p.cfg.ConfirmPolls < 1 {
@@ -104,7 +104,7 @@ func (p *Power) Covers(id string) bool {
 }
 
 // Observe takes one poll of a device (its state and readings).
-func (p *Power) Observe(id, devState string, rs []sensors.Reading, at time.Time) []Action {
+func (p *Power) Observe(id string, devState sensors.DeviceState, rs []sensors.Reading, at time.Time) []Action {
 	u, ok := p.ups[id]
 	if !ok {
 		if id != "" && id == p.cfg.GeneratorDevice {
@@ -115,10 +115,10 @@ func (p *Power) Observe(id, devState string, rs []sensors.Reading, at time.Time)
 	var out []Action
 	u.state = devState
 	st, good := text(rs, "ups.status")
-	if devState != devOK || !good {
+	if devState != sensors.DeviceOK || !good {
 		// Not a poll that counts. A UPS that stops answering while on battery is the case a
 		// lost serial cable creates: say so, and keep deciding on its extrapolated runtime.
-		if devState == devStale && !u.silent && p.onBattery() && hasFlag(u.status, "OB") {
+		if devState == sensors.DeviceStale && !u.silent && p.onBattery() && hasFlag(u.status, "OB") {
 			u.silent = true
 			u.silCrit = 0
 			out = append(out, Action{Kind: Raise, Policy: "power", At: at, Key: KeyCommLost + id, Severity: "critical", Device: id, Metric: "ups.status",
@@ -245,7 +245,7 @@ func (p *Power) step(now time.Time) []Action {
 		// Mains is back when every covered UPS that answers says OL, confirmed, and none is
 		// silent while last seen on battery.
 		if u.silent || u.ol < confirm {
-			if !(u.state != devOK && !u.silent && !hasFlag(u.status, "OB")) {
+			if !(u.state != sensors.DeviceOK && !u.silent && !hasFlag(u.status, "OB")) {
 				mainsBack = false
 			}
 		}

@@ -13,17 +13,10 @@ import (
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
-// States, as in CONTRACT.md §3.
-const (
-	OK    = "ok"
-	Error = "error"
-	Stale = "stale"
-)
-
 // Result is one poll's outcome, or readings a device pushed on its own (Pushed).
 type Result struct {
 	Device   string
-	State    string
+	State    sensors.DeviceState
 	Readings []sensors.Reading
 	Err      error
 	At       time.Time
@@ -77,7 +70,7 @@ func (p *Poller) Run(ctx context.Context) {
 			defer close(done)
 			for {
 				err := w.Watch(ctx, func(rs []sensors.Reading) {
-					p.Sink(Result{Device: p.Spec.ID, State: OK, Readings: rs, At: p.Now(), Pushed: true})
+					p.Sink(Result{Device: p.Spec.ID, State: sensors.DeviceOK, Readings: rs, At: p.Now(), Pushed: true})
 				})
 				if ctx.Err() != nil {
 					return
@@ -105,7 +98,7 @@ func (p *Poller) Run(ctx context.Context) {
 	start := p.Now()
 	lastGood := time.Time{}
 	failures := 0
-	state := ""
+	var state sensors.DeviceState
 	for {
 		t0 := p.Now()
 		pctx, cancel := context.WithTimeout(ctx, timeout)
@@ -122,7 +115,7 @@ func (p *Poller) Run(ctx context.Context) {
 		if err == nil {
 			lastGood = now
 			failures = 0
-			res.State = OK
+			res.State = sensors.DeviceOK
 		} else {
 			failures++
 			ref := lastGood
@@ -130,14 +123,14 @@ func (p *Poller) Run(ctx context.Context) {
 				ref = start
 			}
 			if now.Sub(ref) >= StaleAfter*interval {
-				res.State = Stale
+				res.State = sensors.DeviceStale
 			} else {
-				res.State = Error
+				res.State = sensors.DeviceError
 			}
 		}
 		if res.State != state {
 			if err != nil {
-				p.Log.Warn("device "+res.State, "device", p.Spec.ID, "err", err)
+				p.Log.Warn("device "+string(res.State), "device", p.Spec.ID, "err", err)
 			} else if state != "" {
 				p.Log.Info("device ok again", "device", p.Spec.ID)
 			}
@@ -158,7 +151,7 @@ func (p *Poller) Run(ctx context.Context) {
 		for {
 			d := next.Sub(p.Now())
 			staleAt := time.Time{}
-			if state == Error {
+			if state == sensors.DeviceError {
 				ref := lastGood
 				if ref.IsZero() {
 					ref = start
@@ -170,9 +163,9 @@ func (p *Poller) Run(ctx context.Context) {
 			}
 			if d <= 0 {
 				if !staleAt.IsZero() && !p.Now().Before(staleAt) && p.Now().Before(next) {
-					state = Stale
+					state = sensors.DeviceStale
 					p.Log.Warn("device stale", "device", p.Spec.ID)
-					sink.deliver(Result{Device: p.Spec.ID, State: Stale, Err: res.Err, At: p.Now()})
+					sink.deliver(Result{Device: p.Spec.ID, State: sensors.DeviceStale, Err: res.Err, At: p.Now()})
 					continue
 				}
 				break

@@ -44,7 +44,7 @@ func (c *collector) last() (Result, int) {
 	return c.res[len(c.res)-1], len(c.res)
 }
 
-func waitState(t *testing.T, c *collector, want string) {
+func waitState(t *testing.T, c *collector, want sensors.DeviceState) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -64,12 +64,12 @@ func TestStatesOkErrorStaleOk(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
-	waitState(t, c, OK)
+	waitState(t, c, sensors.DeviceOK)
 	dev.set(true)
-	waitState(t, c, Error)
-	waitState(t, c, Stale) // three intervals without a good poll
+	waitState(t, c, sensors.DeviceError)
+	waitState(t, c, sensors.DeviceStale) // three intervals without a good poll
 	dev.set(false)
-	waitState(t, c, OK)
+	waitState(t, c, sensors.DeviceOK)
 	cancel()
 	<-done
 }
@@ -104,7 +104,7 @@ func TestTimeoutIsAnError(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
-	waitState(t, c, Error)
+	waitState(t, c, sensors.DeviceError)
 	r, _ := c.last()
 	if !errors.Is(r.Err, context.DeadlineExceeded) {
 		t.Fatalf("err %v", r.Err)

@@ -86,10 +86,10 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	s := m.s
 	for _, d := range s.store.Devices() {
 		up := 0.0
-		if d.State == "ok" {
+		if d.State == sensors.DeviceOK {
 			up = 1
 		}
-		ch <- prometheus.MustNewConstMetric(m.devUp, prometheus.GaugeValue, up, d.ID, d.Driver, d.State)
+		ch <- prometheus.MustNewConstMetric(m.devUp, prometheus.GaugeValue, up, d.ID, d.Driver, string(d.State))
 		for _, name := range d.Metrics() {
 			r := d.Readings[name]
 			if r.Quality != sensors.Good {

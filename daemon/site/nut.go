@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/rackwatch/rackwatch/daemon/nut"
-	"github.com/rackwatch/rackwatch/daemon/state"
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
@@ -100,7 +99,7 @@ func (n nutSource) UPS(name string) (nut.UPS, bool) {
 		status = strings.TrimSpace(status + " FSD")
 		u.Vars["ups.status"] = status
 	}
-	u.Stale = (d.State == state.Stale && !hasFlag(status, "FSD")) || status == ""
+	u.Stale = (d.State == sensors.DeviceStale && !hasFlag(status, "FSD")) || status == ""
 	if dev := n.s.devs[name]; dev == nil {
 		u.Disconnected = true
 	} else if c, ok := dev.(sensors.Commander); ok {

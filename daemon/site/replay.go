@@ -16,7 +16,6 @@ import (
 	"github.com/rackwatch/rackwatch/daemon/failover"
 	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/daemon/poll"
-	"github.com/rackwatch/rackwatch/daemon/state"
 	"github.com/rackwatch/rackwatch/sensors"
 	"github.com/rackwatch/rackwatch/sensors/sim"
 )
@@ -219,13 +218,13 @@ func Replay(cfg *config.Config, tl *Timeline, out io.Writer) error {
 			res := poll.Result{Device: d.spec.ID, At: vt}
 			if d.fail {
 				res.Err = sim.ErrNoAnswer
-				res.State = state.Error
+				res.State = sensors.DeviceError
 				if vt.Sub(d.lastGood) >= poll.StaleAfter*d.spec.Poll {
-					res.State = state.Stale
+					res.State = sensors.DeviceStale
 				}
 			} else if len(d.vals) > 0 {
 				d.lastGood = vt
-				res.State = state.OK
+				res.State = sensors.DeviceOK
 				keys := make([]string, 0, len(d.vals))
 				for k := range d.vals {
 					keys = append(keys, k)

@@ -370,7 +370,7 @@ func (s *Site) launch() {
 	s.setHass()
 	for id, err := range s.failed {
 		s.log.Error("device not started", "device", id, "err", err)
-		s.store.Update(id, state.Error, nil, err, s.now())
+		s.store.Update(id, sensors.DeviceError, nil, err, s.now())
 		s.raiseDevice(id, err)
 	}
 	if len(late) > 0 {
@@ -612,9 +612,9 @@ func (s *Site) ingest(res poll.Result) {
 	if prevState != res.State && !res.Pushed {
 		s.hub.publish(web.Event{Type: "state", Data: map[string]any{"device": res.Device, "state": res.State, "error": errString(res.Err), "ts": sensors.FormatTime(res.At)}})
 		switch res.State {
-		case state.Stale:
+		case sensors.DeviceStale:
 			s.raiseDevice(res.Device, res.Err)
-		case state.OK:
+		case sensors.DeviceOK:
 			s.resolveDevice(res.Device, res.At)
 		}
 	}

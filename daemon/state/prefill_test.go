@@ -14,7 +14,7 @@ func TestBenchPrefill(t *testing.T) {
 	s := New(24 * time.Hour)
 	s.AddDevice("d", "sim.env")
 	now := time.Now()
-	s.Update("d", OK, []sensors.Reading{sensors.Num("d", "temperature", 21, "°C", now)}, nil, now)
+	s.Update("d", sensors.DeviceOK, []sensors.Reading{sensors.Num("d", "temperature", 21, "°C", now)}, nil, now)
 	h := s.History("d", "temperature", now.Add(-25*time.Hour))
 	if len(h) < 1430 {
 		t.Fatalf("prefilled history has %d points, want a day of minutes", len(h))
@@ -25,7 +25,7 @@ func TestBenchPrefill(t *testing.T) {
 
 	t.Setenv(benchPrefillEnv, "")
 	s = New(24 * time.Hour)
-	s.Update("d", OK, []sensors.Reading{sensors.Num("d", "temperature", 21, "°C", now)}, nil, now)
+	s.Update("d", sensors.DeviceOK, []sensors.Reading{sensors.Num("d", "temperature", 21, "°C", now)}, nil, now)
 	if h := s.History("d", "temperature", now.Add(-25*time.Hour)); len(h) != 1 {
 		t.Errorf("without the variable the history has %d points, want 1", len(h))
 	}

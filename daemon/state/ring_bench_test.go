@@ -48,7 +48,7 @@ func BenchmarkHistory24h1000Metrics(b *testing.B) {
 				for m := range rs {
 					rs[m] = sensors.Num(id, names[m], 20+float64((d+m)%13)+float64(at.Unix()%600)/100, "°C", at)
 				}
-				s.Update(id, OK, rs, nil, at)
+				s.Update(id, sensors.DeviceOK, rs, nil, at)
 				points += metrics
 			}
 		}

@@ -12,18 +12,11 @@ import (
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
-// Device states (CONTRACT.md §3).
-const (
-	OK    = "ok"
-	Error = "error"
-	Stale = "stale"
-)
-
 // Device is what the store knows of one device.
 type Device struct {
 	ID       string
 	Driver   string
-	State    string
+	State    sensors.DeviceState
 	LastSeen time.Time // last successful poll
 	LastErr  string
 	Readings map[string]sensors.Reading
@@ -65,12 +58,12 @@ func (s *Store) AddDevice(id, driver string) {
 		return
 	}
 	s.order = append(s.order, id)
-	s.devices[id] = &Device{ID: id, Driver: driver, State: Stale, Readings: map[string]sensors.Reading{}}
+	s.devices[id] = &Device{ID: id, Driver: driver, State: sensors.DeviceStale, Readings: map[string]sensors.Reading{}}
 }
 
 // State returns a device's state without copying its readings (the ingest path asks it for
 // every poll).
-func (s *Store) State(id string) string {
+func (s *Store) State(id string) sensors.DeviceState {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if d, ok := s.devices[id]; ok {
@@ -82,7 +75,7 @@ func (s *Store) State(id string) string {
 // Update records a poll's outcome: the readings replace the device's and those the poll did
 // not refresh turn stale (on a failed poll, all of them); the device state is the one the
 // poller decided (ok, error, or stale after three missed intervals).
-func (s *Store) Update(id, devState string, rs []sensors.Reading, pollErr error, now time.Time) {
+func (s *Store) Update(id string, devState sensors.DeviceState, rs []sensors.Reading, pollErr error, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, ok := s.devices[id]
@@ -94,10 +87,10 @@ func (s *Store) Update(id, devState string, rs []sensors.Reading, pollErr error,
 	d.State = devState
 	if pollErr != nil {
 		d.LastErr = pollErr.Error()
-	} else if devState == OK {
+	} else if devState == sensors.DeviceOK {
 		d.LastErr = ""
 	}
-	if devState == OK && pollErr == nil {
+	if devState == sensors.DeviceOK && pollErr == nil {
 		d.LastSeen = now
 	}
 	for _, r := range rs {

@@ -12,24 +12,24 @@ func TestStaleReadingsAfterFailedPoll(t *testing.T) {
 	s := New(24 * time.Hour)
 	s.AddDevice("ups1", "megatec")
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	if d, _ := s.Device("ups1"); d.State != Stale {
+	if d, _ := s.Device("ups1"); d.State != sensors.DeviceStale {
 		t.Fatalf("before the first poll: %q", d.State)
 	}
-	s.Update("ups1", OK, []sensors.Reading{sensors.Num("ups1", "ups.load", 20, "%", now), sensors.Text("ups1", "ups.status", "OL", now)}, nil, now)
+	s.Update("ups1", sensors.DeviceOK, []sensors.Reading{sensors.Num("ups1", "ups.load", 20, "%", now), sensors.Text("ups1", "ups.status", "OL", now)}, nil, now)
 	d, _ := s.Device("ups1")
-	if d.State != OK || d.Readings["ups.load"].Quality != sensors.Good || !d.LastSeen.Equal(now) {
+	if d.State != sensors.DeviceOK || d.Readings["ups.load"].Quality != sensors.Good || !d.LastSeen.Equal(now) {
 		t.Fatalf("after a good poll: %+v", d)
 	}
-	s.Update("ups1", Error, nil, errors.New("read Q1: timeout"), now.Add(time.Second))
+	s.Update("ups1", sensors.DeviceError, nil, errors.New("read Q1: timeout"), now.Add(time.Second))
 	d, _ = s.Device("ups1")
-	if d.State != Error || d.Readings["ups.load"].Quality != sensors.Stale || d.Readings["ups.status"].Quality != sensors.Stale || d.LastErr == "" {
+	if d.State != sensors.DeviceError || d.Readings["ups.load"].Quality != sensors.Stale || d.Readings["ups.status"].Quality != sensors.Stale || d.LastErr == "" {
 		t.Fatalf("after a failed poll: %+v", d)
 	}
 	if !d.LastSeen.Equal(now) {
 		t.Fatalf("last_seen moved on a failed poll")
 	}
 	// A poll that refreshes only some metrics leaves the rest stale.
-	s.Update("ups1", OK, []sensors.Reading{sensors.Num("ups1", "ups.load", 21, "%", now.Add(2*time.Second))}, nil, now.Add(2*time.Second))
+	s.Update("ups1", sensors.DeviceOK, []sensors.Reading{sensors.Num("ups1", "ups.load", 21, "%", now.Add(2*time.Second))}, nil, now.Add(2*time.Second))
 	d, _ = s.Device("ups1")
 	if d.Readings["ups.load"].Quality != sensors.Good || d.Readings["ups.status"].Quality != sensors.Stale {
 		t.Fatalf("partial refresh: %+v", d.Readings)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/daemon/state"
+	"github.com/rackwatch/rackwatch/sensors"
 )
 
 // Status is GET /api/v1/status.
@@ -54,11 +55,11 @@ type RuleView struct {
 
 // DeviceStatus is one device in the status.
 type DeviceStatus struct {
-	ID       string `json:"id"`
-	Driver   string `json:"driver"`
-	State    string `json:"state"`
-	LastSeen string `json:"last_seen"`
-	// Description is the config's description of the device, if any (added for the page).
+	ID       string              `json:"id"`
+	Driver   string              `json:"driver"`
+	State    sensors.DeviceState `json:"state"`
+	LastSeen string              `json:"last_seen"`
+	// Description is the config's description of the device, if any.
 	Description string `json:"description,omitempty"`
 	// Class is the device's class (sensors.Class) for the page's sections; "" means its
 	// driver's.

@@ -75,21 +75,23 @@ type mainsView struct {
 }
 
 type upsView struct {
-	ID, Description, State, Error string
-	Level                         string
-	Words                         string
-	Flags                         string
-	Charge, Runtime, Load         string
-	ChargePct                     float64
-	Extra                         []kv
+	ID, Description, Error string
+	State                  sensors.DeviceState
+	Level                  string
+	Words                  string
+	Flags                  string
+	Charge, Runtime, Load  string
+	ChargePct              float64
+	Extra                  []kv
 }
 
 type kv struct{ K, V, Key string }
 
 type deviceView struct {
-	ID, Driver, Description, State, Error, LastSeen string
-	Level                                           string
-	Readings                                        []kv
+	ID, Driver, Description, Error, LastSeen string
+	State                                    sensors.DeviceState
+	Level                                    string
+	Readings                                 []kv
 }
 
 type sensorRow struct {
@@ -97,11 +99,12 @@ type sensorRow struct {
 	Thresholds                 string
 	Level                      string
 	Quality                    string
-	State                      string
+	State                      sensors.DeviceState
 }
 
 type contactView struct {
-	ID, Description, State, Text, Level string
+	ID, Description, Text, Level string
+	State                        sensors.DeviceState
 }
 
 type relayView struct {
@@ -285,8 +288,8 @@ func kind(d DeviceStatus, relays map[string]bool) string {
 
 // deviceLevel: a device that is not answering is a warning (its readings are stale); its
 // readings' own rules say whether that is critical.
-func deviceLevel(state string) string {
-	if state == "ok" {
+func deviceLevel(state sensors.DeviceState) string {
+	if state == sensors.DeviceOK {
 		return lvlOK
 	}
 	return lvlWarn
@@ -468,7 +471,7 @@ func build(st Status, now time.Time) pageData {
 	var reasons []reason
 	for _, d := range devs {
 		p.Devices = append(p.Devices, mkDevice(d))
-		if d.State != "ok" && d.State != "" {
+		if d.State != sensors.DeviceOK && d.State != "" {
 			msg := fmt.Sprintf("%s is %s", d.ID, d.State)
 			if d.Error != "" {
 				msg += ": " + d.Error
@@ -491,7 +494,7 @@ func build(st Status, now time.Time) pageData {
 			} else {
 				u.Words, u.Level = "No data", lvlWarn
 			}
-			if st.Quality == "stale" || d.State != "ok" {
+			if st.Quality == "stale" || d.State != sensors.DeviceOK {
 				u.Level = worse(u.Level, lvlWarn)
 			}
 			if c, ok := num(d.Readings["battery.charge"]); ok {
@@ -531,7 +534,7 @@ func build(st Status, now time.Time) pageData {
 					row.Level = levelOf(st.Rules, d.ID, m, v)
 				}
 				row.Level = worse(row.Level, incLevel[row.Key])
-				if r.Quality != "good" || d.State != "ok" {
+				if r.Quality != "good" || d.State != sensors.DeviceOK {
 					row.Level = worse(row.Level, lvlWarn)
 				}
 				p.Sensors = append(p.Sensors, row)

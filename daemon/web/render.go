@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/rackwatch/rackwatch/daemon/update"
+	"github.com/rackwatch/rackwatch/sensors"
 )
 
 // The page is written in plain Go rather than html/template: text/template reaches fields and
@@ -268,9 +269,9 @@ func (p *pw) live(d pageData) {
 			p.esc(u.Flags)
 			p.raw("</code>")
 		}
-		if u.State != "ok" {
+		if u.State != sensors.DeviceOK {
 			p.raw(` · <span class="warning">device `)
-			p.esc(u.State)
+			p.esc(string(u.State))
 			p.raw("</span>")
 		}
 		p.raw("</p>\n<div class=\"kpis\"><div><span>Charge</span><b>")
@@ -304,11 +305,11 @@ func (p *pw) live(d pageData) {
 	for _, f := range d.Feeds {
 		p.raw(`<div class="feed"><span>`)
 		p.esc(f.ID)
-		if f.State != "ok" {
+		if f.State != sensors.DeviceOK {
 			p.raw(` <span class="dev-`)
-			p.esc(f.State)
+			p.esc(string(f.State))
 			p.raw(`">`)
-			p.esc(f.State)
+			p.esc(string(f.State))
 			p.raw("</span>")
 		}
 		p.raw("</span><span>")
@@ -370,9 +371,9 @@ func (p *pw) live(d pageData) {
 		p.esc(c.Level)
 		p.raw(`">`)
 		p.esc(c.Text)
-		if c.State != "ok" {
+		if c.State != sensors.DeviceOK {
 			p.raw(" (")
-			p.esc(c.State)
+			p.esc(string(c.State))
 			p.raw(")")
 		}
 		p.raw("</b></p>")
@@ -499,9 +500,9 @@ func (p *pw) live(d pageData) {
 		p.raw(`</td><td class="hide-s">`)
 		p.esc(v.Driver)
 		p.raw(`</td><td class="dev-`)
-		p.esc(v.State)
+		p.esc(string(v.State))
 		p.raw(`">`)
-		p.esc(v.State)
+		p.esc(string(v.State))
 		if v.Error != "" {
 			p.raw(`<div class="sub">`)
 			p.esc(v.Error)
@@ -529,7 +530,7 @@ func (p *pw) policy(v policyView) {
 	p.raw(` policy</span><b class="`)
 	p.esc(v.Level)
 	p.raw(`">`)
-	p.esc(v.State)
+	p.esc(string(v.State))
 	p.raw("</b></p>\n<p class=\"sub\">")
 	p.esc(v.Words)
 	p.opt(" · since ", v.Since)
