@@ -404,9 +404,7 @@ func (c *checker) checkRule(n *yaml.Node, r Rule, ids map[string]sensors.Spec) {
 	if kinds != 1 {
 		c.addf(n, "rule %q: give exactly one of thresholds (warn_above, crit_above, warn_below, crit_below), status_has or equals", r.Name)
 	}
-	switch r.Severity {
-	case "", "warning", "critical":
-	default:
+	if r.Severity != "" && !r.Severity.Valid() {
 		c.addf(keyNode(n, "severity"), "rule %q: severity is warning or critical, not %q", r.Name, r.Severity)
 	}
 	if thresholds && kinds == 1 && r.Severity != "" {

@@ -22,6 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/daemon/notify"
 	"github.com/rackwatch/rackwatch/sensors"
 )
@@ -143,18 +144,18 @@ type Traps struct {
 
 // Rule is one threshold or state rule.
 type Rule struct {
-	Name       string         `yaml:"name"`
-	Device     string         `yaml:"device"`
-	Metric     string         `yaml:"metric"`
-	WarnAbove  *float64       `yaml:"warn_above"`
-	CritAbove  *float64       `yaml:"crit_above"`
-	WarnBelow  *float64       `yaml:"warn_below"`
-	CritBelow  *float64       `yaml:"crit_below"`
-	Hysteresis float64        `yaml:"hysteresis"`
-	For        time.Duration  `yaml:"for"`
-	StatusHas  string         `yaml:"status_has"`
-	Equals     *sensors.Value `yaml:"equals"`
-	Severity   string         `yaml:"severity"`
+	Name       string            `yaml:"name"`
+	Device     string            `yaml:"device"`
+	Metric     string            `yaml:"metric"`
+	WarnAbove  *float64          `yaml:"warn_above"`
+	CritAbove  *float64          `yaml:"crit_above"`
+	WarnBelow  *float64          `yaml:"warn_below"`
+	CritBelow  *float64          `yaml:"crit_below"`
+	Hysteresis float64           `yaml:"hysteresis"`
+	For        time.Duration     `yaml:"for"`
+	StatusHas  string            `yaml:"status_has"`
+	Equals     *sensors.Value    `yaml:"equals"`
+	Severity   incident.Severity `yaml:"severity"`
 }
 
 // Failover holds the local policies.
@@ -397,7 +398,7 @@ func (c *Config) applyDefaults() {
 	for i := range c.Rules {
 		r := &c.Rules[i]
 		if r.Severity == "" && (r.StatusHas != "" || r.Equals != nil) {
-			r.Severity = "critical"
+			r.Severity = incident.Critical
 		}
 	}
 	if p := c.Failover.Power; p != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
@@ -149,7 +150,7 @@ func (c *Cooling) decide(now time.Time) []Action {
 			if out_ != s.outlier {
 				s.outlier = out_
 				if out_ {
-					out = append(out, Action{Kind: Raise, Policy: "cooling", At: now, Key: KeyOutlier + id, Severity: "warning", Device: id, Metric: c.cfg.Metric, Value: vals[i], Thresh: m,
+					out = append(out, Action{Kind: Raise, Policy: "cooling", At: now, Key: KeyOutlier + id, Severity: incident.Warning, Device: id, Metric: c.cfg.Metric, Value: vals[i], Thresh: m,
 						Reason: fmt.Sprintf("%s reads %.1f, %.1f from the median %.1f of the sensors: left out of the cooling decision", id, vals[i], math.Abs(vals[i]-m), m)})
 				} else {
 					out = append(out, Action{Kind: Resolve, Policy: "cooling", At: now, Key: KeyOutlier + id, Reason: id + " agrees with the others again"})
@@ -168,7 +169,7 @@ func (c *Cooling) decide(now time.Time) []Action {
 			reason := "no healthy cooling sensor left (" + strings.Join(c.order, ", ") + "): backup cooling on, fail safe"
 			c.state, c.since = CoolNoSensors, now
 			out = append(out, Action{Kind: Decision, Policy: "cooling", At: now, State: CoolNoSensors, Reason: reason})
-			out = append(out, Action{Kind: Raise, Policy: "cooling", At: now, Key: KeyNoSensors, Severity: "critical", Metric: c.cfg.Metric, Reason: reason})
+			out = append(out, Action{Kind: Raise, Policy: "cooling", At: now, Key: KeyNoSensors, Severity: incident.Critical, Metric: c.cfg.Metric, Reason: reason})
 			out = append(out, c.relay(true, now, reason)...)
 		}
 		return out
@@ -204,7 +205,7 @@ func (c *Cooling) decide(now time.Time) []Action {
 				}
 				c.state, c.since = CoolBackupOn, now
 				out = append(out, Action{Kind: Decision, Policy: "cooling", At: now, State: CoolBackupOn, Reason: reason})
-				out = append(out, Action{Kind: Raise, Policy: "cooling", At: now, Key: KeyHot, Severity: "warning", Metric: c.cfg.Metric, Value: m, Thresh: onAbove, Reason: reason + ": backup cooling on"})
+				out = append(out, Action{Kind: Raise, Policy: "cooling", At: now, Key: KeyHot, Severity: incident.Warning, Metric: c.cfg.Metric, Value: m, Thresh: onAbove, Reason: reason + ": backup cooling on"})
 				out = append(out, c.relay(true, now, reason)...)
 			}
 		} else {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/daemon/rules"
 	"github.com/rackwatch/rackwatch/sensors"
 )
@@ -28,21 +29,21 @@ const (
 
 // Action is one thing a policy decided.
 type Action struct {
-	Kind     string    `json:"kind"`
-	Policy   string    `json:"policy"`
-	At       time.Time `json:"ts"`
-	Relay    string    `json:"relay,omitempty"`
-	On       bool      `json:"on,omitempty"`
-	UPS      []string  `json:"ups,omitempty"`
-	Cmd      string    `json:"command,omitempty"`
-	Key      string    `json:"key,omitempty"`
-	Severity string    `json:"severity,omitempty"`
-	Device   string    `json:"device,omitempty"`
-	Metric   string    `json:"metric,omitempty"`
-	Value    any       `json:"value,omitempty"`
-	Thresh   any       `json:"threshold,omitempty"`
-	State    string    `json:"state,omitempty"` // Decision: the new state
-	Reason   string    `json:"reason"`
+	Kind     string            `json:"kind"`
+	Policy   string            `json:"policy"`
+	At       time.Time         `json:"ts"`
+	Relay    string            `json:"relay,omitempty"`
+	On       bool              `json:"on,omitempty"`
+	UPS      []string          `json:"ups,omitempty"`
+	Cmd      string            `json:"command,omitempty"`
+	Key      string            `json:"key,omitempty"`
+	Severity incident.Severity `json:"severity,omitempty"`
+	Device   string            `json:"device,omitempty"`
+	Metric   string            `json:"metric,omitempty"`
+	Value    any               `json:"value,omitempty"`
+	Thresh   any               `json:"threshold,omitempty"`
+	State    string            `json:"state,omitempty"` // Decision: the new state
+	Reason   string            `json:"reason"`
 }
 
 // hasFlag reports whether a NUT status has a flag, as a whole word.

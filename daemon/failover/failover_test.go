@@ -57,7 +57,7 @@ func show(a Action) string {
 	case Command:
 		return "command:" + a.Cmd
 	case Raise:
-		return "raise:" + a.Key + ":" + a.Severity
+		return "raise:" + a.Key + ":" + string(a.Severity)
 	case Resolve:
 		return "resolve:" + a.Key
 	}

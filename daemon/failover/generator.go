@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
@@ -78,7 +79,7 @@ func (p *Power) checkGenerator(now time.Time) []Action {
 		} else if g.state != "" {
 			seen = "engine " + g.state
 		}
-		return []Action{{Kind: Raise, Policy: "power", At: now, Key: KeyGenStart, Severity: "critical", Device: p.cfg.GeneratorDevice,
+		return []Action{{Kind: Raise, Policy: "power", At: now, Key: KeyGenStart, Severity: incident.Critical, Device: p.cfg.GeneratorDevice,
 			Metric: "engine.running", Value: 0.0, Thresh: 1.0,
 			Reason: fmt.Sprintf("generator failed to start: %s %s after its relay was energised", seen, dur(now.Sub(g.onAt)))}}
 	}

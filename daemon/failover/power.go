@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
@@ -121,7 +122,7 @@ func (p *Power) Observe(id string, devState sensors.DeviceState, rs []sensors.Re
 		if devState == sensors.DeviceStale && !u.silent && p.onBattery() && hasFlag(u.status, "OB") {
 			u.silent = true
 			u.silCrit = 0
-			out = append(out, Action{Kind: Raise, Policy: "power", At: at, Key: KeyCommLost + id, Severity: "critical", Device: id, Metric: "ups.status",
+			out = append(out, Action{Kind: Raise, Policy: "power", At: at, Key: KeyCommLost + id, Severity: incident.Critical, Device: id, Metric: "ups.status",
 				Value: u.status, Reason: fmt.Sprintf("communication lost with %s while on battery; deciding on its extrapolated runtime (%.0f s at the last reading)", id, u.runtime)})
 		}
 		return append(out, p.step(at)...)
@@ -260,7 +261,7 @@ func (p *Power) step(now time.Time) []Action {
 				p.ran = false
 			}
 			out = append(out, p.set(OnBattery, now, reason))
-			out = append(out, Action{Kind: Raise, Policy: "power", At: now, Key: KeyMains, Severity: "warning", Device: obUPS, Metric: "ups.status", Value: u.status, Thresh: "OB", Reason: reason})
+			out = append(out, Action{Kind: Raise, Policy: "power", At: now, Key: KeyMains, Severity: incident.Warning, Device: obUPS, Metric: "ups.status", Value: u.status, Thresh: "OB", Reason: reason})
 			out = append(out, p.relay(true, now, "mains lost: start the generator")...)
 		}
 	}
@@ -282,12 +283,12 @@ func (p *Power) step(now time.Time) []Action {
 				p.ran = true
 				out = append(out, Action{Kind: Command, Policy: "power", At: now, Cmd: p.cfg.ShutdownCommand, Reason: reason})
 			}
-			out = append(out, Action{Kind: Raise, Policy: "power", At: now, Key: KeyShutdown, Severity: "critical", Device: critUPS, Metric: "battery.runtime",
+			out = append(out, Action{Kind: Raise, Policy: "power", At: now, Key: KeyShutdown, Severity: incident.Critical, Device: critUPS, Metric: "battery.runtime",
 				Value: u.runtime, Thresh: p.cfg.ShutdownRuntimeBelow.Seconds(), Reason: "protected servers ordered down: " + reason})
 		} else if p.state == OnBattery && !mainsBack && p.cfg.GeneratorTimeout > 0 && now.Sub(p.obSince) >= p.cfg.GeneratorTimeout {
 			reason := fmt.Sprintf("mains not back %s after the generator start", dur(now.Sub(p.obSince)))
 			out = append(out, p.set(GeneratorTimeout, now, reason))
-			out = append(out, Action{Kind: Raise, Policy: "power", At: now, Key: KeyMains, Severity: "critical", Reason: reason})
+			out = append(out, Action{Kind: Raise, Policy: "power", At: now, Key: KeyMains, Severity: incident.Critical, Reason: reason})
 		}
 	}
 	if p.onBattery() {

@@ -40,6 +40,28 @@ const (
 	ResolvedEvt = "resolved"
 )
 
+// Severity is how urgent an incident is: a warning, or a critical one (CONTRACT.md §4).
+type Severity string
+
+const (
+	Warning  Severity = "warning"
+	Critical Severity = "critical"
+)
+
+// Valid reports whether s is one of the severities.
+func (s Severity) Valid() bool { return s == Warning || s == Critical }
+
+// Rank orders severities: 2 for critical, 1 for warning, 0 for anything else.
+func (s Severity) Rank() int {
+	switch s {
+	case Critical:
+		return 2
+	case Warning:
+		return 1
+	}
+	return 0
+}
+
 // Incident is one incident.
 type Incident struct {
 	ID          string     `json:"id"`
@@ -47,7 +69,7 @@ type Incident struct {
 	Rule        string     `json:"rule"`
 	Device      string     `json:"device"`
 	Metric      string     `json:"metric"`
-	Severity    string     `json:"severity"`
+	Severity    Severity   `json:"severity"`
 	State       string     `json:"state"`
 	Source      string     `json:"source"` // rule, power, cooling, trap, uplink, system, config
 	Summary     string     `json:"summary"`
@@ -81,7 +103,7 @@ type Event struct {
 // Raise asks for an incident on Key at Severity.
 type Raise struct {
 	Key, Rule, Device, Metric string
-	Severity                  string // warning, critical
+	Severity                  Severity
 	Source, Summary           string
 	Value, Threshold          any
 }
@@ -460,7 +482,7 @@ func (m *Manager) Raise(r Raise, now time.Time) (Event, error) {
 			changed = true
 		}
 		in.Value = r.Value
-		if sevRank(r.Severity) > sevRank(in.Severity) {
+		if r.Severity.Rank() > in.Severity.Rank() {
 			in.Severity = r.Severity
 			in.Threshold = r.Threshold
 			in.Summary = r.Summary
@@ -507,7 +529,7 @@ func (m *Manager) suppress(r Raise, now time.Time) bool {
 		return false
 	}
 	recent := pruneBefore(m.recent[src], now.Add(-m.opt.StormWindow))
-	if len(recent) < m.opt.StormLimit || (r.Severity == "critical" && src != "trap") {
+	if len(recent) < m.opt.StormLimit || (r.Severity == Critical && src != "trap") {
 		if len(recent) < m.opt.StormLimit {
 			recent = append(recent, now)
 		}
@@ -526,9 +548,9 @@ func (m *Manager) suppress(r Raise, now time.Time) bool {
 	st.last = now
 	summary := fmt.Sprintf("%s opened more than %d incidents in %s: %d more not opened (last: %s)",
 		sourceName(src), m.opt.StormLimit, m.opt.StormWindow, st.suppressed, r.Summary)
-	sev := "warning"
-	if r.Severity == "critical" {
-		sev = "critical"
+	sev := Warning
+	if r.Severity == Critical {
+		sev = Critical
 	}
 	if !open {
 		in = &Incident{Key: key, Rule: RuleStorm, Severity: sev, State: Open, Source: src, Summary: summary,
@@ -540,7 +562,7 @@ func (m *Manager) suppress(r Raise, now time.Time) bool {
 		return true
 	}
 	in.Value = st.suppressed
-	if sevRank(sev) > sevRank(in.Severity) {
+	if sev.Rank() > in.Severity.Rank() {
 		in.Severity, in.Summary = sev, summary
 		t := now
 		in.EscalatedAt = &t
@@ -698,7 +720,7 @@ func (m *Manager) prune(now time.Time) {
 			switch {
 			case m.opt.Retention > 0 && in.ResolvedAt != nil && in.ResolvedAt.Before(cutoff):
 				del = append(del, k)
-			case in.Severity == "critical":
+			case in.Severity == Critical:
 				criticals = append(criticals, k)
 			default:
 				warnings = append(warnings, k)
@@ -743,10 +765,10 @@ func (m *Manager) NextClear() time.Time {
 }
 
 // OpenKeys returns the key and severity of each open incident (to seed the rules).
-func (m *Manager) OpenKeys() map[string]string {
+func (m *Manager) OpenKeys() map[string]Severity {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := map[string]string{}
+	out := map[string]Severity{}
 	for k, in := range m.open {
 		out[k] = in.Severity
 	}
@@ -838,14 +860,4 @@ func (m *Manager) Get(id string) (Incident, error) {
 		return json.Unmarshal(v, &in)
 	})
 	return in, err
-}
-
-func sevRank(s string) int {
-	switch s {
-	case "critical":
-		return 2
-	case "warning":
-		return 1
-	}
-	return 0
 }

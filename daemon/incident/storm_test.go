@@ -93,7 +93,7 @@ func TestCriticalsStayReachable(t *testing.T) {
 	defer db.Close()
 	m, _ := New(db, Options{Node: "n", MaxResolved: 50, StormLimit: 1 << 20})
 	now := t0
-	raise := func(key, sev string) {
+	raise := func(key string, sev Severity) {
 		m.Raise(Raise{Key: key, Source: "rule", Severity: sev}, now)
 		m.Resolve(key, nil, now)
 		now = now.Add(time.Second)

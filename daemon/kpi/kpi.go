@@ -289,15 +289,15 @@ func Compute(ins []incident.Incident, l *Log, now time.Time, power, cooling bool
 	r := Report{TS: now.UTC().Format(time.RFC3339), Windows: map[string]Window{}}
 	for _, w := range Windows {
 		from := now.Add(-w.Dur)
-		win := Window{Incidents: map[string]int{"warning": 0, "critical": 0}}
+		win := Window{Incidents: map[string]int{string(incident.Warning): 0, string(incident.Critical): 0}}
 		var tta, ttr time.Duration
 		crit := 0
 		for _, in := range ins {
 			if in.OpenedAt.Before(from) || in.OpenedAt.After(now) {
 				continue
 			}
-			win.Incidents[in.Severity]++
-			if in.Severity == "critical" {
+			win.Incidents[string(in.Severity)]++
+			if in.Severity == incident.Critical {
 				crit++
 			}
 			if in.AckedAt != nil {

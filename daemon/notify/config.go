@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
@@ -82,13 +83,13 @@ type Target struct {
 
 // Route sends the events that match it to its targets.
 type Route struct {
-	Severity      string        `yaml:"severity"`
-	Device        string        `yaml:"device"`
-	Rule          string        `yaml:"rule"`
-	Targets       []string      `yaml:"targets"`
-	EscalateAfter time.Duration `yaml:"escalate_after"`
-	EscalateTo    []string      `yaml:"escalate_to"`
-	RepeatEvery   time.Duration `yaml:"repeat_every"`
+	Severity      incident.Severity `yaml:"severity"`
+	Device        string            `yaml:"device"`
+	Rule          string            `yaml:"rule"`
+	Targets       []string          `yaml:"targets"`
+	EscalateAfter time.Duration     `yaml:"escalate_after"`
+	EscalateTo    []string          `yaml:"escalate_to"`
+	RepeatEvery   time.Duration     `yaml:"repeat_every"`
 }
 
 // Types are the target types.
@@ -235,7 +236,7 @@ func CheckTarget(t Target) error {
 // CheckRoute says what is wrong with a route, given the targets' names.
 func CheckRoute(r Route, targets map[string]bool) error {
 	var errs []error
-	if r.Severity != "" && r.Severity != "warning" && r.Severity != "critical" {
+	if r.Severity != "" && !r.Severity.Valid() {
 		errs = append(errs, fmt.Errorf("severity %q: use warning or critical", r.Severity))
 	}
 	if len(r.Targets) == 0 {

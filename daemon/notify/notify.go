@@ -23,13 +23,15 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/rackwatch/rackwatch/daemon/incident"
 )
 
 // Event is one incident event as sent: the R/incidents payload (CONTRACT.md §4).
 type Event struct {
 	ID        string `json:"id"`
 	Event     string `json:"event"`    // opened | escalated | acknowledged | resolved
-	Severity  string `json:"severity"` // warning | critical
+	Severity  string `json:"severity"` // an incident.Severity; a string, as uplink.Incident has it
 	Rule      string `json:"rule"`
 	Device    string `json:"device"`
 	Metric    string `json:"metric"`
@@ -41,6 +43,8 @@ type Event struct {
 	Note      string `json:"note,omitempty"`
 	Flaps     int    `json:"flaps,omitempty"`
 }
+
+func (e Event) critical() bool { return incident.Severity(e.Severity) == incident.Critical }
 
 // Event names.
 const (
@@ -252,7 +256,7 @@ func encodeEntry(e entry) ([]byte, error) {
 		return nil, err
 	}
 	sev := byte(sevOther)
-	if e.Event.Severity == "critical" {
+	if e.Event.critical() {
 		sev = sevCritical
 	}
 	return append([]byte{sev}, b...), nil
@@ -275,7 +279,7 @@ func u64(n uint64) []byte {
 
 // match reports whether a route takes an event of this incident.
 func (r Route) match(e Event) bool {
-	return (r.Severity == "" || r.Severity == e.Severity) && (r.Device == "" || r.Device == e.Device) &&
+	return (r.Severity == "" || r.Severity == incident.Severity(e.Severity)) && (r.Device == "" || r.Device == e.Device) &&
 		(r.Rule == "" || r.Rule == e.Rule)
 }
 
@@ -580,7 +584,7 @@ func (n *Notifier) Test(ctx context.Context, name string) error {
 		return fmt.Errorf("no notify target %q", name)
 	}
 	now := n.opt.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00")
-	e := Event{ID: n.opt.Node + "-test", Event: Opened, Severity: "warning", Rule: "notify-test", Device: "rackwatch",
+	e := Event{ID: n.opt.Node + "-test", Event: Opened, Severity: string(incident.Warning), Rule: "notify-test", Device: "rackwatch",
 		Metric: "test", Value: 1, Threshold: nil, OpenedAt: now, TS: now, Note: "test notification from rackwatch -test-notify"}
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
 	defer cancel()

@@ -102,7 +102,7 @@ func Varbinds(m Message) (trapOID string, vbs []gosnmp.SnmpPDU) {
 		return gosnmp.SnmpPDU{Name: fmt.Sprintf("%s.1.%d.0", base, i), Type: gosnmp.Integer, Value: v}
 	}
 	sev := 1
-	if m.Severity == "critical" {
+	if m.critical() {
 		sev = 2
 	}
 	vbs = []gosnmp.SnmpPDU{

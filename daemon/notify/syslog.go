@@ -62,7 +62,7 @@ func syslogSeverity(m Message) int {
 	switch {
 	case m.Event.Event == Resolved:
 		return 5
-	case m.Severity == "critical":
+	case m.critical():
 		return 2
 	}
 	return 4

@@ -42,7 +42,7 @@ func (n *Notifier) keepTimers(tb *bolt.Bucket, e Event) error {
 		}
 		return nil
 	}
-	if e.Severity != "critical" {
+	if !e.critical() {
 		return nil
 	}
 	opened, err := time.Parse(time.RFC3339Nano, e.OpenedAt)

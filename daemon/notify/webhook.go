@@ -208,8 +208,8 @@ func pagerdutyBody(m Message, routingKey string) map[string]any {
 	case Resolved:
 		action = "resolve"
 	}
-	sev := "warning"
-	if m.Severity == "critical" {
+	sev := "warning" // PagerDuty's severities: critical, error, warning, info
+	if m.critical() {
 		sev = "critical"
 	}
 	ts := m.TS

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rackwatch/rackwatch/daemon/config"
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/sensors"
 )
 
@@ -24,19 +25,30 @@ const (
 func (l Level) String() string {
 	switch l {
 	case Warning:
-		return "warning"
+		return string(incident.Warning)
 	case Critical:
-		return "critical"
+		return string(incident.Critical)
 	}
 	return "none"
 }
 
-// ParseLevel is String's inverse.
-func ParseLevel(s string) Level {
+// Severity is the severity of an incident at level l ("" for None).
+func (l Level) Severity() incident.Severity {
+	switch l {
+	case Warning:
+		return incident.Warning
+	case Critical:
+		return incident.Critical
+	}
+	return ""
+}
+
+// ParseLevel gives the level of an incident's severity (None for none).
+func ParseLevel(s incident.Severity) Level {
 	switch s {
-	case "warning":
+	case incident.Warning:
 		return Warning
-	case "critical":
+	case incident.Critical:
 		return Critical
 	}
 	return None
@@ -264,8 +276,8 @@ func (r *rule) want(rd sensors.Reading) (Level, int) {
 	return None, thrNone
 }
 
-func sev(s string) Level {
-	if s == "warning" {
+func sev(s incident.Severity) Level {
+	if s == incident.Warning {
 		return Warning
 	}
 	return Critical

@@ -81,7 +81,7 @@ func (sh *shared) reportUpdate(r update.Report) {
 	}
 	switch l.Outcome {
 	case update.OutcomeRolledBack, update.OutcomeFailed:
-		s.raise(incident.Raise{Key: firmwareKey, Rule: "firmware-update", Severity: "warning", Source: "system",
+		s.raise(incident.Raise{Key: firmwareKey, Rule: "firmware-update", Severity: incident.Warning, Source: "system",
 			Summary: fmt.Sprintf("firmware update to %s %s: %s", l.Version, l.Outcome, l.Error), Value: l.Version}, s.now())
 	case update.OutcomeCommitted:
 		s.resolve(firmwareKey, l.Version, s.now())

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/daemon/poll"
 	"github.com/rackwatch/rackwatch/sensors"
 )
@@ -111,12 +112,12 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(m.reading, prometheus.GaugeValue, r.Value, d.ID, name, r.Unit)
 		}
 	}
-	counts := map[string]float64{"warning": 0, "critical": 0}
+	counts := map[incident.Severity]float64{incident.Warning: 0, incident.Critical: 0}
 	for _, in := range s.inc.OpenIncidents() {
 		counts[in.Severity]++
 	}
 	for sev, n := range counts {
-		ch <- prometheus.MustNewConstMetric(m.open, prometheus.GaugeValue, n, sev)
+		ch <- prometheus.MustNewConstMetric(m.open, prometheus.GaugeValue, n, string(sev))
 	}
 	ch <- prometheus.MustNewConstMetric(m.evDrop, prometheus.CounterValue, float64(s.hub.dropped.Load()))
 	if r := s.trapReceiver(); r != nil {

@@ -50,22 +50,22 @@ type TimelineEvent struct {
 
 // Line is one JSON line of the replay's output.
 type Line struct {
-	TS       string   `json:"ts"`
-	Type     string   `json:"type"` // decision, relay, fsd, command, incident
-	Policy   string   `json:"policy,omitempty"`
-	State    string   `json:"state,omitempty"`
-	Relay    string   `json:"relay,omitempty"`
-	On       *bool    `json:"on,omitempty"`
-	UPS      []string `json:"ups,omitempty"`
-	Command  string   `json:"command,omitempty"`
-	Event    string   `json:"event,omitempty"`
-	ID       string   `json:"id,omitempty"`
-	Key      string   `json:"key,omitempty"`
-	Rule     string   `json:"rule,omitempty"`
-	Severity string   `json:"severity,omitempty"`
-	Device   string   `json:"device,omitempty"`
-	Value    any      `json:"value,omitempty"`
-	Reason   string   `json:"reason,omitempty"`
+	TS       string            `json:"ts"`
+	Type     string            `json:"type"` // decision, relay, fsd, command, incident
+	Policy   string            `json:"policy,omitempty"`
+	State    string            `json:"state,omitempty"`
+	Relay    string            `json:"relay,omitempty"`
+	On       *bool             `json:"on,omitempty"`
+	UPS      []string          `json:"ups,omitempty"`
+	Command  string            `json:"command,omitempty"`
+	Event    string            `json:"event,omitempty"`
+	ID       string            `json:"id,omitempty"`
+	Key      string            `json:"key,omitempty"`
+	Rule     string            `json:"rule,omitempty"`
+	Severity incident.Severity `json:"severity,omitempty"`
+	Device   string            `json:"device,omitempty"`
+	Value    any               `json:"value,omitempty"`
+	Reason   string            `json:"reason,omitempty"`
 }
 
 // ReadTimeline reads a timeline file.

@@ -644,7 +644,7 @@ func (s *Site) applyChange(c rules.Change) {
 		s.resolve(c.Rule, c.Value, c.At)
 		return
 	}
-	s.raise(incident.Raise{Key: c.Rule, Rule: c.Rule, Device: c.Device, Metric: c.Metric, Severity: c.To.String(),
+	s.raise(incident.Raise{Key: c.Rule, Rule: c.Rule, Device: c.Device, Metric: c.Metric, Severity: c.To.Severity(),
 		Source: "rule", Summary: fmt.Sprintf("%s %s is %v (%s: %v)", c.Device, c.Metric, c.Value, c.To, c.Threshold),
 		Value: c.Value, Threshold: c.Threshold}, c.At)
 }
@@ -666,7 +666,7 @@ func (s *Site) resolve(key string, value any, at time.Time) {
 
 // raiseDevice opens a warning incident when a device stops answering.
 func (s *Site) raiseDevice(id string, err error) {
-	s.raise(incident.Raise{Key: "device:" + id, Rule: "device-lost", Device: id, Severity: "warning", Source: "system",
+	s.raise(incident.Raise{Key: "device:" + id, Rule: "device-lost", Device: id, Severity: incident.Warning, Source: "system",
 		Summary: fmt.Sprintf("%s does not answer: %v", id, err), Value: errString(err)}, s.now())
 }
 
@@ -712,13 +712,13 @@ func (s *Site) stageIncident(tx *bolt.Tx, e incident.Event) (func(), error) {
 
 func uplinkIncident(e incident.Event) uplink.Incident {
 	in := e.Incident
-	return uplink.Incident{ID: in.ID, Event: e.Event, Severity: in.Severity, Rule: in.Rule, Device: in.Device,
+	return uplink.Incident{ID: in.ID, Event: e.Event, Severity: string(in.Severity), Rule: in.Rule, Device: in.Device,
 		Metric: in.Metric, Value: in.Value, Threshold: in.Threshold, OpenedAt: sensors.FormatTime(in.OpenedAt),
 		TS: sensors.FormatTime(e.TS), By: e.By, Note: in.Summary, Flaps: in.Flaps}
 }
 
 func (s *Site) onDrop(d uplink.Drop) {
-	s.raise(incident.Raise{Key: "uplink:queue-full", Rule: "uplink-queue-full", Severity: "warning", Source: "uplink",
+	s.raise(incident.Raise{Key: "uplink:queue-full", Rule: "uplink-queue-full", Severity: incident.Warning, Source: "uplink",
 		Summary: fmt.Sprintf("uplink queue full: %d telemetry messages dropped (seq %d-%d), %d in all", d.Messages, d.FirstSeq, d.LastSeq, d.Total),
 		Value:   d.Total}, s.now())
 }

@@ -231,7 +231,7 @@ func (sv *Supervisor) reloadLocked(by string) (err error) {
 // refuse logs why a reload was refused and raises it as an incident on the running site.
 func (sv *Supervisor) refuse(cur *Site, by string, err error) error {
 	sv.log.Error("config reload refused; the running config stays", "by", by, "err", err.Error())
-	cur.raise(incident.Raise{Key: reloadKey, Rule: "config-reload-failed", Severity: "warning", Source: "config",
+	cur.raise(incident.Raise{Key: reloadKey, Rule: "config-reload-failed", Severity: incident.Warning, Source: "config",
 		Summary: "config reload refused, the running config stays: " + err.Error(), Value: err.Error()}, cur.now())
 	return fmt.Errorf("reload refused: %w", err)
 }
@@ -249,7 +249,7 @@ func (sv *Supervisor) swapUplink() {
 	if cur.upOpts != nil {
 		if err := sh.startUplink(*cur.upOpts); err != nil {
 			sv.log.Error("uplink not restarted", "err", err)
-			cur.raise(incident.Raise{Key: reloadKey, Rule: "config-reload-failed", Severity: "warning", Source: "config",
+			cur.raise(incident.Raise{Key: reloadKey, Rule: "config-reload-failed", Severity: incident.Warning, Source: "config",
 				Summary: "uplink not restarted with the new settings: " + err.Error(), Value: err.Error()}, cur.now())
 			return
 		}

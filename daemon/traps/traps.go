@@ -37,6 +37,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/drivers/snmptrap"
 	"github.com/rackwatch/rackwatch/sensors"
 )
@@ -59,12 +60,6 @@ const (
 const (
 	RuleTrap  = "snmp-trap"
 	RuleStorm = "trap-storm"
-)
-
-// Severities.
-const (
-	Warning  = "warning"
-	Critical = "critical"
 )
 
 // Config is what the tracker needs from the site's config.
@@ -96,10 +91,11 @@ const (
 
 // Action is what the site does for a trap or a tick.
 type Action struct {
-	Kind                                Kind
-	Key, Rule, Device, Metric, Severity string
-	Summary                             string
-	Value, Threshold                    any
+	Kind                      Kind
+	Key, Rule, Device, Metric string
+	Severity                  incident.Severity
+	Summary                   string
+	Value, Threshold          any
 }
 
 // Outcome says what became of one trap.
@@ -131,7 +127,7 @@ type storm struct {
 	listed    bool // a traps.sources sender, not a device
 	dropped   int
 	reported  int
-	severity  string
+	severity  incident.Severity
 	last      time.Time
 	lastTrap  string
 	committed bool
@@ -345,10 +341,10 @@ func (t *Tracker) forget(key string, o open) {
 
 // meaning is the incident a trap from who stands for.
 func (t *Tracker) meaning(tr snmptrap.Trap, who string) Action {
-	a := Action{Kind: Raise, Rule: RuleTrap, Device: who, Severity: Warning, Value: tr.Name, Threshold: tr.TrapOID}
+	a := Action{Kind: Raise, Rule: RuleTrap, Device: who, Severity: incident.Warning, Value: tr.Name, Threshold: tr.TrapOID}
 	switch tr.Name {
 	case "upsTrapOnBattery":
-		a.Key, a.Severity, a.Metric = "trap:"+who+":on-battery", Critical, "ups.status"
+		a.Key, a.Severity, a.Metric = "trap:"+who+":on-battery", incident.Critical, "ups.status"
 		a.Summary = fmt.Sprintf("%s sent upsTrapOnBattery: running on battery", who)
 	case "upsTrapAlarmEntryAdded", "upsTrapAlarmEntryRemoved":
 		alarm := tr.Alarm
@@ -361,7 +357,7 @@ func (t *Tracker) meaning(tr snmptrap.Trap, who string) Action {
 			return a
 		}
 		if criticalAlarms[alarm] {
-			a.Severity = Critical
+			a.Severity = incident.Critical
 		}
 		a.Summary = fmt.Sprintf("%s raised the UPS alarm %s", who, alarm)
 	case "upsTrapTestCompleted":
@@ -385,7 +381,7 @@ func (t *Tracker) drop(who string, listed bool, tr snmptrap.Trap, a Action, now 
 		if listed && t.listed >= maxOpenTotal {
 			return nil // the metric still counts it
 		}
-		s = &storm{key: "trap:" + who + ":storm", severity: Warning, listed: listed}
+		s = &storm{key: "trap:" + who + ":storm", severity: incident.Warning, listed: listed}
 		t.storms[who] = s
 		if listed {
 			t.listed++
@@ -400,9 +396,9 @@ func (t *Tracker) drop(who string, listed bool, tr snmptrap.Trap, a Action, now 
 	s.lastTrap = name
 	// A dropped repeat of an open critical incident loses nothing; a dropped new one would.
 	_, isOpen := t.opened[a.Key]
-	escalate := a.Kind == Raise && a.Severity == Critical && !isOpen && s.severity != Critical
+	escalate := a.Kind == Raise && a.Severity == incident.Critical && !isOpen && s.severity != incident.Critical
 	if escalate {
-		s.severity = Critical
+		s.severity = incident.Critical
 	}
 	if s.committed && !escalate {
 		return nil // Tick reports the count
@@ -473,7 +469,7 @@ func (t *Tracker) Adopt(key, sender string, last time.Time, onBatt bool) {
 	}
 	if key == "trap:"+sender+":storm" {
 		if _, ok := t.storms[sender]; !ok {
-			t.storms[sender] = &storm{key: key, severity: Warning, last: last, committed: true, listed: device == ""}
+			t.storms[sender] = &storm{key: key, severity: incident.Warning, last: last, committed: true, listed: device == ""}
 			if device == "" {
 				t.listed++
 			}

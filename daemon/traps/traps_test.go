@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackwatch/rackwatch/daemon/incident"
 	"github.com/rackwatch/rackwatch/drivers/snmptrap"
 	"github.com/rackwatch/rackwatch/sensors"
 )
@@ -61,7 +62,7 @@ func TestStormIsCapped(t *testing.T) {
 			}
 			raised(tr.Tick(now), keys)
 			storm, ok := keys["trap:ups2:storm"]
-			if !ok || storm.Rule != RuleStorm || storm.Severity != Warning {
+			if !ok || storm.Rule != RuleStorm || storm.Severity != incident.Warning {
 				t.Fatalf("no warning trap-storm incident: %+v", keys)
 			}
 			if len(keys) > DefaultMaxOpen+1 {
@@ -102,7 +103,7 @@ func TestSenders(t *testing.T) {
 			}
 			continue
 		}
-		if len(acts) != 1 || acts[0].Kind != Raise || acts[0].Device != c.device || acts[0].Severity != Critical || acts[0].Key != "trap:"+c.device+":on-battery" {
+		if len(acts) != 1 || acts[0].Kind != Raise || acts[0].Device != c.device || acts[0].Severity != incident.Critical || acts[0].Key != "trap:"+c.device+":on-battery" {
 			t.Errorf("%s: %+v", c.from, acts)
 		}
 	}
@@ -135,7 +136,7 @@ func TestRateLimit(t *testing.T) {
 	}
 	keys := map[string]Action{}
 	raised(tr.Tick(t0.Add(time.Second)), keys)
-	if s := keys["trap:ups2:storm"]; s.Severity != Warning || s.Value != 4 {
+	if s := keys["trap:ups2:storm"]; s.Severity != incident.Warning || s.Value != 4 {
 		t.Fatalf("storm after dropped repeats: %+v", s)
 	}
 	// A new critical alarm with no token left.
@@ -145,7 +146,7 @@ func TestRateLimit(t *testing.T) {
 		tr.Handle(trap("192.0.2.10", onBattery), t0.Add(time.Second))
 	}
 	out, acts := tr.Handle(alarm, t0.Add(time.Second))
-	if out != RateLimited || len(acts) != 1 || acts[0].Key != "trap:ups2:storm" || acts[0].Severity != Critical {
+	if out != RateLimited || len(acts) != 1 || acts[0].Key != "trap:ups2:storm" || acts[0].Severity != incident.Critical {
 		t.Fatalf("dropped critical alarm: %s %+v", out, acts)
 	}
 }

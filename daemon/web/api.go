@@ -40,17 +40,17 @@ type Status struct {
 // RuleView is one configured rule as the page shows it: the thresholds of a numeric rule,
 // or the flag / value that a status_has / equals rule looks for.
 type RuleView struct {
-	Name       string   `json:"name"`
-	Device     string   `json:"device"`
-	Metric     string   `json:"metric"`
-	WarnAbove  *float64 `json:"warn_above,omitempty"`
-	CritAbove  *float64 `json:"crit_above,omitempty"`
-	WarnBelow  *float64 `json:"warn_below,omitempty"`
-	CritBelow  *float64 `json:"crit_below,omitempty"`
-	StatusHas  string   `json:"status_has,omitempty"`
-	Equals     any      `json:"equals,omitempty"`
-	Severity   string   `json:"severity,omitempty"`
-	Hysteresis float64  `json:"hysteresis,omitempty"`
+	Name       string            `json:"name"`
+	Device     string            `json:"device"`
+	Metric     string            `json:"metric"`
+	WarnAbove  *float64          `json:"warn_above,omitempty"`
+	CritAbove  *float64          `json:"crit_above,omitempty"`
+	WarnBelow  *float64          `json:"warn_below,omitempty"`
+	CritBelow  *float64          `json:"crit_below,omitempty"`
+	StatusHas  string            `json:"status_has,omitempty"`
+	Equals     any               `json:"equals,omitempty"`
+	Severity   incident.Severity `json:"severity,omitempty"`
+	Hysteresis float64           `json:"hysteresis,omitempty"`
 }
 
 // DeviceStatus is one device in the status.

@@ -464,7 +464,7 @@ func build(st Status, now time.Time) pageData {
 	for _, in := range st.Incidents {
 		if in.Device != "" && in.Metric != "" {
 			k := rkey(in.Device, in.Metric)
-			incLevel[k] = worse(incLevel[k], in.Severity)
+			incLevel[k] = worse(incLevel[k], string(in.Severity))
 		}
 	}
 	onBattery, onMains := []string{}, 0
@@ -593,7 +593,7 @@ func build(st Status, now time.Time) pageData {
 		if !incs[i].OpenedAt.Equal(incs[j].OpenedAt) {
 			return incs[i].OpenedAt.After(incs[j].OpenedAt)
 		}
-		return rank(incs[i].Severity) > rank(incs[j].Severity)
+		return incs[i].Severity.Rank() > incs[j].Severity.Rank()
 	})
 	for _, in := range incs {
 		iv := incidentView{Incident: in, Opened: clock(in.OpenedAt), OpenedTS: in.OpenedAt.UTC().Format(time.RFC3339), For: fmtDur(now.Sub(in.OpenedAt))}
@@ -638,9 +638,9 @@ func levelForContact(rules []RuleView, dev string, v float64) string {
 		if r.Device == dev && r.Metric == "contact" {
 			sev := r.Severity
 			if sev == "" {
-				sev = lvlCrit
+				sev = incident.Critical
 			}
-			l = worse(l, sev)
+			l = worse(l, string(sev))
 		}
 	}
 	if l == "" {

@@ -228,7 +228,7 @@ func FuzzRenderMatchesTemplate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		d := base
 		d.St.Site, d.User, d.CSRF, d.Nonce = s, s, s, s
-		d.Incidents = []incidentView{{Incident: incident.Incident{ID: s, Rule: s, Severity: s, State: s, Summary: s}, Sent: s}}
+		d.Incidents = []incidentView{{Incident: incident.Incident{ID: s, Rule: s, Severity: incident.Severity(s), State: s, Summary: s}, Sent: s}}
 		d.Relays = []relayView{{Relay: Relay{ID: s, Mode: s, Engine: s}, Role: s}}
 		d.Charts = []chartGroup{{Device: s, Charts: []chartView{{Device: s, Metric: s, TH: s, Path: s, DotX: s, DotY: s, Lines: []chartLine{{Y: s, Level: s, Label: s}}}}}}
 		var want, got bytes.Buffer
