@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +27,7 @@ func TestSparkplugKillAndRestart(t *testing.T) {
 	bin := buildDaemon(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "site.yaml")
+	webPort := testpeer.FreePort(t)
 	os.WriteFile(cfg, fmt.Appendf(nil, `site: test
 node: rack1
 data_dir: %s/data
@@ -37,7 +40,7 @@ mqtt:
 devices:
   - {id: feed-a, driver: sim.power, poll: 200ms}
   - {id: ups1, driver: sim.ups, poll: 200ms}
-`, dir, testpeer.FreePort(t), m.URL), 0o644)
+`, dir, webPort, m.URL), 0o644)
 	run := func() *exec.Cmd {
 		cmd := exec.Command(bin, "-config", cfg)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -83,6 +86,24 @@ devices:
 	rec.Publish(t, "spBv1.0/dc1/NCMD/rack1", false, sparkplugtest.Encode(t,
 		`timestamp: 1 metrics { name: "Node Control/Rebirth" datatype: 11 boolean_value: true }`))
 	waitFor("the rebirth", born(3))
+	// An NCMD that is not a Sparkplug payload is dropped and counted on /metrics.
+	rec.Publish(t, "spBv1.0/dc1/NCMD/rack1", false, []byte("not protobuf \xff\xff"))
+	var metrics string
+	testpeer.Eventually(t, 30*time.Second, "the unreadable NCMD counted on /metrics", func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", webPort))
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		metrics = string(b)
+		return strings.Contains(metrics, `rackwatch_sparkplug_unreadable_total{topic="NCMD"} 1`)
+	})
+	for _, want := range []string{"rackwatch_sparkplug_births_total 2", "rackwatch_sparkplug_rebirths_total 1", `rackwatch_sparkplug_unreadable_total{topic="STATE"} 0`} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics lacks %q:\n%s", want, grepLines(metrics, "sparkplug"))
+		}
+	}
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()

@@ -158,6 +158,8 @@ type Status struct {
 	Connects    uint64        `json:"connects"`  // connections made since start
 	LastError   string        `json:"last_error,omitempty"`
 	Commands    CommandCounts `json:"commands"`
+	// Sparkplug is what the Sparkplug B edge node did (mqtt.format sparkplug_b), else nil.
+	Sparkplug *sparkplug.Counters `json:"sparkplug,omitempty"`
 }
 
 // Uplink is the MQTT uplink. Make it with New, run it with Run.
@@ -384,7 +386,13 @@ func (u *Uplink) Status() Status {
 	// Acknowledged messages wait for their delete commit; one the cap dropped meanwhile is
 	// no longer counted on disk, hence the clamps.
 	acked := len(u.acked[0]) + len(u.acked[1]) + u.deletingN
+	var spb *sparkplug.Counters
+	if u.spb != nil {
+		c := u.spb.Counters()
+		spb = &c
+	}
 	return Status{
+		Sparkplug:   spb,
 		Held:        held,
 		Connected:   u.connected,
 		Broker:      u.broker,

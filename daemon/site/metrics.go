@@ -31,6 +31,7 @@ type metrics struct {
 	upCmdRep *prometheus.Desc
 	traps    *prometheus.Desc
 	evDrop   *prometheus.Desc
+	spb      [3]*prometheus.Desc // births, rebirths, unreadable
 	notify   [5]*prometheus.Desc // sent, failed, dropped, queued, audit records
 }
 
@@ -50,6 +51,11 @@ func newMetrics(s *Site) *metrics {
 	m.upCmdRep = prometheus.NewDesc("rackwatch_uplink_command_replies_dropped_total", "Replies to refused or busy commands not sent: too many at once.", nil, nil)
 	m.traps = prometheus.NewDesc("rackwatch_traps_total", "SNMP trap packets by outcome: accepted, malformed (dropped), rejected (unknown community or user), unknown_source (no device, not in traps.sources), rate_limited (past the sender's rate or open cap), queue_full (the handler fell behind).", []string{"outcome"}, nil)
 	m.evDrop = prometheus.NewDesc("rackwatch_events_dropped_total", "Server-sent events (/events) dropped because a slow client's queue was full.", nil, nil)
+	m.spb = [3]*prometheus.Desc{
+		prometheus.NewDesc("rackwatch_sparkplug_births_total", "NBIRTHs the Sparkplug B edge node published, rebirths included.", nil, nil),
+		prometheus.NewDesc("rackwatch_sparkplug_rebirths_total", "Rebirth requests (NCMD Node Control/Rebirth) the edge node honoured.", nil, nil),
+		prometheus.NewDesc("rackwatch_sparkplug_unreadable_total", "Messages to the edge node that could not be read and were dropped: NCMD commands, or the primary host's STATE.", []string{"topic"}, nil),
+	}
 	m.notify = [5]*prometheus.Desc{
 		prometheus.NewDesc("rackwatch_notify_sent_total", "Incident events delivered, per notify target.", []string{"target"}, nil),
 		prometheus.NewDesc("rackwatch_notify_failed_total", "Delivery attempts that failed (retried later), per notify target.", []string{"target"}, nil),
@@ -77,7 +83,7 @@ func (m *metrics) observe(res poll.Result) {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range append([]*prometheus.Desc{m.reading, m.upsFlag, m.devUp, m.open, m.queued, m.dropped, m.upConn, m.upCmds, m.upCmdRep, m.traps, m.evDrop}, m.notify[:]...) {
+	for _, d := range append(append([]*prometheus.Desc{m.reading, m.upsFlag, m.devUp, m.open, m.queued, m.dropped, m.upConn, m.upCmds, m.upCmdRep, m.traps, m.evDrop}, m.notify[:]...), m.spb[:]...) {
 		ch <- d
 	}
 }
@@ -155,5 +161,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(m.upCmds, prometheus.CounterValue, float64(n), outcome)
 		}
 		ch <- prometheus.MustNewConstMetric(m.upCmdRep, prometheus.CounterValue, float64(u.Commands.RepliesDropped))
+		if c := u.Sparkplug; c != nil {
+			ch <- prometheus.MustNewConstMetric(m.spb[0], prometheus.CounterValue, float64(c.Births))
+			ch <- prometheus.MustNewConstMetric(m.spb[1], prometheus.CounterValue, float64(c.Rebirths))
+			ch <- prometheus.MustNewConstMetric(m.spb[2], prometheus.CounterValue, float64(c.BadCommands), "NCMD")
+			ch <- prometheus.MustNewConstMetric(m.spb[2], prometheus.CounterValue, float64(c.BadStates), "STATE")
+		}
 	}
 }

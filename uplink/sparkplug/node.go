@@ -84,12 +84,13 @@ type Options struct {
 
 // Counters say what the node did since New.
 type Counters struct {
-	Attempts    uint64 // connection attempts
-	Connects    uint64 // connections made, with NCMD (and STATE) subscribed
-	Sessions    uint64 // Sparkplug sessions begun (NBIRTH published on a connection)
-	Births      uint64 // NBIRTHs published, rebirths included
-	Rebirths    uint64 // rebirth requests honoured
-	BadCommands uint64 // NCMD payloads that could not be read (dropped)
+	Attempts    uint64 `json:"attempts"`     // connection attempts
+	Connects    uint64 `json:"connects"`     // connections made, with NCMD (and STATE) subscribed
+	Sessions    uint64 `json:"sessions"`     // Sparkplug sessions begun (NBIRTH published on a connection)
+	Births      uint64 `json:"births"`       // NBIRTHs published, rebirths included
+	Rebirths    uint64 `json:"rebirths"`     // rebirth requests honoured
+	BadCommands uint64 `json:"bad_commands"` // NCMD payloads that could not be read (dropped)
+	BadStates   uint64 `json:"bad_states"`   // primary host STATE payloads that could not be read (ignored)
 }
 
 // Node is a Sparkplug B edge node. Make it with New, feed it with Update, run it with Run.
@@ -115,8 +116,8 @@ type Node struct {
 	bdStored bool   // bdSeq is on disk
 	running  atomic.Bool
 
-	attempts, connects, sessions, births, rebirths, badCommands atomic.Uint64
-	badLogAt                                                    atomic.Int64
+	attempts, connects, sessions, births, rebirths, badCommands, badStates atomic.Uint64
+	badCommandLogAt, badStateLogAt                                         atomic.Int64
 }
 
 var bucket = []byte("uplink.sparkplug")
@@ -183,7 +184,7 @@ func (n *Node) Topic(typ, dev string) string {
 // Counters returns what the node did since New.
 func (n *Node) Counters() Counters {
 	return Counters{Attempts: n.attempts.Load(), Connects: n.connects.Load(), Sessions: n.sessions.Load(), Births: n.births.Load(), Rebirths: n.rebirths.Load(),
-		BadCommands: n.badCommands.Load()}
+		BadCommands: n.badCommands.Load(), BadStates: n.badStates.Load()}
 }
 
 // Update takes the latest readings. A metric whose value or quality changed goes out in the
@@ -537,11 +538,7 @@ func (n *Node) command(b []byte) {
 	var p spbpb.Payload
 	if err := proto.Unmarshal(b, &p); err != nil {
 		n.badCommands.Add(1)
-		// At most one line a minute: anyone who may publish NCMD could flood the log.
-		now := time.Now().UnixNano()
-		if last := n.badLogAt.Load(); now-last > int64(time.Minute) && n.badLogAt.CompareAndSwap(last, now) {
-			n.log.Warn("NCMD payload not readable, dropped", "err", err, "dropped_total", n.badCommands.Load())
-		}
+		n.rareWarn(&n.badCommandLogAt, "NCMD payload not readable, dropped", "err", err, "dropped_total", n.badCommands.Load())
 		return
 	}
 	for _, m := range p.GetMetrics() {
@@ -565,7 +562,8 @@ func (n *Node) hostState(b []byte) {
 		Timestamp *int64 `json:"timestamp"`
 	}
 	if err := json.Unmarshal(b, &s); err != nil || s.Online == nil || s.Timestamp == nil {
-		n.log.Warn("primary host STATE not readable, ignored", "payload", truncate(b, 100))
+		n.badStates.Add(1)
+		n.rareWarn(&n.badStateLogAt, "primary host STATE not readable, ignored", "payload", truncate(b, 100), "ignored_total", n.badStates.Load())
 		return
 	}
 	n.mu.Lock()
@@ -577,6 +575,15 @@ func (n *Node) hostState(b []byte) {
 	n.mu.Unlock()
 	n.log.Info("primary host STATE", "host", n.opts.PrimaryHost, "online", *s.Online)
 	signal(n.wake)
+}
+
+// rareWarn logs at most one line a minute per last: anyone who may publish to the topic could
+// otherwise flood the log; the counters say how many there were.
+func (n *Node) rareWarn(last *atomic.Int64, msg string, args ...any) {
+	now := time.Now().UnixNano()
+	if l := last.Load(); now-l > int64(time.Minute) && last.CompareAndSwap(l, now) {
+		n.log.Warn(msg, args...)
+	}
 }
 
 func truncate(b []byte, max int) string {

@@ -236,6 +236,10 @@ func TestPrimaryHost(t *testing.T) {
 	if i := index(s, "NBIRTH"); i < 0 || !after(s, i, `"timestamp":2000`) {
 		t.Fatalf("NBIRTH before the host's online STATE: %v", types(s))
 	}
+	// The garbage came before the online STATE the births waited for, so it is counted.
+	if c := n.Counters(); c.BadStates != 1 {
+		t.Errorf("unreadable STATEs counted: %d, want 1", c.BadStates)
+	}
 	// A stale offline changes nothing: the rebirth asked for after it comes, no NDEATH.
 	r.Publish(t, topic, false, state(false, 1500))
 	r.Publish(t, n.Topic("NCMD", ""), false, sparkplugtest.Encode(t, `metrics { name: "Node Control/Rebirth" boolean_value: true }`))
